@@ -1,0 +1,108 @@
+"""The composition point: the one place where config, store, templates, sources, channels and
+delivery are wired together. Everything else receives what it needs as arguments."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from .channels.base import Channel
+from .channels.dryrun import DryRunChannel, DryRunJournal
+from .config import ChannelConfig, Config, ConfigError, ConfigProblem
+from .delivery import Backoff, ChannelWorker, Delivery, utcnow
+from .editor import Editor
+from .render import Renderer
+from .sources.base import Source
+from .sources.file import StateFileSource
+from .store import Store
+from .textfit import LengthRule, rule_for
+
+STORE_FILE = "broadcaster.sqlite3"
+DRY_RUN_STORE_FILE = "dry-run.sqlite3"
+DRY_RUN_JOURNAL = "dry-run.jsonl"
+
+
+def store_path(config: Config, dry_run: bool) -> Path:
+    # A dry run keeps its own records: it must never mark a real post as sent.
+    return config.data_dir / (DRY_RUN_STORE_FILE if dry_run else STORE_FILE)
+
+
+def real_channel(config: Config, channel: ChannelConfig) -> Channel:
+    """Build the channel that really posts. Credentials are required here, not before."""
+    missing = [f"{k} ({v} is not set)" for k, v in channel.missing_env.items()]
+    if missing:
+        raise ConfigError(
+            [ConfigProblem(str(config.path), None, f"channels.{channel.name}",
+                           "missing credentials: " + "; ".join(missing))]
+        )
+    if channel.platform == "x":
+        from .channels.x import XChannel
+
+        return XChannel(channel)
+    if channel.platform == "mastodon":
+        from .channels.mastodon import MastodonChannel
+
+        return MastodonChannel(channel)
+    return DryRunChannel(
+        channel.name, channel.platform, channel.language, default_rule(channel),
+        DryRunJournal(config.data_dir / DRY_RUN_JOURNAL),
+    )
+
+
+def default_rule(channel: ChannelConfig) -> LengthRule:
+    return rule_for(channel.platform, channel.max_characters)
+
+
+@dataclass
+class App:
+    config: Config
+    store: Store
+    renderer: Renderer
+    editor: Editor
+    channels: dict[str, Channel]
+    delivery: Delivery
+    sources: list[Source]
+    dry_run: bool
+
+    def close(self) -> None:
+        self.delivery.stop()
+        for source in self.sources:
+            source.close()
+        for channel in self.channels.values():
+            channel.close()
+        self.store.close()
+
+
+def build(
+    config: Config,
+    *,
+    dry_run: bool,
+    out: TextIO | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    store: Store | None = None,
+    backoff: Backoff | None = None,
+) -> App:
+    if dry_run:
+        journal = DryRunJournal(config.data_dir / DRY_RUN_JOURNAL, out or sys.stdout)
+        channels: dict[str, Channel] = {
+            name: DryRunChannel(name, c.platform, c.language, default_rule(c), journal)
+            for name, c in config.channels.items()
+        }
+    else:
+        channels = {name: real_channel(config, c) for name, c in config.channels.items()}
+    for channel in channels.values():
+        channel.start()  # reads the server's own limits, e.g. Mastodon's max_characters
+    store = store or Store(store_path(config, dry_run))
+    renderer = Renderer(config.templates_dir, config.timezone)
+    rules = {name: channel.length_rule() for name, channel in channels.items()}
+    editor = Editor(store, renderer, config, rules)
+    workers = {
+        name: ChannelWorker(channel, store, clock=clock, backoff=backoff)
+        for name, channel in channels.items()
+    }
+    sources: list[Source] = [StateFileSource(config.state_file, config.languages())]
+    return App(config, store, renderer, editor, channels, Delivery(workers), sources, dry_run)

@@ -1,0 +1,356 @@
+"""The ``broadcaster`` command: parses arguments, calls the app, prints. Exit 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+from .model import ChannelInfo, PostState
+from .render import Renderer, TemplateError
+from .statefile import StateFileError, load_state, load_timeline
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=Path("config.toml"),
+                        help="config file (default: ./config.toml)")
+    common.add_argument("--format", choices=("text", "json"), default="text",
+                        help="output format (default: text)")
+    common.add_argument("--log-format", choices=("text", "json"), default="text")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    p = argparse.ArgumentParser(
+        prog="broadcaster",
+        description="Regular, truthful incident updates on X and Mastodon.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", parents=[common], help="validate config, state file and templates")
+    pv = sub.add_parser("preview", parents=[common], help="what would be posted now")
+    pv.add_argument("incident_id", nargs="?")
+    pv.add_argument("--at", type=_aware, help="pretend it is this time (ISO 8601 with offset)")
+
+    d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
+    d.add_argument("incident_id")
+    d.add_argument("--status")
+    d.add_argument("--message")
+    d.add_argument("--cause")
+    d.add_argument("--workaround")
+    d.add_argument("--severity")
+    d.add_argument("--next-update", type=_aware, dest="next_update_at")
+    d.add_argument("--lang", help="language of --message/--cause/--workaround (default: all)")
+    d.add_argument("--write", action="store_true", help="apply the changes to the state file")
+    d.add_argument("--at", type=_aware)
+
+    s = sub.add_parser("simulate", parents=[common], help="replay posts on a virtual clock")
+    s.add_argument("--hours", type=float, default=6.0)
+    s.add_argument("--timeline", type=Path, help="a timeline file of successive states")
+    s.add_argument("--start", type=_aware, help="virtual start time (default: now, or the "
+                   "timeline's first step)")
+
+    r = sub.add_parser("run", parents=[common], help="run the daemon")
+    r.add_argument("--dry-run", action="store_true", help="print posts instead of publishing")
+
+    st = sub.add_parser("status", parents=[common], help="what the store holds")
+    st.add_argument("--dry-run", action="store_true", help="show the dry-run store")
+
+    sb = sub.add_parser("sandbox", parents=[common],
+                        help="run local X and Mastodon API servers for drills")
+    sb.add_argument("--x-port", type=int, default=8471)
+    sb.add_argument("--mastodon-port", type=int, default=8472)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_format, args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, StateFileError, UsageError) as e:
+        _error(args, str(e))
+        return EXIT_BAD_INPUT
+    except TemplateError as e:
+        _error(args, str(e))
+        return EXIT_BAD_INPUT
+
+
+def _setup_logging(fmt: str, verbose: bool) -> None:
+    from .logs import configure
+
+    configure(fmt, logging.DEBUG if verbose else logging.INFO)
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    if args.format == "json":
+        print(json.dumps({"error": message}, ensure_ascii=False))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.format == "json":
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(text, end="" if text.endswith("\n") or not text else "\n")
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, list]:
+    config = load_config(args.config)
+    incidents = load_state(config.state_file, config.languages())
+    return config, incidents
+
+
+def _channel_infos(config: Config) -> list[ChannelInfo]:
+    return [ChannelInfo(n, c.platform, c.language) for n, c in config.channels.items()]
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    config = load_config(args.config)
+    try:
+        incidents = load_state(config.state_file, config.languages())
+    except StateFileError as e:
+        problems += [str(p) for p in e.problems]
+        incidents = []
+    renderer = Renderer(config.templates_dir, config.timezone)
+    problems += [str(p) for p in renderer.check(_channel_infos(config))]
+    summary = {
+        "ok": not problems,
+        "config": str(config.path),
+        "state_file": str(config.state_file),
+        "incidents": len(incidents),
+        "channels": sorted(config.channels),
+        "problems": problems,
+    }
+    if problems:
+        text = "\n".join(problems) + f"\n{len(problems)} problem(s) found"
+    else:
+        text = (f"ok: {args.config}, {len(incidents)} incident(s) in {config.state_file}, "
+                f"{len(config.channels)} channel(s), templates render in "
+                f"{', '.join(sorted(config.languages()))}")
+    if problems and args.format == "text":
+        print(text, file=sys.stderr)
+    else:
+        _emit(args, summary, text)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def _text_posts(shown: list, *, with_time: bool) -> str:
+    blocks = []
+    for s in shown:
+        d = s.to_json()
+        when = f"{s.at.isoformat(timespec='seconds')}  " if with_time else ""
+        head = f"{when}{d['channel']} ({d['platform']}, {d['language']}) · {d['incident_id']} · {d['kind']}"
+        parts = d["parts"]
+        lines = [head]
+        for i, part in enumerate(parts, start=1):
+            label = f"[{i}/{len(parts)}] " if len(parts) > 1 else ""
+            lines.append(f"  {label}{part['length']}/{part['limit']} characters"
+                         + (" · reply in thread" if i > 1 or s.recorded.post.sequence > 1 else ""))
+            lines += ["  │ " + line for line in part["text"].splitlines()]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + ("\n" if blocks else "nothing to post\n")
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .rehearsal import preview
+
+    config, incidents = _load(args)
+    if args.incident_id and args.incident_id not in {i.id for i in incidents}:
+        raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+    shown = preview(config, incidents, args.at or _now(), args.incident_id)
+    data = [
+        {k: v for k, v in s.to_json().items() if k != "text"} for s in shown
+    ]
+    _emit(args, data, _text_posts(shown, with_time=True))
+    return EXIT_OK
+
+
+def cmd_draft(args: argparse.Namespace) -> int:
+    from .rehearsal import draft
+    from .statefile import apply_changes
+
+    config, incidents = _load(args)
+    changes: dict[str, Any] = {}
+    for name in ("status", "message", "cause", "workaround"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = {args.lang: value} if args.lang and name != "status" else value
+    if args.severity:
+        changes["severity"] = args.severity
+    if args.next_update_at:
+        changes["next_update_at"] = args.next_update_at
+    if not changes:
+        raise UsageError("nothing to draft: give --status, --message, --cause, --workaround, "
+                         "--severity or --next-update")
+    if args.incident_id not in {i.id for i in incidents}:
+        raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+    _validate_changes(config, incidents, args.incident_id, changes)
+    shown = draft(config, incidents, args.incident_id, changes, args.at or _now())
+    if args.write:
+        apply_changes(config.state_file, args.incident_id, changes)
+    data = {"posts": [s.to_json() for s in shown], "written": bool(args.write)}
+    text = _text_posts(shown, with_time=False)
+    if args.write:
+        text += f"written to {config.state_file}\n"
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+def _validate_changes(config: Config, incidents: list, incident_id: str, changes: dict) -> None:
+    """Changes must make a valid incident, checked as the state file would be."""
+    from .rehearsal import apply_changes as merged
+    from .statefile import parse_incident
+    from .store import incident_to_json
+
+    incident = next(i for i in incidents if i.id == incident_id)
+    data = incident_to_json(merged(incident, changes))
+    data.pop("origin", None)
+    for key in list(data):
+        if data[key] is None or data[key] == []:
+            del data[key]
+    parse_incident(data, origin=f"draft {incident_id}", languages=config.languages())
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .rehearsal import simulate
+
+    config = load_config(args.config)
+    if args.timeline:
+        steps = load_timeline(args.timeline, config.languages())
+        start = args.start or (steps[0][0] if steps else _now())
+    else:
+        start = args.start or _now()
+        steps = [(start, load_state(config.state_file, config.languages()))]
+    end = start + timedelta(hours=args.hours)
+    shown = simulate(config, steps, start, end)
+    data = [
+        {"at": s.at.isoformat(), "channel": s.recorded.post.channel,
+         "incident_id": s.recorded.post.incident_id, "kind": s.recorded.post.kind.value,
+         "text": s.to_json()["text"]}
+        for s in shown
+    ]
+    text = _text_posts(shown, with_time=True)
+    _emit(args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    daemon = Daemon(args.config, dry_run=args.dry_run)
+    daemon.run_forever()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .app import store_path
+    from .planner import due_at
+    from .store import Store
+
+    config = load_config(args.config)
+    path = store_path(config, args.dry_run)
+    if not path.exists():
+        _emit(args, {"store": str(path), "incidents": [], "channels": {}},
+              f"{path}: nothing recorded yet\n")
+        return EXIT_OK
+    store = Store(path)
+    try:
+        snapshots = store.snapshots()
+        threads = store.threads()
+        counts = store.counts()
+        health = store.channel_states()
+        posts = store.posts(states=(PostState.PENDING, PostState.SENDING, PostState.FAILED))
+    finally:
+        store.close()
+    channels: dict[str, Any] = {}
+    for name in sorted(set(config.channels) | {c for c, _ in counts}):
+        h = health.get(name, {})
+        channels[name] = {
+            "healthy": h.get("healthy", True),
+            "paused_until": h["paused_until"].isoformat() if h.get("paused_until") else None,
+            "last_error": h.get("last_error"),
+            "replies_refused": h.get("replies_refused", False),
+            **{state.value: counts.get((name, state.value), 0) for state in PostState},
+        }
+    incidents = []
+    for snap in snapshots:
+        i = snap.incident
+        entry: dict[str, Any] = {"id": i.id, "status": i.status, "revision": snap.revision,
+                                 "threads": {}}
+        for (incident_id, channel), t in threads.items():
+            if incident_id != i.id:
+                continue
+            due = due_at(t, snap)
+            entry["threads"][channel] = {
+                "posts": t.post_count, "last_kind": t.last_kind.value, "closed": t.closed,
+                "next_due_at": due.isoformat() if due else None,
+            }
+        incidents.append(entry)
+    lines = [f"store: {path}", "", "channels:"]
+    for name, c in channels.items():
+        state = "healthy" if c["healthy"] else "UNHEALTHY"
+        paused = f", paused until {c['paused_until']}" if c["paused_until"] else ""
+        lines.append(f"  {name}: {state}{paused} · sent {c['sent']} · pending "
+                     f"{c['pending'] + c['sending']} · failed {c['failed']}"
+                     + (f" · last error: {c['last_error']}" if c["last_error"] else ""))
+    lines += ["", "incidents:"]
+    for inc in incidents:
+        lines.append(f"  {inc['id']} ({inc['status']}, revision {inc['revision']})")
+        for channel, t in inc["threads"].items():
+            nxt = "closed" if t["closed"] else f"next update due {t['next_due_at']}"
+            lines.append(f"    {channel}: {t['posts']} post(s), last {t['last_kind']}, {nxt}")
+    if posts:
+        lines += ["", "undelivered:"]
+        for p in posts:
+            lines.append(f"  {p.key} [{p.state.value}]" + (f" {p.last_error}" if p.last_error else ""))
+    data = {"store": str(path), "channels": channels, "incidents": incidents,
+            "undelivered": [{"key": p.key, "state": p.state.value, "error": p.last_error}
+                            for p in posts]}
+    _emit(args, data, "\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import run_sandboxes
+
+    run_sandboxes(args.x_port, args.mastodon_port)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "preview": cmd_preview,
+    "draft": cmd_draft,
+    "simulate": cmd_simulate,
+    "run": cmd_run,
+    "status": cmd_status,
+    "sandbox": cmd_sandbox,
+}

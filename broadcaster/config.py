@@ -1,0 +1,421 @@
+"""Loading and validating config.toml, with errors that name the file, line and key.
+
+``${ENV_VAR}`` expands in any string. A variable that is not set is only an error where the
+value is actually needed: a dry run needs no credentials, so the shipped example runs with
+none set.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .logs import register_secret
+from .model import INCIDENT_STATUSES, SEVERITIES
+
+PLATFORMS = ("x", "mastodon", "dryrun")
+DEFAULT_API_BASE = {"x": "https://api.x.com", "mastodon": None, "dryrun": None}
+SECRET_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
+
+
+class Secret:
+    """A credential. Its text never appears in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("secret", self._value))
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    name: str
+    platform: str
+    language: str
+    api_base_url: str | None = None
+    credentials: Mapping[str, Secret] = field(default_factory=dict)
+    # Credentials whose ${VAR} was not set: an error only when the channel posts for real.
+    missing_env: Mapping[str, str] = field(default_factory=dict)
+    max_characters: int | None = None
+    severities: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    visibility: str = "public"
+    include_url: bool = True
+    max_posts: str | None = None
+    min_interval: timedelta | None = None
+    timeout: timedelta = timedelta(seconds=10)
+
+    def matches(self, severity: str, services: tuple[str, ...], regions: tuple[str, ...]) -> bool:
+        """Whether an incident with these attributes belongs on this channel."""
+        if self.severities and severity not in self.severities:
+            return False
+        if self.services and not set(self.services) & set(services):
+            return False
+        return not (self.regions and not set(self.regions) & set(regions))
+
+
+@dataclass(frozen=True)
+class CadenceConfig:
+    """Minutes between public updates while nothing changes (COMMS.md, GitLab CMOC table)."""
+
+    every: Mapping[str, Mapping[str, timedelta]]
+    maintenance: timedelta = timedelta(minutes=30)
+    long_incident_after: timedelta = timedelta(hours=2)
+    long_incident_interval: timedelta = timedelta(hours=1)
+    maintenance_reminder_before: timedelta = timedelta(minutes=60)
+
+    def interval(self, status: str, severity: str, elapsed: timedelta) -> timedelta:
+        base = self.every.get(status, {}).get(severity) or timedelta(minutes=30)
+        if elapsed >= self.long_incident_after:
+            return max(base, self.long_incident_interval)
+        return base
+
+
+DEFAULT_CADENCE = {
+    "investigating": {"critical": "15m", "major": "15m", "minor": "30m"},
+    "identified": {"critical": "15m", "major": "30m", "minor": "30m"},
+    "monitoring": {"critical": "30m", "major": "60m", "minor": "60m"},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state_file: Path
+    data_dir: Path
+    templates_dir: Path
+    timezone: ZoneInfo
+    channels: Mapping[str, ChannelConfig]
+    cadence: CadenceConfig
+    poll_interval: timedelta = timedelta(milliseconds=250)
+    intake: Mapping[str, Any] = field(default_factory=dict)
+
+    def languages(self) -> frozenset[str]:
+        return frozenset(c.language for c in self.channels.values())
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: object) -> timedelta:
+    """'15m', '2h', '1h30m', '45s', '250ms', '1d' → timedelta. Raises ValueError."""
+    if isinstance(text, str):
+        compact = text.replace(" ", "")
+        parts = _DURATION_PART.findall(compact)
+        if parts and "".join(n + u for n, u in parts) == compact:
+            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    raise ValueError(f"expected a duration such as '15m', '2h', '1h30m' or '45s', got {text!r}")
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: str) -> tuple[str, list[str]]:
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            missing.append(name)
+            return ""
+        return os.environ[name]
+
+    return _ENV.sub(sub, value), missing
+
+
+class _Reader:
+    """Walks the parsed TOML while remembering where each key sits in the source."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.path = path
+        self.lines = source.splitlines()
+        self.problems: list[ConfigProblem] = []
+
+    def line_of(self, table: str, key: str | None = None) -> int | None:
+        header = re.compile(r"^\s*\[\s*" + re.escape(table).replace(r"\.", r"\s*\.\s*") + r"\s*\]")
+        start = None
+        for i, line in enumerate(self.lines):
+            if header.match(line):
+                start = i
+                break
+        if start is None:
+            return None
+        if key is None:
+            return start + 1
+        key_re = re.compile(r"^\s*\"?" + re.escape(key) + r"\"?\s*=")
+        for i in range(start + 1, len(self.lines)):
+            if self.lines[i].lstrip().startswith("["):
+                break
+            if key_re.match(self.lines[i]):
+                return i + 1
+        return start + 1
+
+    def problem(self, table: str, key: str | None, message: str) -> None:
+        dotted = f"{table}.{key}" if key else table
+        self.problems.append(ConfigProblem(str(self.path), self.line_of(table, key), dotted, message))
+
+    def unknown_keys(self, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.problem(table, key, f"unknown key{hint}")
+
+    def duration(self, table: str, key: str, value: Any) -> timedelta | None:
+        try:
+            result = parse_duration(value)
+        except ValueError as e:
+            self.problem(table, key, str(e))
+            return None
+        if result <= timedelta(0):
+            self.problem(table, key, "must be longer than zero")
+            return None
+        return result
+
+    def string_list(self, table: str, key: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(table, key, "expected a list of strings")
+            return ()
+        return tuple(value)
+
+
+BROADCASTER_KEYS = ("state_file", "data_dir", "templates_dir", "timezone", "poll_interval")
+CHANNEL_KEYS = (
+    "platform", "language", "api_base_url", *SECRET_KEYS, "max_characters", "severities",
+    "services", "regions", "visibility", "include_url", "max_posts", "min_interval", "timeout",
+    "enabled",
+)
+CADENCE_KEYS = (
+    *INCIDENT_STATUSES[:-1], "maintenance", "long_incident_after", "long_incident_interval",
+    "maintenance_reminder_before",
+)
+TOP_KEYS = ("broadcaster", "channels", "cadence", "intake")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every problem found."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([ConfigProblem(str(path), None, "-", f"cannot read: {e.strerror}")]) from None
+    try:
+        raw = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"at line (\d+)", str(e))
+        raise ConfigError(
+            [ConfigProblem(str(path), int(m.group(1)) if m else None, "-", f"TOML syntax: {e}")]
+        ) from None
+    r = _Reader(path, source)
+    raw = _expand_tree(raw, r, "")
+    base = path.resolve().parent
+    for key in raw:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            r.problems.append(ConfigProblem(str(path), r.line_of(key), key, f"unknown table{hint}"))
+
+    b = raw.get("broadcaster", {})
+    r.unknown_keys("broadcaster", b, BROADCASTER_KEYS)
+    state_file = base / b.get("state_file", "state.toml")
+    data_dir = base / b.get("data_dir", "data")
+    templates_dir = base / b.get("templates_dir", "message_templates")
+    if not templates_dir.is_dir():
+        r.problem("broadcaster", "templates_dir", f"no such directory: {templates_dir}")
+    tz_name = b.get("timezone", "UTC")
+    try:
+        timezone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.problem("broadcaster", "timezone", f"unknown timezone {tz_name!r} (e.g. 'Europe/Paris')")
+        timezone = ZoneInfo("UTC")
+    poll = r.duration("broadcaster", "poll_interval", b.get("poll_interval", "0.25s"))
+
+    cadence = _cadence(r, raw.get("cadence", {}))
+    channels: dict[str, ChannelConfig] = {}
+    for name, c in raw.get("channels", {}).items():
+        table = f"channels.{name}"
+        if not isinstance(c, dict):
+            r.problem("channels", name, "expected a table [channels.NAME]")
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            r.problem(table, None, "channel names may use letters, digits, '-' and '_' only")
+        channel = _channel(r, name, c)
+        if channel is not None and c.get("enabled", True):
+            channels[name] = channel
+    if not raw.get("channels"):
+        r.problem("channels", None, "no channel configured: add at least one [channels.NAME]")
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(
+        path=path,
+        state_file=state_file,
+        data_dir=data_dir,
+        templates_dir=templates_dir,
+        timezone=timezone,
+        channels=channels,
+        cadence=cadence,
+        poll_interval=poll or timedelta(milliseconds=250),
+        intake=raw.get("intake", {}),
+    )
+
+
+def _expand_tree(value: Any, r: _Reader, where: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_tree(v, r, f"{where}.{k}" if where else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_tree(v, r, where) for v in value]
+    if isinstance(value, str) and "${" in value:
+        expanded, missing = _expand(value)
+        if missing:
+            # Remembered, not raised: only a channel that really posts needs its credentials.
+            return _Missing(expanded, tuple(missing))
+        return expanded
+    return value
+
+
+class _Missing(str):
+    """A string whose ${VAR} was not set in the environment."""
+
+    variables: tuple[str, ...]
+
+    def __new__(cls, value: str, variables: tuple[str, ...]) -> _Missing:
+        obj = super().__new__(cls, value)
+        obj.variables = variables
+        return obj
+
+
+def _cadence(r: _Reader, c: Mapping[str, Any]) -> CadenceConfig:
+    r.unknown_keys("cadence", c, CADENCE_KEYS)
+    every: dict[str, dict[str, timedelta]] = {}
+    for status, defaults in DEFAULT_CADENCE.items():
+        given = c.get(status, {})
+        if isinstance(given, str):  # one interval for every severity
+            given = dict.fromkeys(SEVERITIES, given)
+        if not isinstance(given, dict):
+            r.problem("cadence", status, "expected a duration or a table by severity")
+            given = {}
+        for sev in given:
+            if sev not in SEVERITIES:
+                r.problem("cadence", status, f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})")
+        every[status] = {
+            sev: r.duration("cadence", status, given.get(sev, defaults[sev])) or parse_duration(defaults[sev])
+            for sev in SEVERITIES
+        }
+
+    def dur(key: str, default: str) -> timedelta:
+        return r.duration("cadence", key, c.get(key, default)) or parse_duration(default)
+
+    return CadenceConfig(
+        every=every,
+        maintenance=dur("maintenance", "30m"),
+        long_incident_after=dur("long_incident_after", "2h"),
+        long_incident_interval=dur("long_incident_interval", "1h"),
+        maintenance_reminder_before=dur("maintenance_reminder_before", "60m"),
+    )
+
+
+def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | None:
+    table = f"channels.{name}"
+    r.unknown_keys(table, c, CHANNEL_KEYS)
+    platform = c.get("platform")
+    if platform not in PLATFORMS:
+        r.problem(table, "platform", f"expected one of {', '.join(PLATFORMS)}, got {platform!r}")
+        return None
+    language = c.get("language")
+    if not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]+)?", language):
+        r.problem(table, "language", f"expected a language code such as 'en' or 'fr', got {language!r}")
+        return None
+    credentials: dict[str, Secret] = {}
+    missing: dict[str, str] = {}
+    for key in SECRET_KEYS:
+        value = c.get(key)
+        if value is None:
+            continue
+        if isinstance(value, _Missing):
+            missing[key] = ", ".join(f"${{{v}}}" for v in value.variables)
+            continue
+        if not isinstance(value, str):
+            r.problem(table, key, "expected a string")
+            continue
+        credentials[key] = Secret(value)
+    max_chars = c.get("max_characters")
+    if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 50):
+        r.problem(table, "max_characters", "expected a whole number of at least 50")
+        max_chars = None
+    api = c.get("api_base_url", DEFAULT_API_BASE[platform])
+    if isinstance(api, _Missing):
+        r.problem(table, "api_base_url", f"environment variable {', '.join(api.variables)} is not set")
+    elif api is not None and not re.match(r"^https?://[^\s/]+", str(api)):
+        r.problem(table, "api_base_url", f"expected an http(s) URL, got {api!r}")
+    if platform == "mastodon" and not api:
+        r.problem(table, "api_base_url", "required for Mastodon: your instance, e.g. 'https://mastodon.example'")
+    severities = r.string_list(table, "severities", c.get("severities", []))
+    for sev in severities:
+        if sev not in SEVERITIES:
+            r.problem(table, "severities", f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})")
+    visibility = c.get("visibility", "public")
+    if visibility not in ("public", "unlisted", "private", "direct"):
+        r.problem(table, "visibility", "expected public, unlisted, private or direct")
+    min_interval = c.get("min_interval")
+    timeout = r.duration(table, "timeout", c.get("timeout", "10s"))
+    return ChannelConfig(
+        name=name,
+        platform=platform,
+        language=language,
+        api_base_url=api,
+        credentials=credentials,
+        missing_env=missing,
+        max_characters=max_chars,
+        severities=severities,
+        services=r.string_list(table, "services", c.get("services", [])),
+        regions=r.string_list(table, "regions", c.get("regions", [])),
+        visibility=visibility,
+        include_url=bool(c.get("include_url", True)),
+        max_posts=c.get("max_posts"),
+        min_interval=r.duration(table, "min_interval", min_interval) if min_interval else None,
+        timeout=timeout or timedelta(seconds=10),
+    )

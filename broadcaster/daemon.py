@@ -1,0 +1,184 @@
+"""The long-running service: polls sources, plans on time, delivers, reloads, stops cleanly.
+
+APScheduler (3.x, UTC) runs two jobs: a frequent poll of the sources, and a one-shot "wake"
+at the earliest promised update, rebuilt from the store at every start and every plan, so no
+APScheduler job store is needed. The main thread only handles signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .app import App, build
+from .config import Config, ConfigError, load_config
+from .delivery import utcnow
+from .model import ChannelInfo
+from .render import Renderer, TemplateError
+
+log = logging.getLogger("broadcaster.daemon")
+
+# Safety net: plan at least this often even if no wake-up was scheduled (e.g. a template was
+# broken at the promised time and got fixed since).
+REPLAN_EVERY = timedelta(seconds=30)
+
+
+class ReloadError(Exception):
+    pass
+
+
+def validate(config: Config) -> None:
+    """Refuse a config whose templates cannot render: better the old config than silence."""
+    renderer = Renderer(config.templates_dir, config.timezone)
+    problems: list[TemplateError] = renderer.check(
+        [ChannelInfo(name, c.platform, c.language) for name, c in config.channels.items()]
+    )
+    if problems:
+        raise ReloadError("\n".join(str(p) for p in problems))
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        dry_run: bool,
+        out: TextIO | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.dry_run = dry_run
+        self.out = out
+        self.clock = clock
+        self.app: App | None = None
+        self._plan_lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wakeup = threading.Event()
+        self._reload_requested = False
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        config = load_config(self.config_path)
+        validate(config)
+        self.app = build(config, dry_run=self.dry_run, out=self.out, clock=self.clock)
+        self.app.delivery.start()
+        self.scheduler.start()
+        self._schedule_polling(config)
+        self.scheduler.add_job(
+            self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
+        )
+        self.poll_sources()
+        self.plan()
+        log.info(
+            "broadcaster running%s: %d channel(s), state file %s",
+            " (dry run)" if self.dry_run else "", len(config.channels), config.state_file,
+        )
+
+    def _schedule_polling(self, config: Config) -> None:
+        self.scheduler.add_job(
+            self.poll_sources, "interval", seconds=config.poll_interval.total_seconds(),
+            id="poll", replace_existing=True,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wakeup.set()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        with self._plan_lock:
+            if self.app is not None:
+                self.app.close()
+                self.app = None
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wakeup.set()
+
+    def run_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT. Must be called from the main thread."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        self.start()
+        try:
+            while not self._stop.is_set():
+                self._wakeup.wait()
+                self._wakeup.clear()
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
+        finally:
+            log.info("stopping")
+            self.shutdown()
+
+    # -- work ----------------------------------------------------------------------------
+
+    def poll_sources(self) -> None:
+        with self._plan_lock:
+            app = self.app
+            if app is None:
+                return
+            changed = False
+            for source in app.sources:
+                try:
+                    batch = source.poll()
+                except Exception:
+                    log.exception("source %s failed", source.name)
+                    continue
+                if batch is None:
+                    continue
+                changed_ids = app.editor.ingest(batch.incidents, self.clock())
+                batch.ack()
+                if changed_ids:
+                    log.info("%s: changes to %s", source.name, ", ".join(changed_ids))
+                    changed = True
+            if changed:
+                self.plan()
+
+    def plan(self) -> None:
+        with self._plan_lock:
+            app = self.app
+            if app is None:
+                return
+            recorded, wake_at = app.editor.run(self.clock())
+            for item in recorded:
+                log.info("planned %s for %s on %s (%d part(s))", item.post.kind.value,
+                         item.post.incident_id, item.post.channel, len(item.keys))
+                app.delivery.wake(item.post.channel)
+            if wake_at is not None and self.scheduler.running:
+                self.scheduler.add_job(
+                    self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
+                )
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config, templates and state at once, or keep running as before."""
+        try:
+            config = load_config(self.config_path)
+            validate(config)
+            new = build(config, dry_run=self.dry_run, out=self.out, clock=self.clock)
+        except Exception as e:  # whatever is wrong with the new config, the service stays up
+            log.error("reload refused, still running on the previous config:\n%s", e)
+            return
+        with self._plan_lock:
+            old, self.app = self.app, new
+            if old is not None:
+                old.close()
+            new.delivery.start()
+            self._schedule_polling(config)
+        log.info("reloaded %s", self.config_path)
+        self.poll_sources()
+        self.plan()

@@ -1,0 +1,193 @@
+"""Delivery: one worker thread per channel takes recorded posts to the platform.
+
+Each channel delivers its posts strictly in the order they were planned, one at a time, so
+a reply never overtakes its parent. A slow or dead platform only holds up its own worker.
+A post is marked sent only once the platform confirmed it; a post whose outcome is unknown
+(timeout, dropped connection, crash) is looked for on the platform before being re-sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .channels.base import (
+    Channel,
+    ChannelUnhealthy,
+    DeliveryError,
+    PublishRequest,
+    RateLimited,
+    Rejected,
+    TransientError,
+)
+from .model import OutboxPost, PostState
+from .store import Store
+
+log = logging.getLogger("broadcaster.delivery")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter, capped: polite to a platform that is struggling."""
+
+    base: float = 1.0
+    cap: float = 300.0
+    unhealthy_retry: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class ChannelWorker:
+    def __init__(
+        self,
+        channel: Channel,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        backoff: Backoff | None = None,
+        on_sent: Callable[[OutboxPost, str], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.store = store
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.on_sent = on_sent
+        # A pause survives restarts: the platform's reset time does not move because we did.
+        self.paused_until: datetime | None = (
+            store.channel_states().get(channel.name, {}).get("paused_until")
+        )
+        self._rng = random.Random()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"deliver-{channel.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.step()
+            except Exception:  # a bug must not end delivery for good
+                log.exception("delivery on %s failed unexpectedly", self.channel.name)
+                wait = self.backoff.unhealthy_retry
+            if wait is None:
+                wait = 5.0
+            if wait > 0:
+                self._wake.wait(wait)
+            self._wake.clear()
+
+    def step(self) -> float | None:
+        """Deliver at most one post. Returns seconds until the next try, None if idle."""
+        now = self.clock()
+        if self.paused_until is not None and now < self.paused_until:
+            return (self.paused_until - now).total_seconds()
+        post = self.store.next_to_deliver(self.channel.name)
+        if post is None:
+            return None
+        if post.next_attempt_at is not None and now < post.next_attempt_at:
+            return (post.next_attempt_at - now).total_seconds()
+        parent = self.store.parent_of(post)
+        root = self.store.thread_root(post.incident_id, post.channel)
+        request = PublishRequest(
+            post=post,
+            in_reply_to=parent.remote_id if parent else None,
+            parent_key=parent.key if parent else None,
+            thread_root=root.remote_id if root else None,
+            thread_root_url=root.remote_url if root else None,
+        )
+        try:
+            if post.state is PostState.SENDING:
+                # The platform may have the post already; a second copy would be worse than none.
+                found = self.channel.find_published(request)
+                if found is not None:
+                    log.info("%s: %s was already published as %s", self.channel.name, post.key,
+                             found.remote_id)
+                    self._sent(post, found.remote_id, found.url)
+                    return 0
+            self.store.mark_sending(post.key)
+            result = self.channel.publish(request)
+        except RateLimited as e:
+            self.paused_until = e.until
+            self.store.retry_later(post.key, str(e), e.until, outcome_unknown=False)
+            self.store.set_channel_state(
+                self.channel.name, paused_until=e.until, last_error=str(e), now=now
+            )
+            log.warning("%s: rate limited until %s", self.channel.name, e.until.isoformat())
+            return max(0.0, (e.until - self.clock()).total_seconds())
+        except ChannelUnhealthy as e:
+            retry = now + timedelta(seconds=self.backoff.unhealthy_retry)
+            self.store.retry_later(post.key, str(e), retry, outcome_unknown=False)
+            self.store.set_channel_state(self.channel.name, healthy=False, last_error=str(e), now=now)
+            log.error("%s: channel unhealthy, posts kept pending: %s", self.channel.name, e)
+            return self.backoff.unhealthy_retry
+        except Rejected as e:
+            self.store.mark_failed(post.key, str(e))
+            self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
+            log.error("%s: %s refused for good: %s", self.channel.name, post.key, e)
+            return 0
+        except (TransientError, DeliveryError) as e:
+            delay = self.backoff.delay(post.attempts + 1, self._rng)
+            retry = now + timedelta(seconds=delay)
+            self.store.retry_later(post.key, str(e), retry, outcome_unknown=True)
+            self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
+            log.warning("%s: %s not confirmed (%s); retry in %.1fs", self.channel.name, post.key,
+                        e, delay)
+            return delay
+        self._sent(post, result.remote_id, result.url)
+        return 0
+
+    def _sent(self, post: OutboxPost, remote_id: str, url: str | None) -> None:
+        now = self.clock()
+        self.store.mark_sent(post.key, remote_id, url, now)
+        if self.paused_until is not None or post.last_error:
+            self.paused_until = None
+            self.store.set_channel_state(
+                self.channel.name, healthy=True, paused_until=None, last_error=None, now=now
+            )
+        if self.on_sent:
+            self.on_sent(post, remote_id)
+
+
+class Delivery:
+    """All channel workers, started and stopped together."""
+
+    def __init__(self, workers: Mapping[str, ChannelWorker]) -> None:
+        self.workers = dict(workers)
+
+    def start(self) -> None:
+        for worker in self.workers.values():
+            worker.start()
+
+    def wake(self, channel: str | None = None) -> None:
+        for name, worker in self.workers.items():
+            if channel is None or name == channel:
+                worker.wake()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for worker in self.workers.values():
+            worker._stop.set()
+            worker.wake()
+        for worker in self.workers.values():
+            worker.stop(timeout)

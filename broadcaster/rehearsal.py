@@ -1,0 +1,167 @@
+"""Showing what would be posted without posting: preview, draft and simulate.
+
+Each works on a private in-memory store (a copy of the real one where it matters), drives
+the very same Editor the daemon uses, and "delivers" by marking posts sent. What they show is
+therefore exactly what the daemon would post, to the character.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .app import default_rule, store_path
+from .config import Config
+from .editor import Editor, Recorded
+from .model import Incident, Localized
+from .render import Renderer
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Shown:
+    at: datetime
+    recorded: Recorded
+    platform: str
+    language: str
+
+    def to_json(self) -> dict[str, Any]:
+        post = self.recorded.post
+        return {
+            "at": self.at.isoformat(),
+            "channel": post.channel,
+            "platform": self.platform,
+            "language": self.language,
+            "incident_id": post.incident_id,
+            "kind": post.kind.value,
+            "next_update_at": post.next_update_at.isoformat() if post.next_update_at else None,
+            "text": "\n\n".join(text for text, _, _ in self.recorded.parts),
+            "parts": [
+                {"text": text, "length": length, "limit": limit}
+                for text, length, limit in self.recorded.parts
+            ],
+        }
+
+
+def _editor(config: Config, store: Store) -> Editor:
+    rules = {name: default_rule(c) for name, c in config.channels.items()}
+    return Editor(store, Renderer(config.templates_dir, config.timezone), config, rules)
+
+
+def _deliver_all(store: Store, recorded: list[Recorded], at: datetime) -> None:
+    for item in recorded:
+        for key in item.keys:
+            store.mark_sent(key, f"sim-{key}", None, at)
+
+
+def _shown(config: Config, at: datetime, recorded: list[Recorded]) -> list[Shown]:
+    return [
+        Shown(at, r, config.channels[r.post.channel].platform,
+              config.channels[r.post.channel].language)
+        for r in recorded
+    ]
+
+
+def _working_copy(config: Config) -> Store:
+    path = store_path(config, dry_run=False)
+    if path.exists():
+        real = Store(path)
+        try:
+            return real.copy_to_memory()
+        finally:
+            real.close()
+    return Store(":memory:")
+
+
+def preview(
+    config: Config, incidents: list[Incident], now: datetime, incident_id: str | None = None
+) -> list[Shown]:
+    """What would be posted now; for threads with nothing due now, the next post and its time."""
+    store = _working_copy(config)
+    editor = _editor(config, store)
+    editor.ingest(incidents, now)
+    recorded, wake_at = editor.run(now)
+    shown = _shown(config, now, recorded)
+    _deliver_all(store, recorded, now)
+    covered = {(r.post.incident_id, r.post.channel) for r in recorded}
+    if wake_at is not None:
+        later, _ = editor.run(wake_at)
+        shown += _shown(
+            config, wake_at,
+            [r for r in later if (r.post.incident_id, r.post.channel) not in covered],
+        )
+    store.close()
+    return [s for s in shown if incident_id is None or s.recorded.post.incident_id == incident_id]
+
+
+def draft(
+    config: Config,
+    incidents: list[Incident],
+    incident_id: str,
+    changes: Mapping[str, Any],
+    now: datetime,
+) -> list[Shown]:
+    """The posts that applying ``changes`` to one incident would produce, on every channel.
+
+    What the store already knows (or, on a fresh install, the current file) counts as
+    already posted, so the draft shows the update itself rather than an opening.
+    """
+    by_id = {i.id: i for i in incidents}
+    if incident_id not in by_id:
+        raise KeyError(incident_id)
+    store = _working_copy(config)
+    editor = _editor(config, store)
+    editor.ingest(incidents, now)
+    baseline, _ = editor.run(now)
+    _deliver_all(store, baseline, now)
+    changed = apply_changes(by_id[incident_id], changes)
+    editor.ingest([changed], now)
+    recorded, _ = editor.run(now)
+    store.close()
+    return _shown(config, now, [r for r in recorded if r.post.incident_id == incident_id])
+
+
+def apply_changes(incident: Incident, changes: Mapping[str, Any]) -> Incident:
+    """An incident with ops' changes applied (localized fields merge by language)."""
+    values: dict[str, Any] = {}
+    for field_name, value in changes.items():
+        current = getattr(incident, field_name)
+        if isinstance(current, Localized) and isinstance(value, Mapping):
+            values[field_name] = Localized({**current.values, **value})
+        elif isinstance(value, (str, Mapping)) and field_name in (
+            "title", "message", "cause", "workaround"
+        ):
+            values[field_name] = Localized.of(value)
+        else:
+            values[field_name] = value
+    return replace(incident, **values)
+
+
+def simulate(
+    config: Config,
+    steps: list[tuple[datetime, list[Incident]]],
+    start: datetime,
+    end: datetime,
+) -> list[Shown]:
+    """Replay successive states on a virtual clock and return every post, with its time."""
+    store = Store(":memory:")
+    editor = _editor(config, store)
+    steps = sorted(steps, key=lambda s: s[0])
+    shown: list[Shown] = []
+    now = start
+    i = 0
+    while now <= end:
+        while i < len(steps) and steps[i][0] <= now:
+            editor.ingest(steps[i][1], steps[i][0])
+            i += 1
+        recorded, wake_at = editor.run(now)
+        shown += _shown(config, now, recorded)
+        _deliver_all(store, recorded, now)
+        candidates = [t for t in (wake_at, steps[i][0] if i < len(steps) else None) if t]
+        if not candidates:
+            break
+        now = max(min(candidates), now + timedelta(microseconds=1))
+    store.close()
+    return shown

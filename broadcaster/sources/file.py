@@ -1,0 +1,76 @@
+"""The state file that ops edit by hand.
+
+We watch the *path*, not the inode: vim, ``sed -i`` and Kubernetes ConfigMaps replace the
+file (rename, symlink swap) rather than writing into it, so an inode watch would go deaf
+after the first save. A broken save is reported once, and the last good state stays in
+force until the file is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Collection
+from pathlib import Path
+
+from ..statefile import StateFileError, load_state
+from .base import Batch, Source
+
+log = logging.getLogger("broadcaster.sources.file")
+
+
+class StateFileSource(Source):
+    name = "file"
+
+    def __init__(self, path: Path, languages: Collection[str] = ()) -> None:
+        self.path = Path(path)
+        self.languages = tuple(languages)
+        self._signature: tuple | None = None
+        self._digest: str | None = None
+        self._error: str | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        return self._error
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)  # follows symlinks: a ConfigMap swap changes the target
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def poll(self) -> Batch | None:
+        signature = self._stat()
+        if signature is None:
+            self._report(f"{self.path}: cannot read the state file (missing?)")
+            self._signature = None
+            return None
+        if signature == self._signature:
+            return None
+        self._signature = signature
+        try:
+            raw = self.path.read_bytes()
+        except OSError as e:
+            self._report(f"{self.path}: cannot read the state file: {e.strerror}")
+            self._signature = None
+            return None
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self._digest:
+            return None  # touched, not changed
+        try:
+            incidents = load_state(self.path, self.languages)
+        except StateFileError as e:
+            self._report(f"{e}\n(keeping the last good state until the file is fixed)")
+            return None
+        if self._error is not None:
+            log.info("%s: state file is valid again", self.path)
+        self._error = None
+        self._digest = digest
+        return Batch(incidents)
+
+    def _report(self, message: str) -> None:
+        if message != self._error:
+            log.error("%s", message)
+        self._error = message

@@ -1,0 +1,512 @@
+"""The durable store (SQLite, WAL): incidents with revisions, threads, and the outbox.
+
+Every planned post is written here, with its exact text and idempotency key, before anyone
+tries to deliver it; it is marked sent only once the platform confirmed it. A restart
+therefore resumes from here without re-posting and without forgetting anything due.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .model import (
+    Incident,
+    IncidentKind,
+    Localized,
+    OutboxPost,
+    PlannedPost,
+    PostKind,
+    PostState,
+    Snapshot,
+    ThreadState,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    data TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    previous_status TEXT,
+    closed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    incident_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (incident_id, revision)
+);
+CREATE TABLE IF NOT EXISTS threads (
+    incident_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    last_revision INTEGER NOT NULL,
+    last_kind TEXT NOT NULL,
+    last_status TEXT NOT NULL,
+    last_planned_at TEXT NOT NULL,
+    promised_at TEXT,
+    post_count INTEGER NOT NULL,
+    reminder_count INTEGER NOT NULL,
+    closed INTEGER NOT NULL,
+    last_post_key TEXT,
+    PRIMARY KEY (incident_id, channel)
+);
+CREATE TABLE IF NOT EXISTS posts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    parts INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    max_length INTEGER NOT NULL,
+    language TEXT NOT NULL,
+    reply_to_key TEXT,
+    state TEXT NOT NULL,
+    planned_at TEXT NOT NULL,
+    remote_id TEXT,
+    remote_url TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at TEXT,
+    sent_at TEXT
+);
+CREATE INDEX IF NOT EXISTS posts_channel_state ON posts (channel, state, seq);
+CREATE INDEX IF NOT EXISTS posts_thread ON posts (incident_id, channel, seq);
+CREATE INDEX IF NOT EXISTS posts_text ON posts (channel, text_hash);
+CREATE TABLE IF NOT EXISTS channel_state (
+    channel TEXT PRIMARY KEY,
+    healthy INTEGER NOT NULL DEFAULT 1,
+    paused_until TEXT,
+    last_error TEXT,
+    replies_refused INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);
+"""
+
+OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def incident_to_json(incident: Incident) -> dict[str, Any]:
+    def lz(v: Localized | None) -> dict[str, str] | None:
+        return v.to_json() if v else None
+
+    return {
+        "id": incident.id,
+        "kind": incident.kind.value,
+        "title": lz(incident.title),
+        "status": incident.status,
+        "severity": incident.severity,
+        "services": list(incident.services),
+        "regions": list(incident.regions),
+        "started_at": _ts(incident.started_at),
+        "message": lz(incident.message),
+        "cause": lz(incident.cause),
+        "workaround": lz(incident.workaround),
+        "next_update_at": _ts(incident.next_update_at),
+        "url": incident.url,
+        "starts_at": _ts(incident.starts_at),
+        "ends_at": _ts(incident.ends_at),
+        "resolved_at": _ts(incident.resolved_at),
+        "data_loss": incident.data_loss,
+        "postmortem_url": incident.postmortem_url,
+        "origin": incident.origin,
+    }
+
+
+def incident_from_json(d: dict[str, Any]) -> Incident:
+    return Incident(
+        id=d["id"],
+        kind=IncidentKind(d["kind"]),
+        title=Localized.of(d["title"]) or Localized({}),
+        status=d["status"],
+        severity=d["severity"],
+        services=tuple(d["services"]),
+        regions=tuple(d["regions"]),
+        started_at=_dt(d["started_at"]),  # type: ignore[arg-type]
+        message=Localized.of(d["message"]),
+        cause=Localized.of(d["cause"]),
+        workaround=Localized.of(d["workaround"]),
+        next_update_at=_dt(d["next_update_at"]),
+        url=d["url"],
+        starts_at=_dt(d["starts_at"]),
+        ends_at=_dt(d["ends_at"]),
+        resolved_at=_dt(d["resolved_at"]),
+        data_loss=d["data_loss"],
+        postmortem_url=d["postmortem_url"],
+        origin=d.get("origin", ""),
+    )
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class Store:
+    """Thread-safe access to one SQLite database. One connection, serialised by a lock."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a post recorded as sent must still be recorded after a power cut.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def copy_to_memory(self) -> Store:
+        """A private in-memory copy, for previews and drafts that must not touch this store."""
+        copy = Store(":memory:")
+        with self._lock:
+            self._db.backup(copy._db)
+        return copy
+
+    # -- incidents -----------------------------------------------------------------------
+
+    def apply_incidents(self, incidents: Iterable[Incident], now: datetime) -> list[str]:
+        """Record ops' latest description of these incidents; returns ids that changed.
+
+        The revision increases only on a change worth a public update (see
+        ``Incident.change_fingerprint``); other edits refresh the snapshot silently and show
+        in the next post.
+        """
+        changed: list[str] = []
+        with self.transaction() as db:
+            for incident in incidents:
+                data = json.dumps(incident_to_json(incident), sort_keys=True)
+                fingerprint = text_hash(json.dumps(incident.change_fingerprint()))
+                row = db.execute(
+                    "SELECT revision, fingerprint, data, data AS d FROM incidents WHERE id = ?",
+                    (incident.id,),
+                ).fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT INTO incidents VALUES (?, 1, ?, ?, ?, ?, NULL, ?)",
+                        (incident.id, fingerprint, data, _ts(now), _ts(now), int(incident.is_final)),
+                    )
+                    db.execute(
+                        "INSERT INTO revisions VALUES (?, 1, ?, ?)", (incident.id, data, _ts(now))
+                    )
+                    changed.append(incident.id)
+                elif row["fingerprint"] != fingerprint:
+                    revision = row["revision"] + 1
+                    previous = json.loads(row["data"])["status"]
+                    db.execute(
+                        "UPDATE incidents SET revision = ?, fingerprint = ?, data = ?, "
+                        "changed_at = ?, previous_status = ?, closed = ? WHERE id = ?",
+                        (revision, fingerprint, data, _ts(now), previous,
+                         int(incident.is_final), incident.id),
+                    )
+                    db.execute(
+                        "INSERT INTO revisions VALUES (?, ?, ?, ?)",
+                        (incident.id, revision, data, _ts(now)),
+                    )
+                    changed.append(incident.id)
+                elif row["data"] != data:
+                    db.execute("UPDATE incidents SET data = ? WHERE id = ?", (data, incident.id))
+                    changed.append(incident.id)
+        return changed
+
+    def snapshots(self) -> list[Snapshot]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM incidents ORDER BY first_seen_at, id").fetchall()
+        return [self._snapshot(r) for r in rows]
+
+    def snapshot(self, incident_id: str) -> Snapshot | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return self._snapshot(row) if row else None
+
+    @staticmethod
+    def _snapshot(row: sqlite3.Row) -> Snapshot:
+        return Snapshot(
+            incident=incident_from_json(json.loads(row["data"])),
+            revision=row["revision"],
+            first_seen_at=_dt(row["first_seen_at"]),  # type: ignore[arg-type]
+            changed_at=_dt(row["changed_at"]),  # type: ignore[arg-type]
+            previous_status=row["previous_status"],
+        )
+
+    # -- threads and the outbox ----------------------------------------------------------
+
+    def threads(self) -> dict[tuple[str, str], ThreadState]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM threads").fetchall()
+        return {(r["incident_id"], r["channel"]): self._thread(r) for r in rows}
+
+    @staticmethod
+    def _thread(r: sqlite3.Row) -> ThreadState:
+        return ThreadState(
+            incident_id=r["incident_id"],
+            channel=r["channel"],
+            last_revision=r["last_revision"],
+            last_kind=PostKind(r["last_kind"]),
+            last_status=r["last_status"],
+            last_planned_at=_dt(r["last_planned_at"]),  # type: ignore[arg-type]
+            promised_at=_dt(r["promised_at"]),
+            post_count=r["post_count"],
+            reminder_count=r["reminder_count"],
+            closed=bool(r["closed"]),
+            last_post_key=r["last_post_key"],
+        )
+
+    def is_duplicate_text(self, channel: str, text: str) -> bool:
+        """Whether this exact text already went, or is going, out on this channel."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM posts WHERE channel = ? AND text_hash = ? AND state != ? LIMIT 1",
+                (channel, text_hash(text), PostState.SUPERSEDED.value),
+            ).fetchone()
+        return row is not None
+
+    def record_post(
+        self,
+        planned: PlannedPost,
+        parts: list[tuple[str, int, int]],
+        language: str,
+        thread: ThreadState,
+    ) -> list[str]:
+        """Record one planned post (all its parts) and the thread's new state, atomically.
+
+        Unsent updates and reminders of the same thread are superseded: readers get one post
+        about the newest state, not a backlog. Openings and closings are never superseded.
+        Returns the keys of the superseded parts.
+        """
+        with self.transaction() as db:
+            superseded = [
+                r["key"]
+                for r in db.execute(
+                    "SELECT key FROM posts WHERE incident_id = ? AND channel = ? AND state = ? "
+                    "AND kind IN (?, ?) AND attempts = 0",
+                    (planned.incident_id, planned.channel, PostState.PENDING.value,
+                     PostKind.UPDATE.value, PostKind.REMINDER.value),
+                )
+            ]
+            if superseded:
+                db.executemany(
+                    "UPDATE posts SET state = ? WHERE key = ?",
+                    [(PostState.SUPERSEDED.value, k) for k in superseded],
+                )
+            last = db.execute(
+                "SELECT key FROM posts WHERE incident_id = ? AND channel = ? AND state NOT IN (?, ?) "
+                "ORDER BY seq DESC LIMIT 1",
+                (planned.incident_id, planned.channel, PostState.SUPERSEDED.value,
+                 PostState.FAILED.value),
+            ).fetchone()
+            reply_to = last["key"] if last else None
+            for index, (text, length, limit) in enumerate(parts, start=1):
+                key = planned.key(index)
+                db.execute(
+                    "INSERT INTO posts (key, channel, incident_id, kind, revision, sequence, part, "
+                    "parts, text, text_hash, length, max_length, language, reply_to_key, state, "
+                    "planned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, planned.channel, planned.incident_id, planned.kind.value,
+                     planned.revision, planned.sequence, index, len(parts), text, text_hash(text),
+                     length, limit, language, reply_to, PostState.PENDING.value,
+                     _ts(planned.planned_at)),
+                )
+                reply_to = key
+            db.execute(
+                "INSERT OR REPLACE INTO threads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (thread.incident_id, thread.channel, thread.last_revision, thread.last_kind.value,
+                 thread.last_status, _ts(thread.last_planned_at), _ts(thread.promised_at),
+                 thread.post_count, thread.reminder_count, int(thread.closed), reply_to),
+            )
+        return superseded
+
+    @staticmethod
+    def _post(r: sqlite3.Row) -> OutboxPost:
+        return OutboxPost(
+            key=r["key"],
+            channel=r["channel"],
+            incident_id=r["incident_id"],
+            kind=PostKind(r["kind"]),
+            revision=r["revision"],
+            sequence=r["sequence"],
+            part=r["part"],
+            parts=r["parts"],
+            text=r["text"],
+            length=r["length"],
+            limit=r["max_length"],
+            language=r["language"],
+            reply_to_key=r["reply_to_key"],
+            state=PostState(r["state"]),
+            planned_at=_dt(r["planned_at"]),  # type: ignore[arg-type]
+            remote_id=r["remote_id"],
+            remote_url=r["remote_url"],
+            attempts=r["attempts"],
+            last_error=r["last_error"],
+            sent_at=_dt(r["sent_at"]),
+            next_attempt_at=_dt(r["next_attempt_at"]),
+        )
+
+    def next_to_deliver(self, channel: str) -> OutboxPost | None:
+        """The channel's oldest undelivered post: posts go out strictly in planned order."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM posts WHERE channel = ? AND state IN (?, ?) ORDER BY seq LIMIT 1",
+                (channel, *OPEN_STATES),
+            ).fetchone()
+        return self._post(row) if row else None
+
+    def parent_of(self, post: OutboxPost) -> OutboxPost | None:
+        """The latest post of the same thread that went out before this one: its parent."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM posts WHERE incident_id = ? AND channel = ? AND state = ? "
+                "AND seq < (SELECT seq FROM posts WHERE key = ?) ORDER BY seq DESC LIMIT 1",
+                (post.incident_id, post.channel, PostState.SENT.value, post.key),
+            ).fetchone()
+        return self._post(row) if row else None
+
+    def thread_root(self, incident_id: str, channel: str) -> OutboxPost | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM posts WHERE incident_id = ? AND channel = ? AND state = ? "
+                "ORDER BY seq LIMIT 1",
+                (incident_id, channel, PostState.SENT.value),
+            ).fetchone()
+        return self._post(row) if row else None
+
+    def mark_sending(self, key: str) -> None:
+        """Recorded before the request leaves: after a crash, the outcome is 'unknown'."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE posts SET state = ?, attempts = attempts + 1 WHERE key = ?",
+                (PostState.SENDING.value, key),
+            )
+
+    def mark_sent(self, key: str, remote_id: str, url: str | None, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE posts SET state = ?, remote_id = ?, remote_url = ?, sent_at = ?, "
+                "last_error = NULL, next_attempt_at = NULL WHERE key = ?",
+                (PostState.SENT.value, remote_id, url, _ts(now), key),
+            )
+
+    def mark_failed(self, key: str, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE posts SET state = ?, last_error = ? WHERE key = ?",
+                (PostState.FAILED.value, error, key),
+            )
+
+    def retry_later(self, key: str, error: str, at: datetime, *, outcome_unknown: bool) -> None:
+        """Keep the post for another try; 'sending' means: look for it before re-sending."""
+        state = PostState.SENDING if outcome_unknown else PostState.PENDING
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE posts SET state = ?, last_error = ?, next_attempt_at = ? WHERE key = ?",
+                (state.value, error, _ts(at), key),
+            )
+
+    def posts(self, *, channel: str | None = None, states: Iterable[PostState] = ()) -> list[OutboxPost]:
+        query = "SELECT * FROM posts WHERE 1=1"
+        args: list[Any] = []
+        if channel:
+            query += " AND channel = ?"
+            args.append(channel)
+        states = [s.value for s in states]
+        if states:
+            query += f" AND state IN ({', '.join('?' * len(states))})"
+            args.extend(states)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
+        return [self._post(r) for r in rows]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(channel, state) → number of posts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT channel, state, COUNT(*) AS n FROM posts GROUP BY channel, state"
+            ).fetchall()
+        return {(r["channel"], r["state"]): r["n"] for r in rows}
+
+    # -- channel health ------------------------------------------------------------------
+
+    def set_channel_state(
+        self,
+        channel: str,
+        *,
+        healthy: bool | None = None,
+        paused_until: datetime | None | str = "keep",
+        last_error: str | None | bool = False,
+        replies_refused: bool | None = None,
+        now: datetime,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO channel_state (channel, updated_at) VALUES (?, ?)",
+                (channel, _ts(now)),
+            )
+            if healthy is not None:
+                db.execute("UPDATE channel_state SET healthy = ? WHERE channel = ?", (int(healthy), channel))
+            if paused_until != "keep":
+                db.execute(
+                    "UPDATE channel_state SET paused_until = ? WHERE channel = ?",
+                    (_ts(paused_until) if isinstance(paused_until, datetime) else None, channel),
+                )
+            if last_error is not False:
+                db.execute("UPDATE channel_state SET last_error = ? WHERE channel = ?", (last_error, channel))
+            if replies_refused is not None:
+                db.execute(
+                    "UPDATE channel_state SET replies_refused = ? WHERE channel = ?",
+                    (int(replies_refused), channel),
+                )
+            db.execute("UPDATE channel_state SET updated_at = ? WHERE channel = ?", (_ts(now), channel))
+
+    def channel_states(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM channel_state").fetchall()
+        return {
+            r["channel"]: {
+                "healthy": bool(r["healthy"]),
+                "paused_until": _dt(r["paused_until"]),
+                "last_error": r["last_error"],
+                "replies_refused": bool(r["replies_refused"]),
+            }
+            for r in rows
+        }

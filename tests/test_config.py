@@ -1,0 +1,99 @@
+"""Config errors name the file, the line and the key; secrets never show."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from broadcaster.config import ConfigError, load_config
+from broadcaster.logs import redact
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "message_templates").mkdir(exist_ok=True)
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = """
+[broadcaster]
+state_file = "state.toml"
+timezone = "Europe/Paris"
+
+[channels.x-en]
+platform = "x"
+language = "en"
+consumer_key = "${BCAST_TEST_KEY}"
+"""
+
+
+def test_the_shipped_example_loads_without_any_credentials_set(monkeypatch) -> None:
+    for var in ("X_CONSUMER_KEY", "MASTODON_EN_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    config = load_config(ROOT / "config.example.toml")
+    assert set(config.channels) == {"x-en", "x-fr", "mastodon-en", "mastodon-fr"}
+    assert config.languages() == {"en", "fr"}
+    assert config.state_file == ROOT / "examples" / "state.toml"
+    assert "consumer_key" in config.channels["x-en"].missing_env
+
+
+def test_env_vars_expand_and_secrets_never_print(tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("BCAST_TEST_KEY", "s3cr3t-consumer-key")
+    config = load_config(write(tmp_path, GOOD))
+    secret = config.channels["x-en"].credentials["consumer_key"]
+    assert secret.reveal() == "s3cr3t-consumer-key"
+    assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config.channels)
+    assert redact("token=s3cr3t-consumer-key here") == "token=*** here"
+
+
+@pytest.mark.parametrize(
+    "snippet,line,key,words",
+    [
+        ('[broadcaster]\ntimezone = "Mars/Olympus"\n[channels.a]\nplatform="x"\nlanguage="en"\n',
+         2, "broadcaster.timezone", "unknown timezone"),
+        ('[channels.a]\nplatform = "myspace"\nlanguage = "en"\n', 2, "channels.a.platform",
+         "expected one of"),
+        ('[channels.a]\nplatform = "x"\nlanguage = "en"\nconsumer_kee = "k"\n', 4,
+         "channels.a.consumer_kee", "did you mean 'consumer_key'"),
+        ('[cadence]\ninvestigating = "fast"\n[channels.a]\nplatform="x"\nlanguage="en"\n', 2,
+         "cadence.investigating", "expected a duration"),
+        ('[channels.a]\nplatform = "mastodon"\nlanguage = "fr"\n', 1,
+         "channels.a.api_base_url", "required for Mastodon"),
+        ('[channels.a]\nplatform = "x"\nlanguage = "en"\nseverities = ["huge"]\n', 4,
+         "channels.a.severities", "unknown severity"),
+        ('[channels.a\nplatform = "x"\n', 1, "-", "TOML syntax"),
+    ],
+)
+def test_bad_config_names_file_line_and_key(
+    tmp_path: Path, snippet: str, line: int, key: str, words: str
+) -> None:
+    path = write(tmp_path, snippet)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problem = err.value.problems[0]
+    assert problem.path == str(path)
+    assert problem.line == line
+    assert problem.key == key
+    assert words in problem.message
+    assert f"{path}:{line}: {key}:" in str(err.value)
+
+
+def test_a_config_with_no_channel_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no channel configured"):
+        load_config(write(tmp_path, "[broadcaster]\n"))
+
+
+def test_secrets_are_redacted_from_log_output(tmp_path: Path, monkeypatch, capsys) -> None:
+    from broadcaster.logs import configure
+
+    monkeypatch.setenv("BCAST_TEST_KEY", "another-secret-value")
+    load_config(write(tmp_path, GOOD))
+    configure("json")
+    logging.getLogger("t").error("request failed with key another-secret-value")
+    err = capsys.readouterr().err
+    assert "another-secret-value" not in err and "***" in err

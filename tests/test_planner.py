@@ -1,0 +1,266 @@
+"""The planner decides what to post and when: pure, driven here by a fake clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from broadcaster import planner
+from broadcaster.config import DEFAULT_CADENCE, CadenceConfig, ChannelConfig, parse_duration
+from broadcaster.model import Incident, IncidentKind, Localized, PostKind, Snapshot, ThreadState
+
+PARIS = ZoneInfo("Europe/Paris")
+T0 = datetime(2017, 11, 9, 7, 25, tzinfo=PARIS)
+CADENCE = CadenceConfig(
+    every={s: {k: parse_duration(v) for k, v in sev.items()} for s, sev in DEFAULT_CADENCE.items()}
+)
+CHANNELS = {
+    "x-en": ChannelConfig(name="x-en", platform="x", language="en"),
+    "mastodon-fr": ChannelConfig(name="mastodon-fr", platform="mastodon", language="fr"),
+}
+
+
+def incident(**kw: object) -> Incident:
+    base = dict(
+        id="sbg-power",
+        title=Localized.of("Power outage in SBG"),
+        status="investigating",
+        severity="critical",
+        started_at=datetime(2017, 11, 9, 7, 23, tzinfo=PARIS),
+        services=("VPS",),
+        regions=("SBG",),
+    )
+    base.update(kw)
+    return Incident(**base)  # type: ignore[arg-type]
+
+
+class Timeline:
+    """Drives the planner like the daemon does: snapshots with revisions, threads kept."""
+
+    def __init__(self, channels: dict[str, ChannelConfig] = CHANNELS) -> None:
+        self.channels = channels
+        self.snapshots: dict[str, Snapshot] = {}
+        self.threads: dict[tuple[str, str], ThreadState] = {}
+        self.posted: list[tuple[datetime, str, PostKind, datetime | None]] = []
+
+    def set(self, inc: Incident, now: datetime) -> None:
+        old = self.snapshots.get(inc.id)
+        if old is None:
+            self.snapshots[inc.id] = Snapshot(inc, 1, now, now)
+        elif old.incident.change_fingerprint() != inc.change_fingerprint():
+            self.snapshots[inc.id] = Snapshot(inc, old.revision + 1, old.first_seen_at, now,
+                                              old.incident.status)
+        else:
+            self.snapshots[inc.id] = replace(old, incident=inc)
+
+    def plan(self, now: datetime) -> planner.Plan:
+        result = planner.plan(list(self.snapshots.values()), self.threads, self.channels,
+                              CADENCE, now)
+        self.threads = planner.apply(self.threads, result.decisions)
+        for d in result.decisions:
+            self.posted.append((now, d.post.channel, d.post.kind, d.post.next_update_at))
+        return result
+
+    def run_until(self, end: datetime, start: datetime) -> None:
+        """Plan at every wake-up between start and end, as the daemon's scheduler does."""
+        now = start
+        while True:
+            result = self.plan(now)
+            if result.wake_at is None or result.wake_at > end:
+                return
+            assert result.wake_at > now, "the planner must never ask to wake in the past"
+            now = result.wake_at
+
+    def kinds(self, channel: str = "x-en") -> list[PostKind]:
+        return [k for _, c, k, _ in self.posted if c == channel]
+
+
+def test_new_incident_opens_a_thread_on_every_channel_with_a_promise() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    result = t.plan(T0)
+    assert {(d.post.channel, d.post.kind) for d in result.decisions} == {
+        ("x-en", PostKind.OPENED), ("mastodon-fr", PostKind.OPENED)
+    }
+    # investigating + critical: every 15 minutes, promised on the minute
+    assert all(d.post.next_update_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
+               for d in result.decisions)
+    assert result.wake_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
+
+
+def test_nothing_is_posted_before_the_promise_and_a_reminder_keeps_it() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.plan(T0)
+    assert t.plan(T0 + timedelta(minutes=14)).decisions == []
+    promised = datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
+    result = t.plan(promised)
+    assert [d.post.kind for d in result.decisions] == [PostKind.REMINDER] * 2
+    assert result.decisions[0].post.next_update_at == promised + timedelta(minutes=15)
+
+
+def test_every_promise_is_kept_over_a_long_quiet_incident() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.run_until(T0 + timedelta(hours=6), T0)
+    x_posts = [(at, nxt) for at, c, _, nxt in t.posted if c == "x-en"]
+    for (_, promised), (next_at, _) in zip(x_posts, x_posts[1:], strict=False):
+        assert next_at == promised, "each post must come exactly when the previous one said"
+    # 15-minute cadence for two hours, then long-incident mode: at least an hour apart
+    gaps = [b - a for (a, _), (b, _) in zip(x_posts, x_posts[1:], strict=False)]
+    assert gaps[0] <= timedelta(minutes=15)
+    assert gaps[-1] == timedelta(hours=1)
+    assert len(x_posts) == 1 + 8 + 4  # opened, 8 reminders in the first 2 h, then hourly
+
+
+def test_a_real_change_posts_an_update_and_edits_in_between_are_coalesced() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.plan(T0)
+    t.set(incident(status="identified", message=Localized.of("Both feeds lost")), T0 + timedelta(minutes=3))
+    t.set(incident(status="identified", message=Localized.of("Both feeds lost; generators down")),
+          T0 + timedelta(minutes=4))
+    result = t.plan(T0 + timedelta(minutes=4))
+    assert [d.post.kind for d in result.decisions] == [PostKind.UPDATE] * 2
+    assert result.decisions[0].post.revision == 3
+    # identified + critical: 15 min
+    assert result.decisions[0].post.next_update_at == datetime(2017, 11, 9, 7, 44, tzinfo=PARIS)
+
+
+def test_an_edit_that_changes_nothing_public_posts_nothing() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.plan(T0)
+    t.set(incident(services=("VPS", "Web hosting")), T0 + timedelta(minutes=1))
+    assert t.plan(T0 + timedelta(minutes=1)).decisions == []
+
+
+def test_resolution_closes_the_thread_and_stops_reminders() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.plan(T0)
+    t.set(incident(status="resolved"), T0 + timedelta(minutes=5))
+    result = t.plan(T0 + timedelta(minutes=5))
+    assert [d.post.kind for d in result.decisions] == [PostKind.RESOLVED] * 2
+    assert all(d.post.next_update_at is None for d in result.decisions)
+    assert result.wake_at is None
+    assert t.plan(T0 + timedelta(hours=5)).decisions == []
+
+
+def test_an_incident_first_seen_resolved_is_not_announced() -> None:
+    t = Timeline()
+    t.set(incident(status="resolved"), T0)
+    assert t.plan(T0).decisions == []
+
+
+def test_a_reopened_incident_posts_again_in_its_thread() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.plan(T0)
+    t.set(incident(status="resolved"), T0 + timedelta(minutes=5))
+    t.plan(T0 + timedelta(minutes=5))
+    t.set(incident(status="investigating", message=Localized.of("Outage again")),
+          T0 + timedelta(minutes=20))
+    result = t.plan(T0 + timedelta(minutes=20))
+    assert [d.post.kind for d in result.decisions] == [PostKind.UPDATE] * 2
+    assert result.decisions[0].post.sequence == 3
+    assert result.wake_at is not None
+
+
+def test_next_update_at_overrides_the_cadence_once() -> None:
+    t = Timeline()
+    override = datetime(2017, 11, 9, 8, 0, tzinfo=PARIS)
+    t.set(incident(next_update_at=override), T0)
+    first = t.plan(T0)
+    assert first.decisions[0].post.next_update_at == override
+    second = t.plan(override)
+    assert [d.post.kind for d in second.decisions] == [PostKind.REMINDER] * 2
+    assert second.decisions[0].post.next_update_at == override + timedelta(minutes=15)
+
+
+def test_next_update_at_earlier_than_the_promise_brings_the_reminder_forward() -> None:
+    t = Timeline()
+    t.set(incident(severity="minor"), T0)  # 30-minute cadence: promised 07:55
+    t.plan(T0)
+    sooner = datetime(2017, 11, 9, 7, 45, tzinfo=PARIS)
+    t.set(incident(severity="minor", next_update_at=sooner), T0 + timedelta(minutes=5))
+    result = t.plan(T0 + timedelta(minutes=5))
+    assert result.decisions == [] and result.wake_at == sooner
+    assert [d.post.kind for d in t.plan(sooner).decisions] == [PostKind.REMINDER] * 2
+
+
+def test_cadence_depends_on_status_and_severity() -> None:
+    for status, severity, minutes in [("investigating", "minor", 30), ("identified", "major", 30),
+                                      ("monitoring", "critical", 30), ("monitoring", "minor", 60)]:
+        t = Timeline()
+        t.set(incident(status=status, severity=severity), T0)
+        promised = t.plan(T0).decisions[0].post.next_update_at
+        assert promised == T0.replace(second=0) + timedelta(minutes=minutes), (status, severity)
+
+
+def maintenance(**kw: object) -> Incident:
+    fields: dict[str, object] = dict(
+        id="sbg-maint",
+        kind=IncidentKind.MAINTENANCE,
+        status="scheduled",
+        started_at=datetime(2017, 11, 14, 22, 0, tzinfo=PARIS),
+        starts_at=datetime(2017, 11, 14, 22, 0, tzinfo=PARIS),
+        ends_at=datetime(2017, 11, 15, 1, 0, tzinfo=PARIS),
+    )
+    return incident(**{**fields, **kw})
+
+
+def test_maintenance_is_announced_reminded_an_hour_before_started_and_completed() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    announce = datetime(2017, 11, 10, 9, 0, tzinfo=PARIS)
+    t.set(maintenance(), announce)
+    first = t.plan(announce)
+    assert first.decisions[0].post.kind is PostKind.SCHEDULED
+    assert first.decisions[0].post.next_update_at == datetime(2017, 11, 14, 21, 0, tzinfo=PARIS)
+    t.run_until(datetime(2017, 11, 14, 21, 30, tzinfo=PARIS), announce + timedelta(seconds=1))
+    assert t.kinds() == [PostKind.SCHEDULED, PostKind.REMINDER]
+    assert t.posted[-1][3] == datetime(2017, 11, 14, 22, 0, tzinfo=PARIS)
+    start = datetime(2017, 11, 14, 21, 59, tzinfo=PARIS)
+    t.set(maintenance(status="in_progress"), start)
+    started = t.plan(start)
+    assert started.decisions[0].post.kind is PostKind.STARTED
+    assert started.decisions[0].post.next_update_at == datetime(2017, 11, 15, 1, 0, tzinfo=PARIS)
+    end = datetime(2017, 11, 15, 0, 40, tzinfo=PARIS)
+    t.set(maintenance(status="completed"), end)
+    assert [d.post.kind for d in t.plan(end).decisions] == [PostKind.COMPLETED]
+
+
+def test_a_channel_filter_keeps_minor_incidents_off_and_opens_when_it_escalates() -> None:
+    major_only = {"x-en": ChannelConfig(name="x-en", platform="x", language="en",
+                                        severities=("major", "critical"))}
+    t = Timeline(major_only)
+    t.set(incident(severity="minor"), T0)
+    assert t.plan(T0).decisions == []
+    t.set(incident(severity="major", status="identified"), T0 + timedelta(minutes=10))
+    result = t.plan(T0 + timedelta(minutes=10))
+    assert [d.post.kind for d in result.decisions] == [PostKind.OPENED]
+
+
+@pytest.mark.parametrize("field,value", [("regions", ("RBX",)), ("services", ("Email",))])
+def test_channel_filters_by_region_and_service(field: str, value: tuple[str, ...]) -> None:
+    only_sbg_vps = {"x-en": ChannelConfig(name="x-en", platform="x", language="en",
+                                          regions=("SBG",), services=("VPS",))}
+    t = Timeline(only_sbg_vps)
+    t.set(incident(**{field: value}), T0)
+    assert t.plan(T0).decisions == []
+    t2 = Timeline(only_sbg_vps)
+    t2.set(incident(), T0)
+    assert len(t2.plan(T0).decisions) == 1
+
+
+def test_idempotency_keys_are_stable_and_distinct() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(), T0)
+    opened = t.plan(T0).decisions[0].post
+    reminder = t.plan(datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)).decisions[0].post
+    assert opened.key(1) == "sbg-power:r1:x-en:opened.1:p1"
+    assert reminder.key(1) != opened.key(1)
+    assert reminder.key(2) != reminder.key(1)
