@@ -13,7 +13,7 @@ from typing import TextIO
 from .channels.base import Channel
 from .channels.dryrun import DryRunChannel, DryRunJournal
 from .config import ChannelConfig, Config, ConfigError, ConfigProblem
-from .delivery import Backoff, ChannelWorker, Delivery, utcnow
+from .delivery import Backoff, Budget, ChannelWorker, Delivery, utcnow
 from .editor import Editor
 from .render import Renderer
 from .sources.base import Source
@@ -55,6 +55,11 @@ def real_channel(config: Config, channel: ChannelConfig) -> Channel:
 
 def default_rule(channel: ChannelConfig) -> LengthRule:
     return rule_for(channel.platform, channel.max_characters)
+
+
+def budget_for(channel: ChannelConfig) -> Budget:
+    posts, window = channel.max_posts or (None, None)
+    return Budget(max_posts=posts, window=window, min_interval=channel.min_interval)
 
 
 @dataclass
@@ -101,7 +106,8 @@ def build(
     rules = {name: channel.length_rule() for name, channel in channels.items()}
     editor = Editor(store, renderer, config, rules)
     workers = {
-        name: ChannelWorker(channel, store, clock=clock, backoff=backoff)
+        name: ChannelWorker(channel, store, clock=clock, backoff=backoff,
+                            budget=budget_for(config.channels[name]))
         for name, channel in channels.items()
     }
     sources: list[Source] = [StateFileSource(config.state_file, config.languages())]

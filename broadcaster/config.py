@@ -83,7 +83,7 @@ class ChannelConfig:
     regions: tuple[str, ...] = ()
     visibility: str = "public"
     include_url: bool = True
-    max_posts: str | None = None
+    max_posts: tuple[int, timedelta] | None = None  # e.g. 17 posts per 24 h
     min_interval: timedelta | None = None
     timeout: timedelta = timedelta(seconds=10)
 
@@ -401,6 +401,14 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
     if visibility not in ("public", "unlisted", "private", "direct"):
         r.problem(table, "visibility", "expected public, unlisted, private or direct")
     min_interval = c.get("min_interval")
+    max_posts = None
+    if "max_posts" in c:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\S+)\s*", str(c["max_posts"]))
+        window = r.duration(table, "max_posts", m.group(2)) if m else None
+        if m and window and int(m.group(1)) > 0:
+            max_posts = (int(m.group(1)), window)
+        elif not m:
+            r.problem(table, "max_posts", "expected posts per window, e.g. '17/24h' or '50/15m'")
     timeout = r.duration(table, "timeout", c.get("timeout", "10s"))
     return ChannelConfig(
         name=name,
@@ -415,7 +423,7 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         regions=r.string_list(table, "regions", c.get("regions", [])),
         visibility=visibility,
         include_url=bool(c.get("include_url", True)),
-        max_posts=c.get("max_posts"),
+        max_posts=max_posts,
         min_interval=r.duration(table, "min_interval", min_interval) if min_interval else None,
         timeout=timeout or timedelta(seconds=10),
     )

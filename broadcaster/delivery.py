@@ -22,6 +22,7 @@ from .channels.base import (
     PublishRequest,
     RateLimited,
     Rejected,
+    RepliesRefused,
     TransientError,
 )
 from .model import OutboxPost, PostState
@@ -47,6 +48,31 @@ class Backoff:
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """Our own posting budget, kept below the platform's so a normal run never sees a 429."""
+
+    max_posts: int | None = None
+    window: timedelta | None = None
+    min_interval: timedelta | None = None
+
+    def next_slot(self, sent: list[datetime], now: datetime) -> datetime | None:
+        """When the next post may go, given recent send times (oldest first); None = now."""
+        earliest: datetime | None = None
+        if self.min_interval is not None and sent:
+            earliest = sent[-1] + self.min_interval
+        if self.max_posts is not None and self.window is not None:
+            recent = [t for t in sent if t > now - self.window]
+            if len(recent) >= self.max_posts:
+                slot = recent[len(recent) - self.max_posts] + self.window
+                earliest = slot if earliest is None else max(earliest, slot)
+        return earliest if earliest is not None and earliest > now else None
+
+    @property
+    def horizon(self) -> timedelta:
+        return max(self.window or timedelta(0), self.min_interval or timedelta(0))
+
+
 class ChannelWorker:
     def __init__(
         self,
@@ -55,17 +81,20 @@ class ChannelWorker:
         *,
         clock: Callable[[], datetime] = utcnow,
         backoff: Backoff | None = None,
+        budget: Budget | None = None,
         on_sent: Callable[[OutboxPost, str], None] | None = None,
     ) -> None:
         self.channel = channel
+        self.budget = budget or Budget()
         self.store = store
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.on_sent = on_sent
         # A pause survives restarts: the platform's reset time does not move because we did.
-        self.paused_until: datetime | None = (
-            store.channel_states().get(channel.name, {}).get("paused_until")
-        )
+        known = store.channel_states().get(channel.name, {})
+        self.paused_until: datetime | None = known.get("paused_until")
+        if known.get("replies_refused"):
+            channel.replies_refused = True
         self._rng = random.Random()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -108,6 +137,12 @@ class ChannelWorker:
             return None
         if post.next_attempt_at is not None and now < post.next_attempt_at:
             return (post.next_attempt_at - now).total_seconds()
+        if self.budget.horizon:
+            slot = self.budget.next_slot(
+                self.store.sent_times(self.channel.name, now - self.budget.horizon), now
+            )
+            if slot is not None:
+                return (slot - now).total_seconds()
         parent = self.store.parent_of(post)
         root = self.store.thread_root(post.incident_id, post.channel)
         request = PublishRequest(
@@ -142,6 +177,16 @@ class ChannelWorker:
             self.store.set_channel_state(self.channel.name, healthy=False, last_error=str(e), now=now)
             log.error("%s: channel unhealthy, posts kept pending: %s", self.channel.name, e)
             return self.backoff.unhealthy_retry
+        except RepliesRefused as e:
+            # The platform no longer accepts our replies: post standalone from now on.
+            self.channel.replies_refused = True
+            self.store.retry_later(post.key, str(e), now, outcome_unknown=False)
+            self.store.set_channel_state(
+                self.channel.name, replies_refused=True, last_error=str(e), now=now
+            )
+            log.warning("%s: replies refused; posting standalone posts that link the thread",
+                        self.channel.name)
+            return 0
         except Rejected as e:
             self.store.mark_failed(post.key, str(e))
             self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
@@ -156,6 +201,11 @@ class ChannelWorker:
                         e, delay)
             return delay
         self._sent(post, result.remote_id, result.url)
+        if result.not_before is not None:
+            # The server says the window is spent: wait rather than collect a 429.
+            self.paused_until = result.not_before
+            self.store.set_channel_state(self.channel.name, paused_until=result.not_before, now=now)
+            return max(0.0, (result.not_before - self.clock()).total_seconds())
         return 0
 
     def _sent(self, post: OutboxPost, remote_id: str, url: str | None) -> None:

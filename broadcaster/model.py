@@ -197,6 +197,7 @@ class OutboxPost:
     reply_to_key: str | None
     state: PostState
     planned_at: datetime
+    next_update_at: datetime | None = None  # the promise this post makes
     remote_id: str | None = None
     remote_url: str | None = None
     attempts: int = 0

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS posts (
     reply_to_key TEXT,
     state TEXT NOT NULL,
     planned_at TEXT NOT NULL,
+    promised_at TEXT,
     remote_id TEXT,
     remote_url TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -342,11 +343,11 @@ class Store:
                 db.execute(
                     "INSERT INTO posts (key, channel, incident_id, kind, revision, sequence, part, "
                     "parts, text, text_hash, length, max_length, language, reply_to_key, state, "
-                    "planned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "planned_at, promised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (key, planned.channel, planned.incident_id, planned.kind.value,
                      planned.revision, planned.sequence, index, len(parts), text, text_hash(text),
                      length, limit, language, reply_to, PostState.PENDING.value,
-                     _ts(planned.planned_at)),
+                     _ts(planned.planned_at), _ts(planned.next_update_at)),
                 )
                 reply_to = key
             db.execute(
@@ -375,6 +376,7 @@ class Store:
             reply_to_key=r["reply_to_key"],
             state=PostState(r["state"]),
             planned_at=_dt(r["planned_at"]),  # type: ignore[arg-type]
+            next_update_at=_dt(r["promised_at"]),
             remote_id=r["remote_id"],
             remote_url=r["remote_url"],
             attempts=r["attempts"],
@@ -424,7 +426,7 @@ class Store:
             db.execute(
                 "UPDATE posts SET state = ?, remote_id = ?, remote_url = ?, sent_at = ?, "
                 "last_error = NULL, next_attempt_at = NULL WHERE key = ?",
-                (PostState.SENT.value, remote_id, url, _ts(now), key),
+                (PostState.SENT.value, remote_id, url, _ts(now.astimezone(UTC)), key),
             )
 
     def mark_failed(self, key: str, error: str) -> None:
@@ -456,6 +458,16 @@ class Store:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
         return [self._post(r) for r in rows]
+
+    def sent_times(self, channel: str, since: datetime) -> list[datetime]:
+        """When this channel's posts were confirmed, oldest first, since ``since``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sent_at FROM posts WHERE channel = ? AND state = ? AND sent_at >= ? "
+                "ORDER BY sent_at",
+                (channel, PostState.SENT.value, _ts(since.astimezone(UTC))),
+            ).fetchall()
+        return [_dt(r["sent_at"]) for r in rows]  # type: ignore[misc]
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(channel, state) → number of posts."""

@@ -41,6 +41,8 @@ class PublishRequest:
 class PublishResult:
     remote_id: str
     url: str | None = None
+    # The server said its limit is spent: send nothing on this channel before this time.
+    not_before: datetime | None = None
 
 
 class DeliveryError(Exception):
@@ -83,6 +85,8 @@ class Channel(abc.ABC):
     name: str
     platform: str
     language: str
+    # Set once the platform refused a reply: later posts go standalone, linking the thread.
+    replies_refused: bool = False
 
     @abc.abstractmethod
     def length_rule(self) -> LengthRule:

@@ -101,6 +101,9 @@ class DryRunChannel(Channel):
                 "idempotency_key": post.key,
                 "id": remote_id,
                 "planned_at": post.planned_at.isoformat(),
+                "next_update_at": (
+                    post.next_update_at.isoformat() if post.next_update_at else None
+                ),
             }
         )
         return PublishResult(remote_id=remote_id)
