@@ -1,0 +1,187 @@
+"""X (Twitter) through tweepy's API v2 client, OAuth 1.0a user context.
+
+tweepy hard-codes its host and sets no timeout, so the requests session is given both
+(``transport.configure_session``). ``wait_on_rate_limit`` stays off: it ignores X's 24-hour
+headers and would block the worker; delivery pauses the channel instead. X has no
+idempotency key, so a post whose outcome is unknown is looked for among the account's
+recent posts before it is sent again.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+import tweepy
+
+from ..config import ChannelConfig
+from ..textfit import LengthRule, rule_for
+from .base import (
+    Channel,
+    ChannelUnhealthy,
+    PublishRequest,
+    PublishResult,
+    RateLimited,
+    Rejected,
+    RepliesRefused,
+    TransientError,
+)
+from .transport import configure_session
+
+log = logging.getLogger("broadcaster.channels.x")
+
+DUPLICATE = "duplicate content"
+REPLY_REFUSED = "reply to this conversation is not allowed"
+_URL = re.compile(r"https?://\S+")
+
+
+def _normalized(text: str) -> str:
+    # X returns text HTML-escaped and with links rewritten to t.co: compare what remains.
+    return " ".join(_URL.sub("<url>", html.unescape(text)).split())
+
+
+def _detail(e: tweepy.HTTPException) -> str:
+    try:
+        body = e.response.json()
+    except ValueError:
+        return e.response.text[:200]
+    if isinstance(body, dict):
+        if body.get("detail"):
+            return str(body["detail"])
+        errors = body.get("errors") or []
+        if errors and isinstance(errors[0], dict):
+            return str(errors[0].get("message") or errors[0].get("detail") or "")
+    return str(body)[:200]
+
+
+def _epoch(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value), UTC) if value else None
+    except ValueError:
+        return None
+
+
+def _pause_until(headers: Any, now: datetime) -> datetime | None:
+    """The time before which posting is pointless, from the 15-minute and 24-hour headers."""
+    until: datetime | None = None
+    for prefix in ("x-rate-limit", "x-user-limit-24hour"):
+        if headers.get(f"{prefix}-remaining") == "0":
+            reset = _epoch(headers.get(f"{prefix}-reset"))
+            if reset is not None and (until is None or reset > until):
+                until = reset
+    return until
+
+
+class XChannel(Channel):
+    platform = "x"
+
+    def __init__(self, config: ChannelConfig) -> None:
+        self.name = config.name
+        self.language = config.language
+        self.config = config
+        creds = {k: v.reveal() for k, v in config.credentials.items()}
+        self.client = tweepy.Client(
+            consumer_key=creds.get("consumer_key"),
+            consumer_secret=creds.get("consumer_secret"),
+            access_token=creds.get("access_token"),
+            access_token_secret=creds.get("access_token_secret"),
+            return_type=requests.Response,  # we need the rate-limit headers of successes too
+            wait_on_rate_limit=False,
+        )
+        configure_session(
+            self.client.session, config.api_base_url or "https://api.x.com",
+            config.timeout.total_seconds(),
+        )
+        self._rule = rule_for("x", config.max_characters)
+        self._user_id: str | None = None
+        self.replies_refused = False
+
+    def length_rule(self) -> LengthRule:
+        return self._rule
+
+    def close(self) -> None:
+        self.client.session.close()
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return fn(*args, **kwargs)
+        except requests.RequestException as e:
+            raise TransientError(f"network: {type(e).__name__}") from None
+        except tweepy.TooManyRequests as e:
+            now = datetime.now(UTC)
+            until = _pause_until(e.response.headers, now) or now + timedelta(minutes=15)
+            raise RateLimited(f"429 {_detail(e)}", until=until) from None
+        except tweepy.Unauthorized as e:
+            raise ChannelUnhealthy(f"401 credentials refused: {_detail(e)}", status=401) from None
+        except tweepy.Forbidden as e:
+            detail = _detail(e)
+            if DUPLICATE in detail.lower():
+                raise Rejected(f"403 {detail}", status=403) from None
+            if REPLY_REFUSED in detail.lower():
+                raise RepliesRefused(f"403 {detail}", status=403) from None
+            raise ChannelUnhealthy(f"403 {detail}", status=403) from None
+        except tweepy.BadRequest as e:
+            raise Rejected(f"400 {_detail(e)}", status=400) from None
+        except tweepy.TwitterServerError as e:
+            raise TransientError(f"{e.response.status_code} server error",
+                                 status=e.response.status_code) from None
+        except tweepy.HTTPException as e:
+            status = e.response.status_code
+            if status == 402:
+                raise ChannelUnhealthy(f"402 credits exhausted: {_detail(e)}", status=402) from None
+            raise TransientError(f"{status} {_detail(e)}", status=status) from None
+
+    def publish(self, request: PublishRequest) -> PublishResult:
+        text = request.text
+        reply_to = request.in_reply_to
+        if self.replies_refused and reply_to is not None:
+            reply_to = None
+            text = self._with_thread_link(text, request)
+        try:
+            response = self._call(self.client.create_tweet, text=text,
+                                  in_reply_to_tweet_id=reply_to)
+        except Rejected as e:
+            if DUPLICATE in str(e).lower():
+                # Our texts are unique, so a duplicate is our own post whose answer was lost.
+                found = self.find_published(request)
+                if found is not None:
+                    return found
+            raise
+        data = response.json()["data"]
+        return PublishResult(
+            remote_id=str(data["id"]),
+            url=self._url(str(data["id"])),
+            not_before=_pause_until(response.headers, datetime.now(UTC)),
+        )
+
+    def _with_thread_link(self, text: str, request: PublishRequest) -> str:
+        if not request.thread_root:
+            return text
+        linked = f"{text}\n{self._url(request.thread_root)}"
+        return linked if self._rule.fits(linked) else text
+
+    def _url(self, tweet_id: str) -> str:
+        return f"https://x.com/i/status/{tweet_id}"
+
+    def user_id(self) -> str:
+        if self._user_id is None:
+            me = self._call(self.client.get_me, user_auth=True).json()["data"]
+            self._user_id = str(me["id"])
+        return self._user_id
+
+    def find_published(self, request: PublishRequest) -> PublishResult | None:
+        wanted = _normalized(request.text)
+        response = self._call(
+            self.client.get_users_tweets, self.user_id(), user_auth=True, max_results=100,
+            tweet_fields=["created_at"],
+        )
+        for tweet in response.json().get("data", []):
+            if _normalized(tweet["text"]).startswith(wanted):
+                log.info("%s: found %s already published as %s", self.name,
+                         request.idempotency_key, tweet["id"])
+                return PublishResult(remote_id=str(tweet["id"]), url=self._url(str(tweet["id"])))
+        return None
