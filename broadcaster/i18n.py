@@ -1,0 +1,313 @@
+"""Words, times and typography in the audience's language, for the message templates.
+
+Everything is written out by hand (day and month names, labels) rather than taken from the
+system locale: a daemon in a container usually has only ``C.UTF-8``, and a post must read
+the same on every machine. English is the fallback for any language not listed here.
+
+Times are shown in the zone of the datetimes given: the renderer converts them to the
+configured timezone first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+DEFAULT_LANGUAGE = "en"
+
+STATUS_LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "investigating": "Investigating",
+        "identified": "Cause identified",
+        "monitoring": "Monitoring",
+        "resolved": "Resolved",
+        "scheduled": "Scheduled",
+        "in_progress": "In progress",
+        "completed": "Completed",
+    },
+    "fr": {
+        "investigating": "Enquête en cours",
+        "identified": "Cause identifiée",
+        "monitoring": "Sous surveillance",
+        "resolved": "Résolu",
+        "scheduled": "Planifiée",
+        "in_progress": "En cours",
+        "completed": "Terminée",
+    },
+}
+
+SEVERITY_LABELS: dict[str, dict[str, str]] = {
+    "en": {"minor": "Minor", "major": "Major", "critical": "Critical"},
+    "fr": {"minor": "Mineur", "major": "Majeur", "critical": "Critique"},
+}
+
+_DAYS = {
+    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    "fr": ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"),
+}
+_MONTHS = {
+    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+    "fr": (
+        "janvier", "février", "mars", "avril", "mai", "juin",
+        "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+    ),
+}
+
+# French readers of a French account live on Paris time: naming the zone there is noise.
+# Any other zone is named, so "10 h 30" never silently means UTC.
+_IMPLICIT_FR_ZONES = frozenset({"CET", "CEST"})
+
+NBSP = "\u00a0"  # before ":" in French
+NNBSP = "\u202f"  # narrow no-break space, before ";", "?" and "!" in French
+
+
+def base_language(language: str) -> str:
+    """The language these tables know for ``language``: "fr-CA" → "fr", "de" → "en"."""
+    base = language.replace("_", "-").split("-")[0].lower()
+    return base if base in _DAYS else DEFAULT_LANGUAGE
+
+
+def status_label(status: str, language: str) -> str:
+    labels = STATUS_LABELS[base_language(language)]
+    return labels.get(status) or status.replace("_", " ").capitalize()
+
+
+def severity_label(severity: str, language: str) -> str:
+    labels = SEVERITY_LABELS[base_language(language)]
+    return labels.get(severity) or severity.capitalize()
+
+
+# -- times ------------------------------------------------------------------------------------
+
+
+def _aware(dt: datetime) -> datetime:
+    # A naive datetime here is a bug upstream; reading it as UTC is at least predictable,
+    # where astimezone() would silently use the host's zone.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+def _zone(dt: datetime) -> str:
+    name = dt.tzname() or ""
+    # Zones without an abbreviation give "+03": "UTC+03" is what a reader understands.
+    return f"UTC{name}" if name[:1] in "+-" and name else name
+
+
+def _time(dt: datetime, lang: str) -> str:
+    if lang == "fr":
+        # French style: no leading zero, "10 h" on the hour ("Prochain point à 11 h").
+        return f"{dt.hour} h" if dt.minute == 0 else f"{dt.hour} h {dt.minute:02d}"
+    return f"{dt.hour:02d}:{dt.minute:02d}"
+
+
+def _zone_suffix(dt: datetime, lang: str) -> str:
+    zone = _zone(dt)
+    if not zone or (lang == "fr" and zone in _IMPLICIT_FR_ZONES):
+        return ""
+    return f" {zone}"
+
+
+# Beyond this, "Sun 10 Mar" could be this year or the next: the year is written out.
+_YEAR_AFTER = timedelta(days=180)
+
+
+def _date(dt: datetime, lang: str, now: datetime) -> str:
+    day = _DAYS[lang][dt.weekday()]
+    month = _MONTHS[lang][dt.month - 1]
+    year = f" {dt.year}" if abs(dt - now) > _YEAR_AFTER else ""
+    if lang == "fr":
+        number = "1er" if dt.day == 1 else str(dt.day)
+        return f"{day} {number} {month}{year}"
+    return f"{day} {dt.day} {month}{year}"
+
+
+def _same_day(dt: datetime, now: datetime) -> bool:
+    return dt.astimezone(now.tzinfo).date() == now.date()
+
+
+def _local(dt: datetime, now: datetime) -> tuple[datetime, datetime]:
+    dt, now = _aware(dt), _aware(now)
+    return dt.astimezone(now.tzinfo), now
+
+
+def clock(dt: datetime, language: str) -> str:
+    """Time of day: en "10:30 CET", fr "10 h 30" (zone named only outside CET/CEST)."""
+    lang = base_language(language)
+    dt = _aware(dt)
+    return _time(dt, lang) + _zone_suffix(dt, lang)
+
+
+def _dated(dt: datetime, lang: str, now: datetime) -> str:
+    if lang == "fr":
+        return f"{_date(dt, lang, now)} à {clock(dt, lang)}"
+    return f"{_date(dt, lang, now)}, {clock(dt, lang)}"
+
+
+def is_same_day(dt: datetime, now: datetime) -> bool:
+    """Whether ``dt`` falls on ``now``'s local calendar day."""
+    dt, now = _local(dt, now)
+    return _same_day(dt, now)
+
+
+def when(dt: datetime, now: datetime, language: str) -> str:
+    """A clock time, with the date when it is not today.
+
+    en "10:30 CET" / "Thu 9 Nov, 10:30 CET"; fr "10 h 30" / "jeudi 9 novembre à 10 h 30".
+    """
+    lang = base_language(language)
+    dt, now = _local(dt, now)
+    return clock(dt, lang) if _same_day(dt, now) else _dated(dt, lang, now)
+
+
+def at(dt: datetime, now: datetime, language: str) -> str:
+    """``when`` with its preposition, which French chooses by the form of the time.
+
+    en "at 10:30 CET" / "on Thu 9 Nov at 10:30 CET";
+    fr "à 10 h 30" / "le jeudi 9 novembre à 10 h 30".
+    """
+    lang = base_language(language)
+    dt, now = _local(dt, now)
+    if _same_day(dt, now):
+        return ("à " if lang == "fr" else "at ") + clock(dt, lang)
+    if lang == "fr":
+        return f"le {_dated(dt, lang, now)}"
+    return f"on {_date(dt, lang, now)} at {clock(dt, lang)}"
+
+
+def since(dt: datetime, now: datetime, language: str) -> str:
+    """en "since 07:23 CET" / "since Thu 9 Nov, 07:23 CET";
+    fr "depuis 7 h 23" / "depuis le jeudi 9 novembre à 7 h 23"."""
+    lang = base_language(language)
+    dt, now = _local(dt, now)
+    if lang == "fr":
+        if _same_day(dt, now):
+            return f"depuis {clock(dt, lang)}"
+        return f"depuis le {_dated(dt, lang, now)}"
+    return "since " + when(dt, now, lang)
+
+
+def until(dt: datetime, now: datetime, language: str) -> str:
+    """en "until 23:30 CET" / "until Fri 10 Nov, 01:00 CET";
+    fr "jusqu’à 23 h 30" / "jusqu’au vendredi 10 novembre à 1 h"."""
+    lang = base_language(language)
+    dt, now = _local(dt, now)
+    if lang == "fr":
+        if _same_day(dt, now):
+            return f"jusqu’à {clock(dt, lang)}"
+        return f"jusqu’au {_dated(dt, lang, now)}"
+    return "until " + when(dt, now, lang)
+
+
+def window(start: datetime, end: datetime | None, now: datetime, language: str) -> str:
+    """A time range with its prepositions, as short as the dates allow.
+
+    en "from 22:00 to 23:30 CET" / "on Thu 16 Nov from 22:00 to 23:30 CET" /
+       "from Thu 16 Nov, 22:00 CET to Fri 17 Nov, 02:00 CET" / "from 22:00 CET";
+    fr "de 22 h à 23 h 30" / "le jeudi 16 novembre de 22 h à 23 h 30" /
+       "du jeudi 16 novembre à 22 h au vendredi 17 novembre à 2 h" / "à partir de 22 h".
+    """
+    lang = base_language(language)
+    start, now = _local(start, now)
+    today = _same_day(start, now)
+    if end is None:
+        if lang == "fr":
+            return f"à partir de {clock(start, lang)}" if today else (
+                f"à partir du {_dated(start, lang, now)}"
+            )
+        return f"from {when(start, now, lang)}"
+    end = _aware(end).astimezone(start.tzinfo)
+    if end.date() != start.date():
+        if lang == "fr":
+            return f"du {_dated(start, lang, now)} au {_dated(end, lang, now)}"
+        return f"from {_dated(start, lang, now)} to {_dated(end, lang, now)}"
+    # Same day: name the zone once, at the end, unless a DST switch falls inside the window.
+    first = _time(start, lang)
+    if _zone(start) != _zone(end):
+        first += _zone_suffix(start, lang)
+    last = clock(end, lang)
+    if lang == "fr":
+        span = f"de {first} à {last}"
+        return span if today else f"le {_date(start, lang, now)} {span}"
+    span = f"from {first} to {last}"
+    return span if today else f"on {_date(start, lang, now)} {span}"
+
+
+def duration(delta: timedelta, language: str) -> str:
+    """en "2 h 15 min", "45 min", "3 days 4 h"; fr "2 h 15", "45 min", "3 jours 4 h".
+
+    Rounded to the minute; past a day, to the hour, as nobody needs minutes then.
+    """
+    lang = base_language(language)
+    minutes = max(0, round(delta.total_seconds() / 60))
+    if minutes == 0:
+        return "moins d’une minute" if lang == "fr" else "less than a minute"
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 24 * 60:
+        hours, rest = divmod(minutes, 60)
+        if rest == 0:
+            return f"{hours} h"
+        return f"{hours} h {rest:02d}" if lang == "fr" else f"{hours} h {rest} min"
+    days, hours = divmod(round(minutes / 60), 24)
+    if lang == "fr":
+        text = f"{days} jour" + ("s" if days > 1 else "")
+    else:
+        text = f"{days} day" + ("s" if days > 1 else "")
+    return f"{text} {hours} h" if hours else text
+
+
+def join_and(items: Iterable[str], language: str) -> str:
+    """en "A, B and C"; fr "A, B et C"."""
+    words = [str(item) for item in items]
+    if len(words) <= 1:
+        return "".join(words)
+    conjunction = " et " if base_language(language) == "fr" else " and "
+    return ", ".join(words[:-1]) + conjunction + words[-1]
+
+
+def sentence(text: str) -> str:
+    """``text`` ending with a full stop, for ops' fragments such as "a failed power feed".
+
+    Left alone when it already ends with punctuation, an emoji or a URL-ish character.
+    """
+    text = text.rstrip()
+    if text and (text[-1].isalnum() or text[-1] == ")"):
+        return text + "."
+    return text
+
+
+# -- French typography ------------------------------------------------------------------------
+
+# URLs are matched first and passed through untouched: "https://", "?q=" and "#!" are syntax.
+_URL = r"(?:[A-Za-z][A-Za-z0-9+.\-]*://|www\.)[^\s<>\"]+"
+_SPACES = "[ \t\u00a0\u202f\u2009\u2007]*"
+_TYPOGRAPHY = re.compile(
+    rf"(?P<url>{_URL})"
+    # A colon only as punctuation (followed by a space or the end): never "10:30", "fe80::1"
+    # or "mailto:". The char before must be text, so a line starting with ":" is left alone.
+    rf"|(?<=[^\s:;?!])(?P<colon_space>{_SPACES}):(?=\s|$)"
+    # ";", "?", "!" likewise, or doubled ("?!"): only the first of a run gets the space.
+    rf"|(?<=[^\s:;?!])(?P<mark_space>{_SPACES})(?P<mark>[;?!])(?=[\s?!.,;:)\]»\"”’']|$)"
+)
+
+
+def _typography_sub(match: re.Match[str]) -> str:
+    if match.group("url") is not None:
+        return match.group("url")
+    if match.group("colon_space") is not None:
+        return NBSP + ":"
+    return NNBSP + match.group("mark")
+
+
+def french_typography(text: str) -> str:
+    """A no-break space before ":" and a narrow one before ";", "?" and "!".
+
+    Existing ordinary spaces there are replaced, missing ones added; URLs, clock times and
+    other colons inside words are left alone. Idempotent.
+    """
+    return _TYPOGRAPHY.sub(_typography_sub, text)
+
+
+def typography(text: str, language: str) -> str:
+    """The typographic pass for ``language`` (only French has one)."""
+    return french_typography(text) if base_language(language) == "fr" else text

@@ -1,0 +1,563 @@
+"""From a planned post to its exact text, through the Jinja2 templates in ``templates_dir``.
+
+Templates are looked up as ``<lang>/<platform>/<kind>.j2`` then ``<lang>/<kind>.j2`` and run
+in Jinja2's sandbox: whoever edits them cannot reach Python, and a mistake (a typo in a
+variable, a syntax error) is a ``TemplateError`` naming the file and line, found by
+``check()`` at start and on reload rather than in the middle of an outage.
+
+Incident text (title, message, cause...) is data handed to the template as plain strings,
+never compiled: ops can write ``{{`` in a message and it is posted as written.
+
+The context and filters are documented in ``message_templates/README.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, pass_context
+from jinja2.exceptions import (
+    SecurityError,
+    TemplateNotFound,
+    TemplateRuntimeError,
+    TemplateSyntaxError,
+    UndefinedError,
+)
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+
+from . import i18n
+from .model import (
+    ChannelInfo,
+    Incident,
+    IncidentKind,
+    Localized,
+    PlannedPost,
+    PostKind,
+    Snapshot,
+)
+
+# Languages and platforms become path components: no separators, no "..".
+_PATH_PIECE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+
+
+class TemplateError(Exception):
+    """A template that cannot be found, compiled or rendered. ``str()`` reads like a compiler
+    error: ``message_templates/en/opened.j2:4: 'incident.titel' is undefined``."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        super().__init__(path, line, message)
+        self.path = path
+        self.line = line
+        self.message = message
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """The incident as templates see it: texts in the channel's language, times local."""
+
+    id: str
+    kind: str
+    title: str
+    status: str
+    status_label: str
+    severity: str
+    severity_label: str
+    services: list[str]
+    regions: list[str]
+    message: str | None
+    cause: str | None
+    workaround: str | None
+    url: str | None
+    postmortem_url: str | None
+    data_loss: bool | None
+    started_at: datetime
+    resolved_at: datetime | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    previous_status: str | None
+    previous_status_label: str | None
+
+
+@dataclass(frozen=True)
+class PostView:
+    kind: str
+    sequence: int  # 1 = the first post of the thread
+    is_reply: bool
+
+
+def _refuse_none(value: Any) -> Any:
+    # "None" in a public post is a template bug (an optional field printed unguarded);
+    # failing makes check() find it before customers do.
+    if value is None:
+        raise TemplateRuntimeError(
+            "printed None: this field is optional, guard it with {% if ... %}"
+        )
+    return value
+
+
+def _text(value: Localized | None, language: str) -> str | None:
+    """The text for ``language``; failing that English, failing that any text at all.
+
+    The state file is validated per language upstream; this fallback only keeps a thread
+    alive (rather than silent) if a translation is missing anyway.
+    """
+    if value is None:
+        return None
+    text = value.get(language)
+    if text is None:
+        text = value.get(i18n.base_language(language)) or value.get(i18n.DEFAULT_LANGUAGE)
+    if text is None and value.values:
+        text = next(iter(value.values.values()))
+    return text or None
+
+
+def between(start: datetime, end: datetime) -> timedelta:
+    """Real time elapsed from ``start`` to ``end``.
+
+    Subtracting two datetimes of the same zone in Python gives wall-clock time, an hour off
+    across a DST change; going through UTC does not.
+    """
+    return end.astimezone(UTC) - start.astimezone(UTC)
+
+
+def tidy(text: str) -> str:
+    """Trailing spaces off each line, at most one blank line in a row, no outer blank lines."""
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _MANY_NEWLINES.sub("\n\n", text).strip()
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path, timezone: ZoneInfo) -> None:
+        self.templates_dir = Path(templates_dir).resolve()
+        self.timezone = timezone
+        self._envs: dict[str, SandboxedEnvironment] = {}
+
+    def reload(self) -> None:
+        """Forget compiled templates, so edited files are read again (SIGHUP)."""
+        self._envs = {}
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def template_path(self, language: str, platform: str, kind: PostKind) -> Path:
+        kind = PostKind(kind)
+        for label, piece in (("language", language), ("platform", platform)):
+            if not _PATH_PIECE.fullmatch(piece):
+                raise TemplateError(
+                    self._display(self.templates_dir), None, f"invalid {label} {piece!r}"
+                )
+        candidates = (
+            self.templates_dir / language / platform / f"{kind.value}.j2",
+            self.templates_dir / language / f"{kind.value}.j2",
+        )
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise TemplateError(
+            self._display(candidates[1]),
+            None,
+            f"no template (looked for {self._display(candidates[0])} and "
+            f"{self._display(candidates[1])})",
+        )
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def render(
+        self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
+    ) -> str:
+        path = self.template_path(channel.language, channel.platform, post.kind)
+        template = self._load(channel.language, path)
+        context = self.context(snapshot, post, channel, now)
+        return self._render(template, path, context, channel.language)
+
+    def context(
+        self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
+    ) -> dict[str, Any]:
+        """The variables a template sees (documented in message_templates/README.md)."""
+        incident = snapshot.incident
+        language = channel.language
+        local_now = self._local(now)
+        started = self._local(incident.started_at)
+        ended = self._local(incident.resolved_at) if incident.is_final else None
+        elapsed = max(between(started, ended or local_now), timedelta(0))
+        previous = snapshot.previous_status
+        view = IncidentView(
+            id=incident.id,
+            kind=str(incident.kind.value),
+            title=_text(incident.title, language) or incident.id,
+            status=incident.status,
+            status_label=i18n.status_label(incident.status, language),
+            severity=incident.severity,
+            severity_label=i18n.severity_label(incident.severity, language),
+            services=list(incident.services),
+            regions=list(incident.regions),
+            message=_text(incident.message, language),
+            cause=_text(incident.cause, language),
+            workaround=_text(incident.workaround, language),
+            url=incident.url or None,
+            postmortem_url=incident.postmortem_url or None,
+            data_loss=incident.data_loss,
+            started_at=started,
+            resolved_at=self._local(incident.resolved_at),
+            starts_at=self._local(incident.starts_at),
+            ends_at=self._local(incident.ends_at),
+            previous_status=previous,
+            previous_status_label=i18n.status_label(previous, language) if previous else None,
+        )
+        promised = None if post.kind.is_final else post.next_update_at
+        return {
+            "incident": view,
+            "post": PostView(post.kind.value, post.sequence, post.sequence > 1),
+            "now": local_now,
+            "elapsed": elapsed,
+            "next_update": self._local(promised),
+            "channel": channel,
+            "language": language,
+            "timezone": self.timezone.key,
+        }
+
+    def _local(self, dt: datetime | None) -> Any:
+        if dt is None:
+            return None
+        return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).astimezone(self.timezone)
+
+    def _render(
+        self, template: Template, path: Path, context: dict[str, Any], language: str
+    ) -> str:
+        try:
+            text = template.render(context)
+        except TemplateSyntaxError as e:  # in a template imported or included at run time
+            raise self._syntax_error(e, path) from e
+        except Exception as e:
+            raise self._runtime_error(e, path) from e
+        return tidy(i18n.typography(text, language))
+
+    # -- environments and errors -------------------------------------------------------------
+
+    def _load(self, language: str, path: Path) -> Template:
+        name = path.relative_to(self.templates_dir).as_posix()
+        try:
+            return self._env(language).get_template(name)
+        except TemplateSyntaxError as e:
+            raise self._syntax_error(e, path) from e
+        except TemplateNotFound as e:
+            raise TemplateError(self._display(path), None, f"template not found: {e}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise TemplateError(self._display(path), None, f"cannot read: {e}") from e
+
+    def _env(self, language: str) -> SandboxedEnvironment:
+        env = self._envs.get(language)
+        if env is None:
+            env = self._envs[language] = self._make_env(language)
+        return env
+
+    def _make_env(self, language: str) -> SandboxedEnvironment:
+        env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(self.templates_dir)),
+            undefined=StrictUndefined,
+            autoescape=False,  # plain text for social networks, not HTML
+            trim_blocks=True,
+            lstrip_blocks=True,
+            finalize=_refuse_none,
+            # Edits take effect on reload() (SIGHUP), after check() has vetted them, never
+            # half-saved in the middle of an incident.
+            auto_reload=False,
+        )
+        local = self._local
+        tz = self.timezone
+
+        def now_of(context: Context) -> datetime:
+            value = context.get("now")
+            return value if isinstance(value, datetime) else datetime.now(tz)
+
+        def relative(fn: Callable[[datetime, datetime, str], str]) -> Callable[..., str]:
+            # Filters whose wording depends on whether a time is today need the render's now.
+            @pass_context
+            def apply(context: Context, dt: datetime) -> str:
+                return fn(local(dt), now_of(context), language)
+
+            return apply
+
+        @pass_context
+        def window(context: Context, start: datetime, end: datetime | None = None) -> str:
+            return i18n.window(local(start), local(end), now_of(context), language)
+
+        @pass_context
+        def is_today(context: Context, dt: datetime) -> bool:
+            return i18n.is_same_day(local(dt), now_of(context))
+
+        env.filters.update(
+            clock=lambda dt: i18n.clock(local(dt), language),
+            when=relative(i18n.when),
+            at=relative(i18n.at),
+            since=relative(i18n.since),
+            until=relative(i18n.until),
+            window=window,
+            duration=lambda delta: i18n.duration(delta, language),
+            join_and=lambda items: i18n.join_and(items, language),
+            sentence=i18n.sentence,
+            nbsp=i18n.french_typography,
+            status_label=lambda status: i18n.status_label(status, language),
+            severity_label=lambda severity: i18n.severity_label(severity, language),
+        )
+        env.tests["today"] = is_today
+        env.globals["between"] = between
+        return env
+
+    def _display(self, path: Path | str) -> str:
+        """Paths in errors: relative to the templates directory's parent, as ops see them."""
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.templates_dir.parent).as_posix()
+        except (ValueError, OSError):
+            return str(p)
+
+    def _is_template_file(self, filename: str) -> bool:
+        try:
+            return Path(filename).resolve().is_relative_to(self.templates_dir)
+        except (ValueError, OSError):
+            return False
+
+    def _syntax_error(self, e: TemplateSyntaxError, path: Path) -> TemplateError:
+        return TemplateError(
+            self._display(e.filename or path), e.lineno, f"syntax error: {e.message}"
+        )
+
+    def _runtime_error(self, e: Exception, path: Path) -> TemplateError:
+        # Jinja2 rewrites tracebacks so that template frames carry the template's file name
+        # and line: the innermost such frame is where the template went wrong.
+        for frame in reversed(traceback.extract_tb(e.__traceback__)):
+            if self._is_template_file(frame.filename):
+                return TemplateError(self._display(frame.filename), frame.lineno, _describe(e))
+        return TemplateError(self._display(path), None, _describe(e))
+
+    # -- check -------------------------------------------------------------------------------
+
+    def check(self, channels: Iterable[ChannelInfo]) -> list[TemplateError]:
+        """Every problem of every template the channels can use, found by rendering each
+        against built-in sample incidents. Empty when all is well."""
+        problems: list[TemplateError] = []
+        seen: set[tuple[str, int | None, str]] = set()
+
+        def report(error: TemplateError, sample: str | None = None, fault: str = "") -> None:
+            # One report per fault, not one per sample or channel that trips over it.
+            key = (error.path, error.line, fault or error.message)
+            if key in seen:
+                return
+            seen.add(key)
+            message = error.message if sample is None else f"{error.message} [sample: {sample}]"
+            problems.append(TemplateError(error.path, error.line, message))
+
+        done: set[tuple[str, str]] = set()
+        for channel in channels:
+            if (channel.language, channel.platform) in done:
+                continue
+            done.add((channel.language, channel.platform))
+            for kind in PostKind:
+                try:
+                    path = self.template_path(channel.language, channel.platform, kind)
+                    template = self._load(channel.language, path)
+                except TemplateError as e:
+                    report(e)
+                    continue
+                for sample in samples_for(kind):
+                    snapshot, post = sample.planned(kind, channel.name)
+                    context = self.context(snapshot, post, channel, sample.now)
+                    try:
+                        text = self._render(template, path, context, channel.language)
+                    except TemplateError as e:
+                        report(e, sample.label)
+                        continue
+                    if not text:
+                        report(TemplateError(self._display(path), None, "renders empty"),
+                               sample.label)
+                        continue
+                    promised = context["next_update"]
+                    if promised is not None:
+                        expected = i18n.clock(promised, channel.language)
+                        if expected not in text:
+                            report(TemplateError(
+                                self._display(path), None,
+                                f"a {kind.value} post must say when the next update comes "
+                                f"({expected!r}, e.g. {{{{ next_update|when }}}}), "
+                                f"but this text does not: {text!r}",
+                            ), sample.label, "broken promise")
+        return problems
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, SecurityError):
+        return f"not allowed in templates: {e}"
+    if isinstance(e, UndefinedError):
+        return f"{e} (the template context is listed in message_templates/README.md)"
+    if isinstance(e, TemplateRuntimeError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+# -- samples for check() ----------------------------------------------------------------------
+# Built in UTC, rendered in whatever timezone is configured. Every time has its own minute so
+# that the promised clock time cannot appear in a text by coincidence.
+
+
+@dataclass(frozen=True)
+class Sample:
+    label: str
+    incident: Incident
+    now: datetime
+    previous_status: str | None = None
+    next_update: datetime | None = None
+
+    def planned(self, kind: PostKind, channel: str) -> tuple[Snapshot, PlannedPost]:
+        snapshot = Snapshot(self.incident, 2, self.incident.started_at, self.now,
+                            self.previous_status)
+        post = PlannedPost(
+            incident_id=self.incident.id,
+            channel=channel,
+            kind=kind,
+            revision=2,
+            sequence=1 if kind in (PostKind.OPENED, PostKind.SCHEDULED) else 3,
+            planned_at=self.now,
+            next_update_at=None if kind.is_final else self.next_update,
+        )
+        return snapshot, post
+
+
+def _utc(day: int, hour: int, minute: int) -> datetime:
+    return datetime(2017, 11, day, hour, minute, tzinfo=UTC)
+
+
+def _t(text: str) -> Localized:
+    return Localized.of(text)  # type: ignore[return-value]
+
+
+_SERVICES = ("Dedicated servers", "Public Cloud", "VPS")
+_URL = "https://status.example.com/incidents/sample?id=42"
+
+
+def _incident(**kw: Any) -> Incident:
+    base: dict[str, Any] = {
+        "id": "sample",
+        "title": _t("Sample outage"),
+        "status": "investigating",
+        "started_at": _utc(9, 6, 23),
+    }
+    base.update(kw)
+    return Incident(**base)
+
+
+def _maintenance(**kw: Any) -> Incident:
+    base: dict[str, Any] = {
+        "id": "sample-maintenance",
+        "kind": IncidentKind.MAINTENANCE,
+        "title": _t("Sample maintenance"),
+        "status": "scheduled",
+        "starts_at": _utc(9, 21, 0),
+        "ends_at": _utc(9, 22, 30),
+        "started_at": _utc(9, 21, 0),
+    }
+    base.update(kw)
+    return Incident(**base)
+
+
+_FULL_INCIDENT = {
+    "services": _SERVICES,
+    "regions": ("SBG1", "SBG2"),
+    "message": _t("Servers are unreachable; teams are on site"),
+    "cause": _t("both power feeds failed"),
+    "workaround": _t("Fail over to another region."),
+    "url": _URL,
+    "severity": "critical",
+}
+_FULL_MAINTENANCE = {
+    "services": _SERVICES[:2],
+    "regions": ("SBG1",),
+    "message": _t("Short network cuts are expected."),
+    "url": _URL,
+}
+
+INCIDENT_SAMPLES = (
+    Sample("incident, minimal", _incident(), _utc(9, 6, 31), None, _utc(9, 7, 18)),
+    Sample("incident, all fields, identified",
+           _incident(status="identified", **_FULL_INCIDENT),
+           _utc(9, 8, 38), "investigating", _utc(9, 9, 25)),
+    Sample("incident, monitoring, across midnight",
+           _incident(status="monitoring", started_at=_utc(8, 20, 5), services=("VPS",),
+                     severity="minor", message=_t("Fix applied.")),
+           _utc(9, 22, 40), "identified", _utc(9, 23, 27)),
+    Sample("incident, unchanged status",
+           _incident(status="identified", regions=("SBG",), message=_t("Still on it.")),
+           _utc(9, 9, 14), "identified", _utc(9, 9, 59)),
+    Sample("incident, reopened",
+           _incident(status="investigating", regions=("SBG",)),
+           _utc(9, 12, 10), "resolved", _utc(9, 12, 57)),
+)
+RESOLVED_SAMPLES = (
+    Sample("resolved, all fields, no data lost",
+           _incident(status="resolved", resolved_at=_utc(9, 9, 45), data_loss=False,
+                     postmortem_url="https://status.example.com/postmortems/sample",
+                     **_FULL_INCIDENT),
+           _utc(9, 9, 50), "monitoring"),
+    Sample("resolved, minimal", _incident(status="resolved"), _utc(9, 10, 2), "investigating"),
+    Sample("resolved, data lost, no links",
+           _incident(status="resolved", resolved_at=_utc(10, 1, 12), data_loss=True),
+           _utc(10, 1, 14), "monitoring"),
+    Sample("resolved, data lost, with link",
+           _incident(status="resolved", data_loss=True, url=_URL), _utc(9, 11, 3), "identified"),
+)
+MAINTENANCE_SAMPLES = (
+    Sample("maintenance, announced a week ahead, all fields",
+           _maintenance(starts_at=_utc(16, 21, 0), ends_at=_utc(16, 22, 30),
+                        started_at=_utc(16, 21, 0), **_FULL_MAINTENANCE),
+           _utc(9, 10, 12), None, _utc(16, 20, 0)),
+    Sample("maintenance, minimal", _maintenance(), _utc(9, 20, 7), None, _utc(9, 20, 54)),
+    Sample("maintenance, window across midnight",
+           _maintenance(starts_at=_utc(9, 22, 0), ends_at=_utc(10, 2, 0), services=("VPS",)),
+           _utc(9, 21, 3), None, _utc(9, 21, 50)),
+    Sample("maintenance, start time passed", _maintenance(), _utc(9, 21, 9), None,
+           _utc(9, 21, 56)),
+    Sample("maintenance, without times",
+           _maintenance(starts_at=None, ends_at=None), _utc(9, 20, 11), None, _utc(9, 20, 58)),
+    Sample("maintenance in progress, all fields",
+           _maintenance(status="in_progress", **_FULL_MAINTENANCE),
+           _utc(9, 21, 4), "scheduled", _utc(9, 21, 51)),
+    Sample("maintenance running late",
+           _maintenance(status="in_progress", message=_t("Taking longer than planned.")),
+           _utc(9, 22, 41), "in_progress", _utc(9, 23, 28)),
+)
+COMPLETED_SAMPLES = (
+    Sample("maintenance completed, all fields",
+           _maintenance(status="completed", resolved_at=_utc(9, 22, 20), data_loss=False,
+                        **_FULL_MAINTENANCE),
+           _utc(9, 22, 24), "in_progress"),
+    Sample("maintenance completed, minimal", _maintenance(status="completed"),
+           _utc(9, 22, 33), "in_progress"),
+    Sample("maintenance completed, without times",
+           _maintenance(status="completed", starts_at=None, ends_at=None),
+           _utc(9, 22, 35), "scheduled"),
+)
+
+
+def samples_for(kind: PostKind) -> tuple[Sample, ...]:
+    """The sample incidents a template of ``kind`` must render, as the planner uses kinds."""
+    if kind is PostKind.OPENED:
+        return INCIDENT_SAMPLES
+    if kind in (PostKind.UPDATE, PostKind.REMINDER):
+        return INCIDENT_SAMPLES + MAINTENANCE_SAMPLES
+    if kind in (PostKind.SCHEDULED, PostKind.STARTED):
+        return MAINTENANCE_SAMPLES
+    if kind is PostKind.RESOLVED:
+        return RESOLVED_SAMPLES
+    return COMPLETED_SAMPLES
