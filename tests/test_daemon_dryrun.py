@@ -1,0 +1,203 @@
+"""End to end: `broadcaster run --dry-run` in a subprocess, fed by edits to the state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STATE = """
+[[incidents]]
+id = "sbg-power"
+title = {{ en = "Power outage in Strasbourg", fr = "Coupure électrique à Strasbourg" }}
+status = "{status}"
+severity = "critical"
+services = ["VPS"]
+regions = ["SBG"]
+started_at = 2026-11-26T07:23:00+01:00
+message = {{ en = "{message}", fr = "{message} (fr)" }}
+"""
+
+
+def config_text(tmp: Path, cadence: str = "1h") -> str:
+    return f"""
+[broadcaster]
+state_file = "state.toml"
+data_dir = "data"
+templates_dir = "{ROOT / 'message_templates'}"
+timezone = "Europe/Paris"
+poll_interval = "100ms"
+
+[cadence]
+investigating = "{cadence}"
+identified = "{cadence}"
+monitoring = "{cadence}"
+long_incident_interval = "{cadence}"
+
+[channels.x-en]
+platform = "x"
+language = "en"
+consumer_key = "${{UNSET_FOR_DRY_RUN}}"
+
+[channels.mastodon-fr]
+platform = "mastodon"
+language = "fr"
+api_base_url = "https://mastodon.invalid"
+"""
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class DryRun:
+    def __init__(self, tmp: Path, cadence: str = "1h") -> None:
+        self.tmp = tmp
+        self.config = tmp / "config.toml"
+        self.config.write_text(config_text(tmp, cadence))
+        self.state = tmp / "state.toml"
+        self.journal = tmp / "data" / "dry-run.jsonl"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def write_state(self, status: str = "investigating", message: str = "Power lost",
+                    atomic: bool = False) -> float:
+        text = STATE.format(status=status, message=message)
+        if atomic:  # as vim, sed -i and ConfigMaps do: a new inode renamed over the path
+            tmp = self.state.with_name(".state.toml.swp")
+            tmp.write_text(text)
+            os.replace(tmp, self.state)
+        else:
+            self.state.write_text(text)
+        return time.time()
+
+    def start(self) -> None:
+        self.log = (self.tmp / "stderr.log").open("a")
+        self.out = (self.tmp / "stdout.log").open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "broadcaster", "run", "--dry-run", "--config", str(self.config)],
+            cwd=self.tmp, stdout=self.out, stderr=self.log, text=True,
+        )
+
+    def stderr(self) -> str:
+        return (self.tmp / "stderr.log").read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=20)
+        self.log.close()
+        self.out.close()
+        return self.proc.returncode, (self.tmp / "stdout.log").read_text(), self.stderr()
+
+    def posts(self) -> list[dict]:
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
+
+    def wait_posts(self, n: int, timeout: float = 10) -> list[dict]:
+        wait_for(lambda: len(self.posts()) >= n, timeout, f"{n} posts in dry-run.jsonl")
+        return self.posts()
+
+
+@pytest.fixture
+def dry(tmp_path: Path):
+    d = DryRun(tmp_path)
+    yield d
+    if d.proc and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait()
+
+
+def test_opens_threads_and_posts_each_saved_change_within_3_seconds(dry: DryRun) -> None:
+    dry.write_state()
+    dry.start()
+    opened = dry.wait_posts(2)
+    assert {(p["channel"], p["kind"]) for p in opened} == {("x-en", "opened"),
+                                                           ("mastodon-fr", "opened")}
+    x = next(p for p in opened if p["channel"] == "x-en")
+    assert x["platform"] == "x" and x["language"] == "en" and x["limit"] == 280
+    assert x["reply_to"] is None and x["length"] <= x["limit"]
+    assert "Power lost" in x["text"]
+    fr = next(p for p in opened if p["channel"] == "mastodon-fr")
+    assert fr["limit"] == 500 and "(fr)" in fr["text"]
+
+    saved = dry.write_state(status="identified", message="Both feeds lost")
+    posts = dry.wait_posts(4, timeout=3)
+    update = next(p for p in posts[2:] if p["channel"] == "x-en")
+    assert update["kind"] == "update" and "Both feeds lost" in update["text"]
+    assert update["reply_to"] == x["idempotency_key"]
+    assert datetime.fromisoformat(update["at"]).timestamp() - saved < 3
+
+    saved = dry.write_state(status="monitoring", message="Power is back", atomic=True)
+    posts = dry.wait_posts(6, timeout=3)
+    assert {p["kind"] for p in posts[4:]} == {"update"}
+    assert all("Power is back" in p["text"] for p in posts[4:] if p["channel"] == "x-en")
+
+    code, out, _ = dry.stop()
+    assert code == 0
+    assert "DRY RUN — not published" in out
+
+
+def test_a_broken_save_is_reported_and_the_last_good_state_kept(dry: DryRun) -> None:
+    dry.write_state()
+    dry.start()
+    dry.wait_posts(2)
+    dry.state.write_text('[[incidents]]\nid = "sbg-power"\nstatus = "fixed"\n')
+    wait_for(lambda: "unknown status" in dry.stderr(), 5, "the broken save to be reported")
+    dry.write_state(status="resolved", message="Power is back")
+    posts = dry.wait_posts(4, timeout=5)
+    assert {p["kind"] for p in posts[2:]} == {"resolved"}
+    code, _, err = dry.stop()
+    assert code == 0
+    assert "state.toml" in err and "status" in err  # the broken save was named
+
+
+def test_reminders_keep_the_promise_and_kill_9_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    dry = DryRun(tmp_path, cadence="2s")
+    dry.write_state()
+    dry.start()
+    try:
+        posts = dry.wait_posts(6, timeout=15)  # opened + 2 reminders on each channel
+        for channel in ("x-en", "mastodon-fr"):
+            mine = [p for p in posts if p["channel"] == channel]
+            assert mine[0]["kind"] == "opened" and mine[1]["kind"] == "reminder"
+            for previous, post in zip(mine, mine[1:], strict=False):
+                promised = datetime.fromisoformat(previous["next_update_at"])
+                at = datetime.fromisoformat(post["at"])
+                assert abs((at - promised).total_seconds()) < 5, "reminder late or early"
+                assert post["text"] != previous["text"]
+                assert post["reply_to"] == previous["idempotency_key"]
+        assert dry.proc is not None
+        dry.proc.kill()  # kill -9, possibly mid-post
+        dry.proc.wait()
+        before = len(dry.posts())
+        dry.start()
+        posts = dry.wait_posts(before + 4, timeout=15)
+    finally:
+        if dry.proc and dry.proc.poll() is None:
+            dry.stop()
+    keys = [p["idempotency_key"] for p in posts]
+    assert len(keys) == len(set(keys)), "a post was published twice"
+    for channel in ("x-en", "mastodon-fr"):
+        mine = [p for p in posts if p["channel"] == channel]
+        # nothing forgotten: the thread goes on with no gap in its numbering or its chain
+        sequences = [int(p["idempotency_key"].split(":")[3].split(".")[1]) for p in mine]
+        assert sequences == list(range(1, len(mine) + 1))
+        for previous, post in zip(mine, mine[1:], strict=False):
+            assert post["reply_to"] == previous["idempotency_key"]
