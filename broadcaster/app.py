@@ -36,8 +36,14 @@ def real_channel(config: Config, channel: ChannelConfig) -> Channel:
     missing = [f"{k} ({v} is not set)" for k, v in channel.missing_env.items()]
     if missing:
         raise ConfigError(
-            [ConfigProblem(str(config.path), None, f"channels.{channel.name}",
-                           "missing credentials: " + "; ".join(missing))]
+            [
+                ConfigProblem(
+                    str(config.path),
+                    None,
+                    f"channels.{channel.name}",
+                    "missing credentials: " + "; ".join(missing),
+                )
+            ]
         )
     if channel.platform == "x":
         from .channels.x import XChannel
@@ -48,7 +54,10 @@ def real_channel(config: Config, channel: ChannelConfig) -> Channel:
 
         return MastodonChannel(channel)
     return DryRunChannel(
-        channel.name, channel.platform, channel.language, default_rule(channel),
+        channel.name,
+        channel.platform,
+        channel.language,
+        default_rule(channel),
         DryRunJournal(config.data_dir / DRY_RUN_JOURNAL),
     )
 
@@ -106,8 +115,9 @@ def build(
     rules = {name: channel.length_rule() for name, channel in channels.items()}
     editor = Editor(store, renderer, config, rules)
     workers = {
-        name: ChannelWorker(channel, store, clock=clock, backoff=backoff,
-                            budget=budget_for(config.channels[name]))
+        name: ChannelWorker(
+            channel, store, clock=clock, backoff=backoff, budget=budget_for(config.channels[name])
+        )
         for name, channel in channels.items()
     }
     sources: list[Source] = [StateFileSource(config.state_file, config.languages())]

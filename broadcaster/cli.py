@@ -37,10 +37,15 @@ def _aware(text: str) -> datetime:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=Path("config.toml"),
-                        help="config file (default: ./config.toml)")
-    common.add_argument("--format", choices=("text", "json"), default="text",
-                        help="output format (default: text)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.toml"),
+        help="config file (default: ./config.toml)",
+    )
+    common.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default: text)"
+    )
     common.add_argument("--log-format", choices=("text", "json"), default="text")
     common.add_argument("-v", "--verbose", action="store_true")
 
@@ -69,8 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", parents=[common], help="replay posts on a virtual clock")
     s.add_argument("--hours", type=float, default=6.0)
     s.add_argument("--timeline", type=Path, help="a timeline file of successive states")
-    s.add_argument("--start", type=_aware, help="virtual start time (default: now, or the "
-                   "timeline's first step)")
+    s.add_argument(
+        "--start",
+        type=_aware,
+        help="virtual start time (default: now, or the timeline's first step)",
+    )
 
     r = sub.add_parser("run", parents=[common], help="run the daemon")
     r.add_argument("--dry-run", action="store_true", help="print posts instead of publishing")
@@ -78,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[common], help="what the store holds")
     st.add_argument("--dry-run", action="store_true", help="show the dry-run store")
 
-    sb = sub.add_parser("sandbox", parents=[common],
-                        help="run local X and Mastodon API servers for drills")
+    sb = sub.add_parser(
+        "sandbox", parents=[common], help="run local X and Mastodon API servers for drills"
+    )
     sb.add_argument("--x-port", type=int, default=8471)
     sb.add_argument("--mastodon-port", type=int, default=8472)
     return p
@@ -152,9 +161,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         text = "\n".join(problems) + f"\n{len(problems)} problem(s) found"
     else:
-        text = (f"ok: {args.config}, {len(incidents)} incident(s) in {config.state_file}, "
-                f"{len(config.channels)} channel(s), templates render in "
-                f"{', '.join(sorted(config.languages()))}")
+        text = (
+            f"ok: {args.config}, {len(incidents)} incident(s) in {config.state_file}, "
+            f"{len(config.channels)} channel(s), templates render in "
+            f"{', '.join(sorted(config.languages()))}"
+        )
     if problems and args.format == "text":
         print(text, file=sys.stderr)
     else:
@@ -167,13 +178,18 @@ def _text_posts(shown: list, *, with_time: bool) -> str:
     for s in shown:
         d = s.to_json()
         when = f"{s.at.isoformat(timespec='seconds')}  " if with_time else ""
-        head = f"{when}{d['channel']} ({d['platform']}, {d['language']}) · {d['incident_id']} · {d['kind']}"
+        head = (
+            f"{when}{d['channel']} ({d['platform']}, {d['language']}) · "
+            f"{d['incident_id']} · {d['kind']}"
+        )
         parts = d["parts"]
         lines = [head]
         for i, part in enumerate(parts, start=1):
             label = f"[{i}/{len(parts)}] " if len(parts) > 1 else ""
-            lines.append(f"  {label}{part['length']}/{part['limit']} characters"
-                         + (" · reply in thread" if i > 1 or s.recorded.post.sequence > 1 else ""))
+            lines.append(
+                f"  {label}{part['length']}/{part['limit']} characters"
+                + (" · reply in thread" if i > 1 or s.recorded.post.sequence > 1 else "")
+            )
             lines += ["  │ " + line for line in part["text"].splitlines()]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n" if blocks else "nothing to post\n")
@@ -186,9 +202,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.incident_id and args.incident_id not in {i.id for i in incidents}:
         raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
     shown = preview(config, incidents, args.at or _now(), args.incident_id)
-    data = [
-        {k: v for k, v in s.to_json().items() if k != "text"} for s in shown
-    ]
+    data = [{k: v for k, v in s.to_json().items() if k != "text"} for s in shown]
     _emit(args, data, _text_posts(shown, with_time=True))
     return EXIT_OK
 
@@ -208,8 +222,10 @@ def cmd_draft(args: argparse.Namespace) -> int:
     if args.next_update_at:
         changes["next_update_at"] = args.next_update_at
     if not changes:
-        raise UsageError("nothing to draft: give --status, --message, --cause, --workaround, "
-                         "--severity or --next-update")
+        raise UsageError(
+            "nothing to draft: give --status, --message, --cause, --workaround, "
+            "--severity or --next-update"
+        )
     if args.incident_id not in {i.id for i in incidents}:
         raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
     _validate_changes(config, incidents, args.incident_id, changes)
@@ -252,13 +268,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     end = start + timedelta(hours=args.hours)
     shown = simulate(config, steps, start, end)
     data = [
-        {"at": s.at.isoformat(), "channel": s.recorded.post.channel,
-         "incident_id": s.recorded.post.incident_id, "kind": s.recorded.post.kind.value,
-         "text": s.to_json()["text"]}
+        {
+            "at": s.at.isoformat(),
+            "channel": s.recorded.post.channel,
+            "incident_id": s.recorded.post.incident_id,
+            "kind": s.recorded.post.kind.value,
+            "text": s.to_json()["text"],
+        }
         for s in shown
     ]
     text = _text_posts(shown, with_time=True)
-    _emit(args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n")
+    _emit(
+        args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n"
+    )
     return EXIT_OK
 
 
@@ -278,8 +300,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     path = store_path(config, args.dry_run)
     if not path.exists():
-        _emit(args, {"store": str(path), "incidents": [], "channels": {}},
-              f"{path}: nothing recorded yet\n")
+        _emit(
+            args,
+            {"store": str(path), "incidents": [], "channels": {}},
+            f"{path}: nothing recorded yet\n",
+        )
         return EXIT_OK
     store = Store(path)
     try:
@@ -303,14 +328,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     incidents = []
     for snap in snapshots:
         i = snap.incident
-        entry: dict[str, Any] = {"id": i.id, "status": i.status, "revision": snap.revision,
-                                 "threads": {}}
+        entry: dict[str, Any] = {
+            "id": i.id,
+            "status": i.status,
+            "revision": snap.revision,
+            "threads": {},
+        }
         for (incident_id, channel), t in threads.items():
             if incident_id != i.id:
                 continue
             due = due_at(t, snap)
             entry["threads"][channel] = {
-                "posts": t.post_count, "last_kind": t.last_kind.value, "closed": t.closed,
+                "posts": t.post_count,
+                "last_kind": t.last_kind.value,
+                "closed": t.closed,
                 "next_due_at": due.isoformat() if due else None,
             }
         incidents.append(entry)
@@ -318,9 +349,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, c in channels.items():
         state = "healthy" if c["healthy"] else "UNHEALTHY"
         paused = f", paused until {c['paused_until']}" if c["paused_until"] else ""
-        lines.append(f"  {name}: {state}{paused} · sent {c['sent']} · pending "
-                     f"{c['pending'] + c['sending']} · failed {c['failed']}"
-                     + (f" · last error: {c['last_error']}" if c["last_error"] else ""))
+        lines.append(
+            f"  {name}: {state}{paused} · sent {c['sent']} · pending "
+            f"{c['pending'] + c['sending']} · failed {c['failed']}"
+            + (f" · last error: {c['last_error']}" if c["last_error"] else "")
+        )
     lines += ["", "incidents:"]
     for inc in incidents:
         lines.append(f"  {inc['id']} ({inc['status']}, revision {inc['revision']})")
@@ -330,10 +363,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if posts:
         lines += ["", "undelivered:"]
         for p in posts:
-            lines.append(f"  {p.key} [{p.state.value}]" + (f" {p.last_error}" if p.last_error else ""))
-    data = {"store": str(path), "channels": channels, "incidents": incidents,
-            "undelivered": [{"key": p.key, "state": p.state.value, "error": p.last_error}
-                            for p in posts]}
+            lines.append(
+                f"  {p.key} [{p.state.value}]" + (f" {p.last_error}" if p.last_error else "")
+            )
+    data = {
+        "store": str(path),
+        "channels": channels,
+        "incidents": incidents,
+        "undelivered": [
+            {"key": p.key, "state": p.state.value, "error": p.last_error} for p in posts
+        ],
+    }
     _emit(args, data, "\n".join(lines) + "\n")
     return EXIT_OK
 

@@ -195,7 +195,9 @@ class _Reader:
 
     def problem(self, table: str, key: str | None, message: str) -> None:
         dotted = f"{table}.{key}" if key else table
-        self.problems.append(ConfigProblem(str(self.path), self.line_of(table, key), dotted, message))
+        self.problems.append(
+            ConfigProblem(str(self.path), self.line_of(table, key), dotted, message)
+        )
 
     def unknown_keys(self, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
         for key in data:
@@ -224,12 +226,26 @@ class _Reader:
 
 BROADCASTER_KEYS = ("state_file", "data_dir", "templates_dir", "timezone", "poll_interval")
 CHANNEL_KEYS = (
-    "platform", "language", "api_base_url", *SECRET_KEYS, "max_characters", "severities",
-    "services", "regions", "visibility", "include_url", "max_posts", "min_interval", "timeout",
+    "platform",
+    "language",
+    "api_base_url",
+    *SECRET_KEYS,
+    "max_characters",
+    "severities",
+    "services",
+    "regions",
+    "visibility",
+    "include_url",
+    "max_posts",
+    "min_interval",
+    "timeout",
     "enabled",
 )
 CADENCE_KEYS = (
-    *INCIDENT_STATUSES[:-1], "maintenance", "long_incident_after", "long_incident_interval",
+    *INCIDENT_STATUSES[:-1],
+    "maintenance",
+    "long_incident_after",
+    "long_incident_interval",
     "maintenance_reminder_before",
 )
 TOP_KEYS = ("broadcaster", "channels", "cadence", "intake")
@@ -241,7 +257,9 @@ def load_config(path: Path) -> Config:
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError([ConfigProblem(str(path), None, "-", f"cannot read: {e.strerror}")]) from None
+        raise ConfigError(
+            [ConfigProblem(str(path), None, "-", f"cannot read: {e.strerror}")]
+        ) from None
     try:
         raw = tomllib.loads(source)
     except tomllib.TOMLDecodeError as e:
@@ -340,9 +358,14 @@ def _cadence(r: _Reader, c: Mapping[str, Any]) -> CadenceConfig:
             given = {}
         for sev in given:
             if sev not in SEVERITIES:
-                r.problem("cadence", status, f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})")
+                r.problem(
+                    "cadence",
+                    status,
+                    f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})",
+                )
         every[status] = {
-            sev: r.duration("cadence", status, given.get(sev, defaults[sev])) or parse_duration(defaults[sev])
+            sev: r.duration("cadence", status, given.get(sev, defaults[sev]))
+            or parse_duration(defaults[sev])
             for sev in SEVERITIES
         }
 
@@ -367,7 +390,9 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         return None
     language = c.get("language")
     if not isinstance(language, str) or not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]+)?", language):
-        r.problem(table, "language", f"expected a language code such as 'en' or 'fr', got {language!r}")
+        r.problem(
+            table, "language", f"expected a language code such as 'en' or 'fr', got {language!r}"
+        )
         return None
     credentials: dict[str, Secret] = {}
     missing: dict[str, str] = {}
@@ -388,15 +413,23 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         max_chars = None
     api = c.get("api_base_url", DEFAULT_API_BASE[platform])
     if isinstance(api, _Missing):
-        r.problem(table, "api_base_url", f"environment variable {', '.join(api.variables)} is not set")
+        r.problem(
+            table, "api_base_url", f"environment variable {', '.join(api.variables)} is not set"
+        )
     elif api is not None and not re.match(r"^https?://[^\s/]+", str(api)):
         r.problem(table, "api_base_url", f"expected an http(s) URL, got {api!r}")
     if platform == "mastodon" and not api:
-        r.problem(table, "api_base_url", "required for Mastodon: your instance, e.g. 'https://mastodon.example'")
+        r.problem(
+            table,
+            "api_base_url",
+            "required for Mastodon: your instance, e.g. 'https://mastodon.example'",
+        )
     severities = r.string_list(table, "severities", c.get("severities", []))
     for sev in severities:
         if sev not in SEVERITIES:
-            r.problem(table, "severities", f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})")
+            r.problem(
+                table, "severities", f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})"
+            )
     visibility = c.get("visibility", "public")
     if visibility not in ("public", "unlisted", "private", "direct"):
         r.problem(table, "visibility", "expected public, unlisted, private or direct")

@@ -18,7 +18,7 @@ from typing import TextIO
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .app import App, build
-from .config import Config, ConfigError, load_config
+from .config import Config, load_config
 from .delivery import utcnow
 from .model import ChannelInfo
 from .render import Renderer, TemplateError
@@ -83,13 +83,18 @@ class Daemon:
         self.plan()
         log.info(
             "broadcaster running%s: %d channel(s), state file %s",
-            " (dry run)" if self.dry_run else "", len(config.channels), config.state_file,
+            " (dry run)" if self.dry_run else "",
+            len(config.channels),
+            config.state_file,
         )
 
     def _schedule_polling(self, config: Config) -> None:
         self.scheduler.add_job(
-            self.poll_sources, "interval", seconds=config.poll_interval.total_seconds(),
-            id="poll", replace_existing=True,
+            self.poll_sources,
+            "interval",
+            seconds=config.poll_interval.total_seconds(),
+            id="poll",
+            replace_existing=True,
         )
 
     def stop(self) -> None:
@@ -156,8 +161,13 @@ class Daemon:
                 return
             recorded, wake_at = app.editor.run(self.clock())
             for item in recorded:
-                log.info("planned %s for %s on %s (%d part(s))", item.post.kind.value,
-                         item.post.incident_id, item.post.channel, len(item.keys))
+                log.info(
+                    "planned %s for %s on %s (%d part(s))",
+                    item.post.kind.value,
+                    item.post.incident_id,
+                    item.post.channel,
+                    len(item.keys),
+                )
                 app.delivery.wake(item.post.channel)
             if wake_at is not None and self.scheduler.running:
                 self.scheduler.add_job(

@@ -157,8 +157,12 @@ class ChannelWorker:
                 # The platform may have the post already; a second copy would be worse than none.
                 found = self.channel.find_published(request)
                 if found is not None:
-                    log.info("%s: %s was already published as %s", self.channel.name, post.key,
-                             found.remote_id)
+                    log.info(
+                        "%s: %s was already published as %s",
+                        self.channel.name,
+                        post.key,
+                        found.remote_id,
+                    )
                     self._sent(post, found.remote_id, found.url)
                     return 0
             self.store.mark_sending(post.key)
@@ -174,7 +178,9 @@ class ChannelWorker:
         except ChannelUnhealthy as e:
             retry = now + timedelta(seconds=self.backoff.unhealthy_retry)
             self.store.retry_later(post.key, str(e), retry, outcome_unknown=False)
-            self.store.set_channel_state(self.channel.name, healthy=False, last_error=str(e), now=now)
+            self.store.set_channel_state(
+                self.channel.name, healthy=False, last_error=str(e), now=now
+            )
             log.error("%s: channel unhealthy, posts kept pending: %s", self.channel.name, e)
             return self.backoff.unhealthy_retry
         except RepliesRefused as e:
@@ -184,8 +190,10 @@ class ChannelWorker:
             self.store.set_channel_state(
                 self.channel.name, replies_refused=True, last_error=str(e), now=now
             )
-            log.warning("%s: replies refused; posting standalone posts that link the thread",
-                        self.channel.name)
+            log.warning(
+                "%s: replies refused; posting standalone posts that link the thread",
+                self.channel.name,
+            )
             return 0
         except Rejected as e:
             self.store.mark_failed(post.key, str(e))
@@ -197,8 +205,9 @@ class ChannelWorker:
             retry = now + timedelta(seconds=delay)
             self.store.retry_later(post.key, str(e), retry, outcome_unknown=True)
             self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
-            log.warning("%s: %s not confirmed (%s); retry in %.1fs", self.channel.name, post.key,
-                        e, delay)
+            log.warning(
+                "%s: %s not confirmed (%s); retry in %.1fs", self.channel.name, post.key, e, delay
+            )
             return delay
         self._sent(post, result.remote_id, result.url)
         if result.not_before is not None:

@@ -81,11 +81,16 @@ class Editor:
                 try:
                     parts = self.compose(snapshots[post.incident_id], post)
                 except TemplateError as e:
-                    # Retried at the next plan; logged once so a broken template is loud, not spammy.
+                    # Retried at the next plan; logged once: loud, not spammy.
                     if str(e) not in self._reported:
                         self._reported.add(str(e))
-                        log.error("cannot render %s for %s on %s: %s",
-                                  post.kind, post.incident_id, post.channel, e)
+                        log.error(
+                            "cannot render %s for %s on %s: %s",
+                            post.kind,
+                            post.incident_id,
+                            post.channel,
+                            e,
+                        )
                     continue
                 language = self.config.channels[post.channel].language
                 self.store.record_post(post, parts, language, decision.thread)

@@ -49,8 +49,18 @@ _DAYS = {
 _MONTHS = {
     "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
     "fr": (
-        "janvier", "février", "mars", "avril", "mai", "juin",
-        "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
     ),
 }
 
@@ -211,8 +221,10 @@ def window(start: datetime, end: datetime | None, now: datetime, language: str) 
     today = _same_day(start, now)
     if end is None:
         if lang == "fr":
-            return f"à partir de {clock(start, lang)}" if today else (
-                f"à partir du {_dated(start, lang, now)}"
+            return (
+                f"à partir de {clock(start, lang)}"
+                if today
+                else (f"à partir du {_dated(start, lang, now)}")
             )
         return f"from {when(start, now, lang)}"
     end = _aware(end).astimezone(start.tzinfo)

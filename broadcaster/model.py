@@ -47,10 +47,10 @@ class PostKind(enum.StrEnum):
 
 
 class PostState(enum.StrEnum):
-    PENDING = "pending"      # recorded, not yet handed to the platform
-    SENDING = "sending"      # handed to the platform; outcome not yet recorded
-    SENT = "sent"            # the platform confirmed it
-    FAILED = "failed"        # the platform refused it for good (e.g. 422)
+    PENDING = "pending"  # recorded, not yet handed to the platform
+    SENDING = "sending"  # handed to the platform; outcome not yet recorded
+    SENT = "sent"  # the platform confirmed it
+    FAILED = "failed"  # the platform refused it for good (e.g. 422)
     SUPERSEDED = "superseded"  # replaced, unsent, by a post about a newer state
 
 

@@ -88,7 +88,11 @@ def choose_kind(snapshot: Snapshot, thread: ThreadState | None, now: datetime) -
     if thread.closed:
         if incident.is_final or snapshot.revision <= thread.last_revision:
             return None
-        return PostKind.STARTED if maintenance and incident.status == "in_progress" else PostKind.UPDATE
+        return (
+            PostKind.STARTED
+            if maintenance and incident.status == "in_progress"
+            else PostKind.UPDATE
+        )
     if snapshot.revision > thread.last_revision:
         if incident.is_final:
             return PostKind.COMPLETED if maintenance else PostKind.RESOLVED

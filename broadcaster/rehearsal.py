@@ -58,8 +58,12 @@ def _deliver_all(store: Store, recorded: list[Recorded], at: datetime) -> None:
 
 def _shown(config: Config, at: datetime, recorded: list[Recorded]) -> list[Shown]:
     return [
-        Shown(at, r, config.channels[r.post.channel].platform,
-              config.channels[r.post.channel].language)
+        Shown(
+            at,
+            r,
+            config.channels[r.post.channel].platform,
+            config.channels[r.post.channel].language,
+        )
         for r in recorded
     ]
 
@@ -89,7 +93,8 @@ def preview(
     if wake_at is not None:
         later, _ = editor.run(wake_at)
         shown += _shown(
-            config, wake_at,
+            config,
+            wake_at,
             [r for r in later if (r.post.incident_id, r.post.channel) not in covered],
         )
     store.close()
@@ -131,7 +136,10 @@ def apply_changes(incident: Incident, changes: Mapping[str, Any]) -> Incident:
         if isinstance(current, Localized) and isinstance(value, Mapping):
             values[field_name] = Localized({**current.values, **value})
         elif isinstance(value, (str, Mapping)) and field_name in (
-            "title", "message", "cause", "workaround"
+            "title",
+            "message",
+            "cause",
+            "workaround",
         ):
             values[field_name] = Localized.of(value)
         else:

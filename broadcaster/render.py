@@ -381,19 +381,25 @@ class Renderer:
                         report(e, sample.label)
                         continue
                     if not text:
-                        report(TemplateError(self._display(path), None, "renders empty"),
-                               sample.label)
+                        report(
+                            TemplateError(self._display(path), None, "renders empty"), sample.label
+                        )
                         continue
                     promised = context["next_update"]
                     if promised is not None:
                         expected = i18n.clock(promised, channel.language)
                         if expected not in text:
-                            report(TemplateError(
-                                self._display(path), None,
-                                f"a {kind.value} post must say when the next update comes "
-                                f"({expected!r}, e.g. {{{{ next_update|when }}}}), "
-                                f"but this text does not: {text!r}",
-                            ), sample.label, "broken promise")
+                            report(
+                                TemplateError(
+                                    self._display(path),
+                                    None,
+                                    f"a {kind.value} post must say when the next update comes "
+                                    f"({expected!r}, e.g. {{{{ next_update|when }}}}), "
+                                    f"but this text does not: {text!r}",
+                                ),
+                                sample.label,
+                                "broken promise",
+                            )
         return problems
 
 
@@ -421,8 +427,9 @@ class Sample:
     next_update: datetime | None = None
 
     def planned(self, kind: PostKind, channel: str) -> tuple[Snapshot, PlannedPost]:
-        snapshot = Snapshot(self.incident, 2, self.incident.started_at, self.now,
-                            self.previous_status)
+        snapshot = Snapshot(
+            self.incident, 2, self.incident.started_at, self.now, self.previous_status
+        )
         post = PlannedPost(
             incident_id=self.incident.id,
             channel=channel,
@@ -490,63 +497,133 @@ _FULL_MAINTENANCE = {
 
 INCIDENT_SAMPLES = (
     Sample("incident, minimal", _incident(), _utc(9, 6, 31), None, _utc(9, 7, 18)),
-    Sample("incident, all fields, identified",
-           _incident(status="identified", **_FULL_INCIDENT),
-           _utc(9, 8, 38), "investigating", _utc(9, 9, 25)),
-    Sample("incident, monitoring, across midnight",
-           _incident(status="monitoring", started_at=_utc(8, 20, 5), services=("VPS",),
-                     severity="minor", message=_t("Fix applied.")),
-           _utc(9, 22, 40), "identified", _utc(9, 23, 27)),
-    Sample("incident, unchanged status",
-           _incident(status="identified", regions=("SBG",), message=_t("Still on it.")),
-           _utc(9, 9, 14), "identified", _utc(9, 9, 59)),
-    Sample("incident, reopened",
-           _incident(status="investigating", regions=("SBG",)),
-           _utc(9, 12, 10), "resolved", _utc(9, 12, 57)),
+    Sample(
+        "incident, all fields, identified",
+        _incident(status="identified", **_FULL_INCIDENT),
+        _utc(9, 8, 38),
+        "investigating",
+        _utc(9, 9, 25),
+    ),
+    Sample(
+        "incident, monitoring, across midnight",
+        _incident(
+            status="monitoring",
+            started_at=_utc(8, 20, 5),
+            services=("VPS",),
+            severity="minor",
+            message=_t("Fix applied."),
+        ),
+        _utc(9, 22, 40),
+        "identified",
+        _utc(9, 23, 27),
+    ),
+    Sample(
+        "incident, unchanged status",
+        _incident(status="identified", regions=("SBG",), message=_t("Still on it.")),
+        _utc(9, 9, 14),
+        "identified",
+        _utc(9, 9, 59),
+    ),
+    Sample(
+        "incident, reopened",
+        _incident(status="investigating", regions=("SBG",)),
+        _utc(9, 12, 10),
+        "resolved",
+        _utc(9, 12, 57),
+    ),
 )
 RESOLVED_SAMPLES = (
-    Sample("resolved, all fields, no data lost",
-           _incident(status="resolved", resolved_at=_utc(9, 9, 45), data_loss=False,
-                     postmortem_url="https://status.example.com/postmortems/sample",
-                     **_FULL_INCIDENT),
-           _utc(9, 9, 50), "monitoring"),
+    Sample(
+        "resolved, all fields, no data lost",
+        _incident(
+            status="resolved",
+            resolved_at=_utc(9, 9, 45),
+            data_loss=False,
+            postmortem_url="https://status.example.com/postmortems/sample",
+            **_FULL_INCIDENT,
+        ),
+        _utc(9, 9, 50),
+        "monitoring",
+    ),
     Sample("resolved, minimal", _incident(status="resolved"), _utc(9, 10, 2), "investigating"),
-    Sample("resolved, data lost, no links",
-           _incident(status="resolved", resolved_at=_utc(10, 1, 12), data_loss=True),
-           _utc(10, 1, 14), "monitoring"),
-    Sample("resolved, data lost, with link",
-           _incident(status="resolved", data_loss=True, url=_URL), _utc(9, 11, 3), "identified"),
+    Sample(
+        "resolved, data lost, no links",
+        _incident(status="resolved", resolved_at=_utc(10, 1, 12), data_loss=True),
+        _utc(10, 1, 14),
+        "monitoring",
+    ),
+    Sample(
+        "resolved, data lost, with link",
+        _incident(status="resolved", data_loss=True, url=_URL),
+        _utc(9, 11, 3),
+        "identified",
+    ),
 )
 MAINTENANCE_SAMPLES = (
-    Sample("maintenance, announced a week ahead, all fields",
-           _maintenance(starts_at=_utc(16, 21, 0), ends_at=_utc(16, 22, 30),
-                        started_at=_utc(16, 21, 0), **_FULL_MAINTENANCE),
-           _utc(9, 10, 12), None, _utc(16, 20, 0)),
+    Sample(
+        "maintenance, announced a week ahead, all fields",
+        _maintenance(
+            starts_at=_utc(16, 21, 0),
+            ends_at=_utc(16, 22, 30),
+            started_at=_utc(16, 21, 0),
+            **_FULL_MAINTENANCE,
+        ),
+        _utc(9, 10, 12),
+        None,
+        _utc(16, 20, 0),
+    ),
     Sample("maintenance, minimal", _maintenance(), _utc(9, 20, 7), None, _utc(9, 20, 54)),
-    Sample("maintenance, window across midnight",
-           _maintenance(starts_at=_utc(9, 22, 0), ends_at=_utc(10, 2, 0), services=("VPS",)),
-           _utc(9, 21, 3), None, _utc(9, 21, 50)),
-    Sample("maintenance, start time passed", _maintenance(), _utc(9, 21, 9), None,
-           _utc(9, 21, 56)),
-    Sample("maintenance, without times",
-           _maintenance(starts_at=None, ends_at=None), _utc(9, 20, 11), None, _utc(9, 20, 58)),
-    Sample("maintenance in progress, all fields",
-           _maintenance(status="in_progress", **_FULL_MAINTENANCE),
-           _utc(9, 21, 4), "scheduled", _utc(9, 21, 51)),
-    Sample("maintenance running late",
-           _maintenance(status="in_progress", message=_t("Taking longer than planned.")),
-           _utc(9, 22, 41), "in_progress", _utc(9, 23, 28)),
+    Sample(
+        "maintenance, window across midnight",
+        _maintenance(starts_at=_utc(9, 22, 0), ends_at=_utc(10, 2, 0), services=("VPS",)),
+        _utc(9, 21, 3),
+        None,
+        _utc(9, 21, 50),
+    ),
+    Sample("maintenance, start time passed", _maintenance(), _utc(9, 21, 9), None, _utc(9, 21, 56)),
+    Sample(
+        "maintenance, without times",
+        _maintenance(starts_at=None, ends_at=None),
+        _utc(9, 20, 11),
+        None,
+        _utc(9, 20, 58),
+    ),
+    Sample(
+        "maintenance in progress, all fields",
+        _maintenance(status="in_progress", **_FULL_MAINTENANCE),
+        _utc(9, 21, 4),
+        "scheduled",
+        _utc(9, 21, 51),
+    ),
+    Sample(
+        "maintenance running late",
+        _maintenance(status="in_progress", message=_t("Taking longer than planned.")),
+        _utc(9, 22, 41),
+        "in_progress",
+        _utc(9, 23, 28),
+    ),
 )
 COMPLETED_SAMPLES = (
-    Sample("maintenance completed, all fields",
-           _maintenance(status="completed", resolved_at=_utc(9, 22, 20), data_loss=False,
-                        **_FULL_MAINTENANCE),
-           _utc(9, 22, 24), "in_progress"),
-    Sample("maintenance completed, minimal", _maintenance(status="completed"),
-           _utc(9, 22, 33), "in_progress"),
-    Sample("maintenance completed, without times",
-           _maintenance(status="completed", starts_at=None, ends_at=None),
-           _utc(9, 22, 35), "scheduled"),
+    Sample(
+        "maintenance completed, all fields",
+        _maintenance(
+            status="completed", resolved_at=_utc(9, 22, 20), data_loss=False, **_FULL_MAINTENANCE
+        ),
+        _utc(9, 22, 24),
+        "in_progress",
+    ),
+    Sample(
+        "maintenance completed, minimal",
+        _maintenance(status="completed"),
+        _utc(9, 22, 33),
+        "in_progress",
+    ),
+    Sample(
+        "maintenance completed, without times",
+        _maintenance(status="completed", starts_at=None, ends_at=None),
+        _utc(9, 22, 35),
+        "scheduled",
+    ),
 )
 
 

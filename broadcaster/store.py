@@ -226,7 +226,14 @@ class Store:
                 if row is None:
                     db.execute(
                         "INSERT INTO incidents VALUES (?, 1, ?, ?, ?, ?, NULL, ?)",
-                        (incident.id, fingerprint, data, _ts(now), _ts(now), int(incident.is_final)),
+                        (
+                            incident.id,
+                            fingerprint,
+                            data,
+                            _ts(now),
+                            _ts(now),
+                            int(incident.is_final),
+                        ),
                     )
                     db.execute(
                         "INSERT INTO revisions VALUES (?, 1, ?, ?)", (incident.id, data, _ts(now))
@@ -238,8 +245,15 @@ class Store:
                     db.execute(
                         "UPDATE incidents SET revision = ?, fingerprint = ?, data = ?, "
                         "changed_at = ?, previous_status = ?, closed = ? WHERE id = ?",
-                        (revision, fingerprint, data, _ts(now), previous,
-                         int(incident.is_final), incident.id),
+                        (
+                            revision,
+                            fingerprint,
+                            data,
+                            _ts(now),
+                            previous,
+                            int(incident.is_final),
+                            incident.id,
+                        ),
                     )
                     db.execute(
                         "INSERT INTO revisions VALUES (?, ?, ?, ?)",
@@ -258,7 +272,9 @@ class Store:
 
     def snapshot(self, incident_id: str) -> Snapshot | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM incidents WHERE id = ?", (incident_id,)
+            ).fetchone()
         return self._snapshot(row) if row else None
 
     @staticmethod
@@ -322,8 +338,13 @@ class Store:
                 for r in db.execute(
                     "SELECT key FROM posts WHERE incident_id = ? AND channel = ? AND state = ? "
                     "AND kind IN (?, ?) AND attempts = 0",
-                    (planned.incident_id, planned.channel, PostState.PENDING.value,
-                     PostKind.UPDATE.value, PostKind.REMINDER.value),
+                    (
+                        planned.incident_id,
+                        planned.channel,
+                        PostState.PENDING.value,
+                        PostKind.UPDATE.value,
+                        PostKind.REMINDER.value,
+                    ),
                 )
             ]
             if superseded:
@@ -332,10 +353,15 @@ class Store:
                     [(PostState.SUPERSEDED.value, k) for k in superseded],
                 )
             last = db.execute(
-                "SELECT key FROM posts WHERE incident_id = ? AND channel = ? AND state NOT IN (?, ?) "
+                "SELECT key FROM posts WHERE incident_id = ? AND channel = ? "
+                "AND state NOT IN (?, ?) "
                 "ORDER BY seq DESC LIMIT 1",
-                (planned.incident_id, planned.channel, PostState.SUPERSEDED.value,
-                 PostState.FAILED.value),
+                (
+                    planned.incident_id,
+                    planned.channel,
+                    PostState.SUPERSEDED.value,
+                    PostState.FAILED.value,
+                ),
             ).fetchone()
             reply_to = last["key"] if last else None
             for index, (text, length, limit) in enumerate(parts, start=1):
@@ -343,18 +369,44 @@ class Store:
                 db.execute(
                     "INSERT INTO posts (key, channel, incident_id, kind, revision, sequence, part, "
                     "parts, text, text_hash, length, max_length, language, reply_to_key, state, "
-                    "planned_at, promised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, planned.channel, planned.incident_id, planned.kind.value,
-                     planned.revision, planned.sequence, index, len(parts), text, text_hash(text),
-                     length, limit, language, reply_to, PostState.PENDING.value,
-                     _ts(planned.planned_at), _ts(planned.next_update_at)),
+                    "planned_at, promised_at) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        planned.channel,
+                        planned.incident_id,
+                        planned.kind.value,
+                        planned.revision,
+                        planned.sequence,
+                        index,
+                        len(parts),
+                        text,
+                        text_hash(text),
+                        length,
+                        limit,
+                        language,
+                        reply_to,
+                        PostState.PENDING.value,
+                        _ts(planned.planned_at),
+                        _ts(planned.next_update_at),
+                    ),
                 )
                 reply_to = key
             db.execute(
                 "INSERT OR REPLACE INTO threads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (thread.incident_id, thread.channel, thread.last_revision, thread.last_kind.value,
-                 thread.last_status, _ts(thread.last_planned_at), _ts(thread.promised_at),
-                 thread.post_count, thread.reminder_count, int(thread.closed), reply_to),
+                (
+                    thread.incident_id,
+                    thread.channel,
+                    thread.last_revision,
+                    thread.last_kind.value,
+                    thread.last_status,
+                    _ts(thread.last_planned_at),
+                    _ts(thread.promised_at),
+                    thread.post_count,
+                    thread.reminder_count,
+                    int(thread.closed),
+                    reply_to,
+                ),
             )
         return superseded
 
@@ -445,7 +497,9 @@ class Store:
                 (state.value, error, _ts(at), key),
             )
 
-    def posts(self, *, channel: str | None = None, states: Iterable[PostState] = ()) -> list[OutboxPost]:
+    def posts(
+        self, *, channel: str | None = None, states: Iterable[PostState] = ()
+    ) -> list[OutboxPost]:
         query = "SELECT * FROM posts WHERE 1=1"
         args: list[Any] = []
         if channel:
@@ -484,8 +538,8 @@ class Store:
         channel: str,
         *,
         healthy: bool | None = None,
-        paused_until: datetime | None | str = "keep",
-        last_error: str | None | bool = False,
+        paused_until: datetime | str | None = "keep",
+        last_error: str | bool | None = False,
         replies_refused: bool | None = None,
         now: datetime,
     ) -> None:
@@ -495,20 +549,28 @@ class Store:
                 (channel, _ts(now)),
             )
             if healthy is not None:
-                db.execute("UPDATE channel_state SET healthy = ? WHERE channel = ?", (int(healthy), channel))
+                db.execute(
+                    "UPDATE channel_state SET healthy = ? WHERE channel = ?",
+                    (int(healthy), channel),
+                )
             if paused_until != "keep":
                 db.execute(
                     "UPDATE channel_state SET paused_until = ? WHERE channel = ?",
                     (_ts(paused_until) if isinstance(paused_until, datetime) else None, channel),
                 )
             if last_error is not False:
-                db.execute("UPDATE channel_state SET last_error = ? WHERE channel = ?", (last_error, channel))
+                db.execute(
+                    "UPDATE channel_state SET last_error = ? WHERE channel = ?",
+                    (last_error, channel),
+                )
             if replies_refused is not None:
                 db.execute(
                     "UPDATE channel_state SET replies_refused = ? WHERE channel = ?",
                     (int(replies_refused), channel),
                 )
-            db.execute("UPDATE channel_state SET updated_at = ? WHERE channel = ?", (_ts(now), channel))
+            db.execute(
+                "UPDATE channel_state SET updated_at = ? WHERE channel = ?", (_ts(now), channel)
+            )
 
     def channel_states(self) -> dict[str, dict[str, Any]]:
         with self._lock:

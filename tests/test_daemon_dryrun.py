@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -34,7 +35,7 @@ def config_text(tmp: Path, cadence: str = "1h") -> str:
 [broadcaster]
 state_file = "state.toml"
 data_dir = "data"
-templates_dir = "{ROOT / 'message_templates'}"
+templates_dir = "{ROOT / "message_templates"}"
 timezone = "Europe/Paris"
 poll_interval = "100ms"
 
@@ -75,8 +76,9 @@ class DryRun:
         self.journal = tmp / "data" / "dry-run.jsonl"
         self.proc: subprocess.Popen[str] | None = None
 
-    def write_state(self, status: str = "investigating", message: str = "Power lost",
-                    atomic: bool = False) -> float:
+    def write_state(
+        self, status: str = "investigating", message: str = "Power lost", atomic: bool = False
+    ) -> float:
         text = STATE.format(status=status, message=message)
         if atomic:  # as vim, sed -i and ConfigMaps do: a new inode renamed over the path
             tmp = self.state.with_name(".state.toml.swp")
@@ -91,7 +93,10 @@ class DryRun:
         self.out = (self.tmp / "stdout.log").open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "broadcaster", "run", "--dry-run", "--config", str(self.config)],
-            cwd=self.tmp, stdout=self.out, stderr=self.log, text=True,
+            cwd=self.tmp,
+            stdout=self.out,
+            stderr=self.log,
+            text=True,
         )
 
     def stderr(self) -> str:
@@ -128,8 +133,10 @@ def test_opens_threads_and_posts_each_saved_change_within_3_seconds(dry: DryRun)
     dry.write_state()
     dry.start()
     opened = dry.wait_posts(2)
-    assert {(p["channel"], p["kind"]) for p in opened} == {("x-en", "opened"),
-                                                           ("mastodon-fr", "opened")}
+    assert {(p["channel"], p["kind"]) for p in opened} == {
+        ("x-en", "opened"),
+        ("mastodon-fr", "opened"),
+    }
     x = next(p for p in opened if p["channel"] == "x-en")
     assert x["platform"] == "x" and x["language"] == "en" and x["limit"] == 280
     assert x["reply_to"] is None and x["length"] <= x["limit"]
@@ -177,7 +184,7 @@ def test_reminders_keep_the_promise_and_kill_9_loses_and_repeats_nothing(tmp_pat
         for channel in ("x-en", "mastodon-fr"):
             mine = [p for p in posts if p["channel"] == channel]
             assert mine[0]["kind"] == "opened" and mine[1]["kind"] == "reminder"
-            for previous, post in zip(mine, mine[1:], strict=False):
+            for previous, post in itertools.pairwise(mine):
                 promised = datetime.fromisoformat(previous["next_update_at"])
                 at = datetime.fromisoformat(post["at"])
                 assert abs((at - promised).total_seconds()) < 5, "reminder late or early"
@@ -199,5 +206,5 @@ def test_reminders_keep_the_promise_and_kill_9_loses_and_repeats_nothing(tmp_pat
         # nothing forgotten: the thread goes on with no gap in its numbering or its chain
         sequences = [int(p["idempotency_key"].split(":")[3].split(".")[1]) for p in mine]
         assert sequences == list(range(1, len(mine) + 1))
-        for previous, post in zip(mine, mine[1:], strict=False):
+        for previous, post in itertools.pairwise(mine):
             assert post["reply_to"] == previous["idempotency_key"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -51,14 +52,16 @@ class Timeline:
         if old is None:
             self.snapshots[inc.id] = Snapshot(inc, 1, now, now)
         elif old.incident.change_fingerprint() != inc.change_fingerprint():
-            self.snapshots[inc.id] = Snapshot(inc, old.revision + 1, old.first_seen_at, now,
-                                              old.incident.status)
+            self.snapshots[inc.id] = Snapshot(
+                inc, old.revision + 1, old.first_seen_at, now, old.incident.status
+            )
         else:
             self.snapshots[inc.id] = replace(old, incident=inc)
 
     def plan(self, now: datetime) -> planner.Plan:
-        result = planner.plan(list(self.snapshots.values()), self.threads, self.channels,
-                              CADENCE, now)
+        result = planner.plan(
+            list(self.snapshots.values()), self.threads, self.channels, CADENCE, now
+        )
         self.threads = planner.apply(self.threads, result.decisions)
         for d in result.decisions:
             self.posted.append((now, d.post.channel, d.post.kind, d.post.next_update_at))
@@ -83,11 +86,14 @@ def test_new_incident_opens_a_thread_on_every_channel_with_a_promise() -> None:
     t.set(incident(), T0)
     result = t.plan(T0)
     assert {(d.post.channel, d.post.kind) for d in result.decisions} == {
-        ("x-en", PostKind.OPENED), ("mastodon-fr", PostKind.OPENED)
+        ("x-en", PostKind.OPENED),
+        ("mastodon-fr", PostKind.OPENED),
     }
     # investigating + critical: every 15 minutes, promised on the minute
-    assert all(d.post.next_update_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
-               for d in result.decisions)
+    assert all(
+        d.post.next_update_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
+        for d in result.decisions
+    )
     assert result.wake_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
 
 
@@ -107,10 +113,10 @@ def test_every_promise_is_kept_over_a_long_quiet_incident() -> None:
     t.set(incident(), T0)
     t.run_until(T0 + timedelta(hours=6), T0)
     x_posts = [(at, nxt) for at, c, _, nxt in t.posted if c == "x-en"]
-    for (_, promised), (next_at, _) in zip(x_posts, x_posts[1:], strict=False):
+    for (_, promised), (next_at, _) in itertools.pairwise(x_posts):
         assert next_at == promised, "each post must come exactly when the previous one said"
     # 15-minute cadence for two hours, then long-incident mode: at least an hour apart
-    gaps = [b - a for (a, _), (b, _) in zip(x_posts, x_posts[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(x_posts)]
     assert gaps[0] <= timedelta(minutes=15)
     assert gaps[-1] == timedelta(hours=1)
     assert len(x_posts) == 1 + 8 + 4  # opened, 8 reminders in the first 2 h, then hourly
@@ -120,9 +126,14 @@ def test_a_real_change_posts_an_update_and_edits_in_between_are_coalesced() -> N
     t = Timeline()
     t.set(incident(), T0)
     t.plan(T0)
-    t.set(incident(status="identified", message=Localized.of("Both feeds lost")), T0 + timedelta(minutes=3))
-    t.set(incident(status="identified", message=Localized.of("Both feeds lost; generators down")),
-          T0 + timedelta(minutes=4))
+    t.set(
+        incident(status="identified", message=Localized.of("Both feeds lost")),
+        T0 + timedelta(minutes=3),
+    )
+    t.set(
+        incident(status="identified", message=Localized.of("Both feeds lost; generators down")),
+        T0 + timedelta(minutes=4),
+    )
     result = t.plan(T0 + timedelta(minutes=4))
     assert [d.post.kind for d in result.decisions] == [PostKind.UPDATE] * 2
     assert result.decisions[0].post.revision == 3
@@ -162,8 +173,10 @@ def test_a_reopened_incident_posts_again_in_its_thread() -> None:
     t.plan(T0)
     t.set(incident(status="resolved"), T0 + timedelta(minutes=5))
     t.plan(T0 + timedelta(minutes=5))
-    t.set(incident(status="investigating", message=Localized.of("Outage again")),
-          T0 + timedelta(minutes=20))
+    t.set(
+        incident(status="investigating", message=Localized.of("Outage again")),
+        T0 + timedelta(minutes=20),
+    )
     result = t.plan(T0 + timedelta(minutes=20))
     assert [d.post.kind for d in result.decisions] == [PostKind.UPDATE] * 2
     assert result.decisions[0].post.sequence == 3
@@ -193,8 +206,12 @@ def test_next_update_at_earlier_than_the_promise_brings_the_reminder_forward() -
 
 
 def test_cadence_depends_on_status_and_severity() -> None:
-    for status, severity, minutes in [("investigating", "minor", 30), ("identified", "major", 30),
-                                      ("monitoring", "critical", 30), ("monitoring", "minor", 60)]:
+    for status, severity, minutes in [
+        ("investigating", "minor", 30),
+        ("identified", "major", 30),
+        ("monitoring", "critical", 30),
+        ("monitoring", "minor", 60),
+    ]:
         t = Timeline()
         t.set(incident(status=status, severity=severity), T0)
         promised = t.plan(T0).decisions[0].post.next_update_at
@@ -234,8 +251,11 @@ def test_maintenance_is_announced_reminded_an_hour_before_started_and_completed(
 
 
 def test_a_channel_filter_keeps_minor_incidents_off_and_opens_when_it_escalates() -> None:
-    major_only = {"x-en": ChannelConfig(name="x-en", platform="x", language="en",
-                                        severities=("major", "critical"))}
+    major_only = {
+        "x-en": ChannelConfig(
+            name="x-en", platform="x", language="en", severities=("major", "critical")
+        )
+    }
     t = Timeline(major_only)
     t.set(incident(severity="minor"), T0)
     assert t.plan(T0).decisions == []
@@ -246,8 +266,11 @@ def test_a_channel_filter_keeps_minor_incidents_off_and_opens_when_it_escalates(
 
 @pytest.mark.parametrize("field,value", [("regions", ("RBX",)), ("services", ("Email",))])
 def test_channel_filters_by_region_and_service(field: str, value: tuple[str, ...]) -> None:
-    only_sbg_vps = {"x-en": ChannelConfig(name="x-en", platform="x", language="en",
-                                          regions=("SBG",), services=("VPS",))}
+    only_sbg_vps = {
+        "x-en": ChannelConfig(
+            name="x-en", platform="x", language="en", regions=("SBG",), services=("VPS",)
+        )
+    }
     t = Timeline(only_sbg_vps)
     t.set(incident(**{field: value}), T0)
     assert t.plan(T0).decisions == []

@@ -41,32 +41,53 @@ def at(hour: int, minute: int, day: int = 9) -> datetime:
 URL = "https://travaux.ovh.net/?do=details&id=28244"
 SBG = Incident(
     id="sbg-power",
-    title=Localized({"en": "Power outage in Strasbourg (SBG)",
-                     "fr": "Coupure électrique à Strasbourg (SBG)"}),
+    title=Localized(
+        {"en": "Power outage in Strasbourg (SBG)", "fr": "Coupure électrique à Strasbourg (SBG)"}
+    ),
     status="investigating",
     started_at=at(7, 23),
     severity="critical",
     services=("Dedicated servers", "VPS"),
     regions=("SBG",),
-    message=Localized({
-        "en": "Both power feeds are down and the generators did not start. "
-              "Technicians are on site.",
-        "fr": "Les deux arrivées électriques sont coupées et les groupes n’ont pas démarré.",
-    }),
+    message=Localized(
+        {
+            "en": "Both power feeds are down and the generators did not start. "
+            "Technicians are on site.",
+            "fr": "Les deux arrivées électriques sont coupées et les groupes n’ont pas démarré.",
+        }
+    ),
     url=URL,
 )
 SBG_IDENTIFIED = replace(
     SBG,
     status="identified",
-    cause=Localized({"en": "an electrical fault took down both feeds",
-                     "fr": "un défaut électrique a coupé les deux arrivées"}),
-    message=Localized({"en": "Electricians are restoring power; servers will restart in stages.",
-                       "fr": "Les électriciens rétablissent le courant ; redémarrage par étapes."}),
-    workaround=Localized({"en": "Fail over to Roubaix (RBX) if you can.",
-                          "fr": "Basculez sur Roubaix (RBX) si vous le pouvez."}),
+    cause=Localized(
+        {
+            "en": "an electrical fault took down both feeds",
+            "fr": "un défaut électrique a coupé les deux arrivées",
+        }
+    ),
+    message=Localized(
+        {
+            "en": "Electricians are restoring power; servers will restart in stages.",
+            "fr": "Les électriciens rétablissent le courant ; redémarrage par étapes.",
+        }
+    ),
+    workaround=Localized(
+        {
+            "en": "Fail over to Roubaix (RBX) if you can.",
+            "fr": "Basculez sur Roubaix (RBX) si vous le pouvez.",
+        }
+    ),
 )
-SBG_RESOLVED = replace(SBG_IDENTIFIED, status="resolved", resolved_at=at(17, 50), data_loss=False,
-                       message=None, workaround=None)
+SBG_RESOLVED = replace(
+    SBG_IDENTIFIED,
+    status="resolved",
+    resolved_at=at(17, 50),
+    data_loss=False,
+    message=None,
+    workaround=None,
+)
 MAINTENANCE = Incident(
     id="sbg-network",
     kind=IncidentKind.MAINTENANCE,
@@ -77,8 +98,12 @@ MAINTENANCE = Incident(
     ends_at=at(23, 30, 16),
     services=("Dedicated servers",),
     regions=("SBG",),
-    message=Localized({"en": "Expect two network cuts of under a minute each.",
-                       "fr": "Deux coupures réseau de moins d’une minute sont à prévoir."}),
+    message=Localized(
+        {
+            "en": "Expect two network cuts of under a minute each.",
+            "fr": "Deux coupures réseau de moins d’une minute sont à prévoir.",
+        }
+    ),
 )
 
 
@@ -97,8 +122,9 @@ def render(
     previous_status: str | None = None,
 ) -> str:
     snapshot = Snapshot(incident, 2, incident.started_at, now, previous_status)
-    post = PlannedPost(incident.id, channel.name, kind, 2, 2, now,
-                       None if kind.is_final else next_update)
+    post = PlannedPost(
+        incident.id, channel.name, kind, 2, 2, now, None if kind.is_final else next_update
+    )
     return r.render(snapshot, post, channel, now)
 
 
@@ -109,53 +135,75 @@ STORY = {
     PostKind.REMINDER: (SBG_IDENTIFIED, at(9, 38), at(10, 8), "identified"),
     PostKind.RESOLVED: (SBG_RESOLVED, at(17, 55), None, "identified"),
     PostKind.SCHEDULED: (MAINTENANCE, at(10, 0), at(21, 0, 16), None),
-    PostKind.STARTED: (replace(MAINTENANCE, status="in_progress"), at(22, 1, 16), at(23, 30, 16),
-                       "scheduled"),
-    PostKind.COMPLETED: (replace(MAINTENANCE, status="completed", resolved_at=at(23, 10, 16),
-                                 data_loss=False), at(23, 12, 16), None, "in_progress"),
+    PostKind.STARTED: (
+        replace(MAINTENANCE, status="in_progress"),
+        at(22, 1, 16),
+        at(23, 30, 16),
+        "scheduled",
+    ),
+    PostKind.COMPLETED: (
+        replace(MAINTENANCE, status="completed", resolved_at=at(23, 10, 16), data_loss=False),
+        at(23, 12, 16),
+        None,
+        "in_progress",
+    ),
 }
 
 EXPECTED = {
     ("en", PostKind.OPENED): [
         "🔴 Incident: Power outage in Strasbourg (SBG)",
         "Affected since 07:23 CET: Dedicated servers and VPS in SBG.",
-        "Technicians are on site.", "We are investigating.", "Next update by 07:45 CET.", URL,
+        "Technicians are on site.",
+        "We are investigating.",
+        "Next update by 07:45 CET.",
+        URL,
     ],
     ("fr", PostKind.OPENED): [
         f"🔴 Incident en cours{NBSP}: Coupure électrique à Strasbourg (SBG)",
         f"Services concernés depuis 7 h 23{NBSP}: Dedicated servers et VPS (SBG).",
-        "Nous enquêtons.", "Prochain point à 7 h 45.", URL,
+        "Nous enquêtons.",
+        "Prochain point à 7 h 45.",
+        URL,
     ],
     ("en", PostKind.UPDATE): [
         "Cause identified: an electrical fault took down both feeds.",
-        "Workaround: Fail over to Roubaix (RBX) if you can.", "Next update by 09:10 CET.",
+        "Workaround: Fail over to Roubaix (RBX) if you can.",
+        "Next update by 09:10 CET.",
     ],
     ("fr", PostKind.UPDATE): [
         f"Cause identifiée{NBSP}: un défaut électrique a coupé les deux arrivées.",
-        f"Contournement possible{NBSP}: Basculez", "Prochain point à 9 h 10.",
+        f"Contournement possible{NBSP}: Basculez",
+        "Prochain point à 9 h 10.",
     ],
     ("en", PostKind.REMINDER): [
-        "Cause identified: Power outage", "Ongoing for 2 h 15 min, since 07:23 CET.",
-        "Electricians are restoring power", "Next update by 10:08 CET.",
+        "Cause identified: Power outage",
+        "Ongoing for 2 h 15 min, since 07:23 CET.",
+        "Electricians are restoring power",
+        "Next update by 10:08 CET.",
     ],
     ("fr", PostKind.REMINDER): [
-        f"Cause identifiée{NBSP}: Coupure", "En cours depuis 7 h 23, soit 2 h 15.",
+        f"Cause identifiée{NBSP}: Coupure",
+        "En cours depuis 7 h 23, soit 2 h 15.",
         "Prochain point à 10 h 08.",
     ],
     ("en", PostKind.RESOLVED): [
         "✅ Resolved: Power outage in Strasbourg (SBG)",
         "Service restored at 17:50 CET. Total duration: 10 h 27 min.",
-        "No data was lost.", "A post-incident report will follow.",
+        "No data was lost.",
+        "A post-incident report will follow.",
     ],
     ("fr", PostKind.RESOLVED): [
         f"✅ Résolu{NBSP}: Coupure électrique",
         f"Service rétabli à 17 h 50. Durée totale{NBSP}: 10 h 27.",
-        "Aucune perte de données.", "Un rapport d’incident suivra.",
+        "Aucune perte de données.",
+        "Un rapport d’incident suivra.",
     ],
     ("en", PostKind.SCHEDULED): [
         "🔧 Scheduled maintenance: Network upgrade in SBG",
-        "Planned on Thu 16 Nov from 22:00 to 23:30 CET.", "Affected: Dedicated servers in SBG.",
-        "Expect two network cuts", "Next update by Thu 16 Nov, 21:00 CET.",
+        "Planned on Thu 16 Nov from 22:00 to 23:30 CET.",
+        "Affected: Dedicated servers in SBG.",
+        "Expect two network cuts",
+        "Next update by Thu 16 Nov, 21:00 CET.",
     ],
     ("fr", PostKind.SCHEDULED): [
         f"🔧 Maintenance planifiée{NBSP}: Mise à niveau réseau à SBG",
@@ -163,19 +211,23 @@ EXPECTED = {
         "Prochain point le jeudi 16 novembre à 21 h.",
     ],
     ("en", PostKind.STARTED): [
-        "🔧 Maintenance started: Network upgrade in SBG", "Expected to last until 23:30 CET.",
+        "🔧 Maintenance started: Network upgrade in SBG",
+        "Expected to last until 23:30 CET.",
         "Next update by 23:30 CET.",
     ],
     ("fr", PostKind.STARTED): [
-        f"🔧 Début de la maintenance{NBSP}: Mise", "Fin prévue à 23 h 30.",
+        f"🔧 Début de la maintenance{NBSP}: Mise",
+        "Fin prévue à 23 h 30.",
         "Prochain point à 23 h 30.",
     ],
     ("en", PostKind.COMPLETED): [
         "✅ Maintenance completed: Network upgrade in SBG",
-        "Finished at 23:10 CET, after 1 h 10 min.", "No data was lost.",
+        "Finished at 23:10 CET, after 1 h 10 min.",
+        "No data was lost.",
     ],
     ("fr", PostKind.COMPLETED): [
-        f"✅ Maintenance terminée{NBSP}: Mise", "Fin à 23 h 10, après 1 h 10 d’intervention.",
+        f"✅ Maintenance terminée{NBSP}: Mise",
+        "Fin à 23 h 10, après 1 h 10 d’intervention.",
         "Aucune perte de données.",
     ],
 }
@@ -195,8 +247,9 @@ def test_every_kind_renders_in_both_languages(renderer: Renderer, kind: PostKind
 
 
 @pytest.mark.parametrize("kind", list(PostKind))
-def test_promise_in_every_non_final_post_and_absent_from_final_ones(renderer: Renderer,
-                                                                   kind: PostKind):
+def test_promise_in_every_non_final_post_and_absent_from_final_ones(
+    renderer: Renderer, kind: PostKind
+):
     incident, now, next_update, previous = STORY[kind]
     for channel in (X_EN, X_FR):
         text = render(renderer, incident, kind, now, next_update, channel, previous)
@@ -216,8 +269,9 @@ def test_reminders_at_two_times_differ(renderer: Renderer):
 
 
 def test_reminder_restates_status_scope_and_work_never_an_empty_still_ongoing(renderer: Renderer):
-    text = render(renderer, replace(SBG, message=None), PostKind.REMINDER, at(8, 8), at(8, 23),
-                  channel=X_EN)
+    text = render(
+        renderer, replace(SBG, message=None), PostKind.REMINDER, at(8, 8), at(8, 23), channel=X_EN
+    )
     assert text.splitlines() == [
         "🔴 Investigating: Power outage in Strasbourg (SBG)",
         "Ongoing for 45 min, since 07:23 CET.",
@@ -241,11 +295,19 @@ def test_maintenance_reminder_before_start_and_while_running(renderer: Renderer)
 
 def test_update_leads_with_what_changed(renderer: Renderer):
     monitoring = replace(SBG_IDENTIFIED, status="monitoring")
-    text = render(renderer, monitoring, PostKind.UPDATE, at(12, 0), at(13, 0),
-                  previous_status="identified")
+    text = render(
+        renderer, monitoring, PostKind.UPDATE, at(12, 0), at(13, 0), previous_status="identified"
+    )
     assert text.splitlines()[1] == "Fix applied; we are monitoring the recovery."
-    reopened = render(renderer, replace(SBG, status="investigating"), PostKind.UPDATE,
-                      at(19, 0), at(19, 15), X_FR, previous_status="resolved")
+    reopened = render(
+        renderer,
+        replace(SBG, status="investigating"),
+        PostKind.UPDATE,
+        at(19, 0),
+        at(19, 15),
+        X_FR,
+        previous_status="resolved",
+    )
     assert reopened.splitlines()[1] == f"Le problème est réapparu{NNBSP}; nous enquêtons."
     same = render(renderer, SBG, PostKind.UPDATE, at(7, 40), at(7, 55), previous_status=SBG.status)
     assert same.splitlines()[1].startswith("Both power feeds are down")
@@ -258,8 +320,13 @@ def test_elapsed_is_real_time_across_a_dst_change(renderer: Renderer):
     incident = replace(SBG, started_at=started, message=None)
     text = render(renderer, incident, PostKind.REMINDER, now, now + timedelta(minutes=15))
     assert "Ongoing for 3 h, since 01:30 CEST." in text
-    maintenance = replace(MAINTENANCE, status="in_progress", starts_at=started, started_at=started,
-                          ends_at=started + timedelta(hours=5))
+    maintenance = replace(
+        MAINTENANCE,
+        status="in_progress",
+        starts_at=started,
+        started_at=started,
+        ends_at=started + timedelta(hours=5),
+    )
     text = render(renderer, maintenance, PostKind.REMINDER, now, now + timedelta(minutes=15))
     assert "Under way for 3 h, since 01:30 CEST." in text
 
@@ -268,13 +335,18 @@ def test_elapsed_is_real_time_across_a_dst_change(renderer: Renderer):
     ("data_loss", "url", "en", "fr"),
     [
         (False, URL, "No data was lost.", "Aucune perte de données."),
-        (True, URL, "Some data was lost: details at the link below.",
-         f"Des données ont été perdues{NBSP}: détails sur le lien ci-dessous."),
+        (
+            True,
+            URL,
+            "Some data was lost: details at the link below.",
+            f"Des données ont été perdues{NBSP}: détails sur le lien ci-dessous.",
+        ),
         (True, None, "Some data was lost.", "Des données ont été perdues."),
     ],
 )
-def test_data_loss_is_stated_explicitly(renderer: Renderer, data_loss: bool, url: str | None,
-                                        en: str, fr: str):
+def test_data_loss_is_stated_explicitly(
+    renderer: Renderer, data_loss: bool, url: str | None, en: str, fr: str
+):
     incident = replace(SBG_RESOLVED, data_loss=data_loss, url=url)
     assert en in render(renderer, incident, PostKind.RESOLVED, at(18, 0))
     assert fr in render(renderer, incident, PostKind.RESOLVED, at(18, 0), channel=X_FR)
@@ -307,12 +379,16 @@ def test_incident_text_is_data_never_template_code(renderer: Renderer):
         ("Statut: OK", f"Statut{NBSP}: OK"),
         ("Statut : OK", f"Statut{NBSP}: OK"),
         (f"Statut{NBSP}: OK", f"Statut{NBSP}: OK"),
-        ("Pourquoi? Parce que! Voilà; fini",
-         f"Pourquoi{NNBSP}? Parce que{NNBSP}! Voilà{NNBSP}; fini"),
+        (
+            "Pourquoi? Parce que! Voilà; fini",
+            f"Pourquoi{NNBSP}? Parce que{NNBSP}! Voilà{NNBSP}; fini",
+        ),
         ("Vraiment ?!", f"Vraiment{NNBSP}?!"),
         ("Fin:", f"Fin{NBSP}:"),
-        ("Détails : https://status.example.com/a?b=1:2#x!",
-         f"Détails{NBSP}: https://status.example.com/a?b=1:2#x!"),
+        (
+            "Détails : https://status.example.com/a?b=1:2#x!",
+            f"Détails{NBSP}: https://status.example.com/a?b=1:2#x!",
+        ),
         ("Voir https://x.fr/?q=a; puis", "Voir https://x.fr/?q=a; puis"),
         ("Lien: http://x.fr/a : ok", f"Lien{NBSP}: http://x.fr/a{NBSP}: ok"),
         ("www.ovh.com/fr?x=1 ok", "www.ovh.com/fr?x=1 ok"),
@@ -329,15 +405,17 @@ def test_french_typography(raw: str, expected: str):
 
 
 def test_french_posts_get_french_spaces_but_urls_are_untouched(renderer: Renderer):
-    text = render(renderer, SBG_IDENTIFIED, PostKind.UPDATE, at(8, 40), at(9, 10), X_FR,
-                  "investigating")
+    text = render(
+        renderer, SBG_IDENTIFIED, PostKind.UPDATE, at(8, 40), at(9, 10), X_FR, "investigating"
+    )
     assert f"Cause identifiée{NBSP}:" in text
     assert f"rétablissent le courant{NNBSP}; redémarrage" in text
     assert URL in text
     assert f"https{NBSP}:" not in text
     assert " :" not in text and " ;" not in text
-    english = render(renderer, SBG_IDENTIFIED, PostKind.UPDATE, at(8, 40), at(9, 10), X_EN,
-                     "investigating")
+    english = render(
+        renderer, SBG_IDENTIFIED, PostKind.UPDATE, at(8, 40), at(9, 10), X_EN, "investigating"
+    )
     assert NBSP not in english and NNBSP not in english
 
 
@@ -408,9 +486,7 @@ def test_window():
     # The night clocks go back, both zones are named.
     night = datetime(2017, 10, 29, 1, 0, tzinfo=PARIS)
     later = (night.astimezone(UTC) + timedelta(hours=3)).astimezone(PARIS)
-    assert i18n.window(night, later, night, "en") == (
-        "from 01:00 CEST to 03:00 CET"
-    )
+    assert i18n.window(night, later, night, "en") == ("from 01:00 CEST to 03:00 CET")
 
 
 @pytest.mark.parametrize(
@@ -518,8 +594,9 @@ def test_broken_templates_name_file_and_line(tmp_path: Path, body: str, line: in
 
 def test_errors_in_imported_templates_name_that_file(tmp_path: Path):
     write(tmp_path, "en/_parts.j2", "{% macro scope() %}\n{{ nope }}\n{% endmacro %}\n")
-    write(tmp_path, "en/opened.j2",
-          '{% import "en/_parts.j2" as p with context %}\n{{ p.scope() }}\n')
+    write(
+        tmp_path, "en/opened.j2", '{% import "en/_parts.j2" as p with context %}\n{{ p.scope() }}\n'
+    )
     r = Renderer(tmp_path / "templates", PARIS)
     with pytest.raises(TemplateError) as e:
         render(r, SBG, PostKind.OPENED, at(7, 30), at(7, 45))

@@ -20,20 +20,35 @@ T0 = datetime(2017, 11, 9, 6, 25, tzinfo=UTC)
 
 def incident(**kw: object) -> Incident:
     base: dict[str, object] = dict(
-        id="sbg", title=Localized.of({"en": "Outage", "fr": "Panne"}), status="investigating",
-        started_at=T0, message=Localized.of("Power lost"),
+        id="sbg",
+        title=Localized.of({"en": "Outage", "fr": "Panne"}),
+        status="investigating",
+        started_at=T0,
+        message=Localized.of("Power lost"),
     )
     base.update(kw)
     return Incident(**base)  # type: ignore[arg-type]
 
 
-def record(store: Store, kind: PostKind, seq: int, revision: int = 1, parts: int = 1,
-           at: datetime = T0) -> PlannedPost:
+def record(
+    store: Store, kind: PostKind, seq: int, revision: int = 1, parts: int = 1, at: datetime = T0
+) -> PlannedPost:
     post = PlannedPost("sbg", "x-en", kind, revision, seq, at, at + timedelta(minutes=15))
-    thread = ThreadState("sbg", "x-en", revision, kind, "investigating", at,
-                         at + timedelta(minutes=15), seq, False, post.key())
-    store.record_post(post, [(f"{kind} {seq} part {i}", 10, 280) for i in range(parts)], "en",
-                      thread)
+    thread = ThreadState(
+        "sbg",
+        "x-en",
+        revision,
+        kind,
+        "investigating",
+        at,
+        at + timedelta(minutes=15),
+        seq,
+        False,
+        post.key(),
+    )
+    store.record_post(
+        post, [(f"{kind} {seq} part {i}", 10, 280) for i in range(parts)], "en", thread
+    )
     return post
 
 
@@ -78,7 +93,7 @@ def test_a_newer_post_supersedes_unsent_updates_but_never_an_opening(tmp_path: P
     assert states[update.key(1)] is PostState.SUPERSEDED
     assert states[newer.key(1)] is PostState.PENDING
     # the newest post replies to the opening, not to the superseded update
-    assert [p for p in store.posts() if p.key == newer.key(1)][0].reply_to_key == opened.key(1)
+    assert next(p for p in store.posts() if p.key == newer.key(1)).reply_to_key == opened.key(1)
 
 
 def test_a_post_already_handed_to_the_platform_is_not_superseded(tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ class Channel(abc.ABC):
 
     def start(self) -> None:
         """Connect, verify credentials, read server limits. Raise ``DeliveryError`` if not."""
+        return None
 
     @abc.abstractmethod
     def publish(self, request: PublishRequest) -> PublishResult:
@@ -109,3 +110,4 @@ class Channel(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
+        return None

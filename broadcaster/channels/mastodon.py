@@ -89,9 +89,12 @@ class MastodonChannel(Channel):
             limit = int(info["configuration"]["statuses"]["max_characters"])
         except (MastodonError, KeyError, TypeError, ValueError) as e:
             # The instance may be the thing that is down; 500 is Mastodon's default.
-            log.warning("%s: cannot read the instance's character limit (%s); using %d",
-                        self.name, _message_of(e) if isinstance(e, MastodonError) else e,
-                        DEFAULT_LIMIT)
+            log.warning(
+                "%s: cannot read the instance's character limit (%s); using %d",
+                self.name,
+                _message_of(e) if isinstance(e, MastodonError) else e,
+                DEFAULT_LIMIT,
+            )
             return
         self._rule = rule_for("mastodon", limit)
 
@@ -138,8 +141,9 @@ class MastodonChannel(Channel):
         not_before = None
         if self.api.ratelimit_remaining == 0:
             not_before = self._until()
-        return PublishResult(remote_id=str(status["id"]), url=status.get("url"),
-                             not_before=not_before)
+        return PublishResult(
+            remote_id=str(status["id"]), url=status.get("url"), not_before=not_before
+        )
 
     def find_published(self, request: PublishRequest) -> PublishResult | None:
         try:

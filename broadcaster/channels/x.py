@@ -93,7 +93,8 @@ class XChannel(Channel):
             wait_on_rate_limit=False,
         )
         configure_session(
-            self.client.session, config.api_base_url or "https://api.x.com",
+            self.client.session,
+            config.api_base_url or "https://api.x.com",
             config.timeout.total_seconds(),
         )
         self._rule = rule_for("x", config.max_characters)
@@ -127,8 +128,9 @@ class XChannel(Channel):
         except tweepy.BadRequest as e:
             raise Rejected(f"400 {_detail(e)}", status=400) from None
         except tweepy.TwitterServerError as e:
-            raise TransientError(f"{e.response.status_code} server error",
-                                 status=e.response.status_code) from None
+            raise TransientError(
+                f"{e.response.status_code} server error", status=e.response.status_code
+            ) from None
         except tweepy.HTTPException as e:
             status = e.response.status_code
             if status == 402:
@@ -142,8 +144,9 @@ class XChannel(Channel):
             reply_to = None
             text = self._with_thread_link(text, request)
         try:
-            response = self._call(self.client.create_tweet, text=text,
-                                  in_reply_to_tweet_id=reply_to)
+            response = self._call(
+                self.client.create_tweet, text=text, in_reply_to_tweet_id=reply_to
+            )
         except Rejected as e:
             if DUPLICATE in str(e).lower():
                 # Our texts are unique, so a duplicate is our own post whose answer was lost.
@@ -176,12 +179,19 @@ class XChannel(Channel):
     def find_published(self, request: PublishRequest) -> PublishResult | None:
         wanted = _normalized(request.text)
         response = self._call(
-            self.client.get_users_tweets, self.user_id(), user_auth=True, max_results=100,
+            self.client.get_users_tweets,
+            self.user_id(),
+            user_auth=True,
+            max_results=100,
             tweet_fields=["created_at"],
         )
         for tweet in response.json().get("data", []):
             if _normalized(tweet["text"]).startswith(wanted):
-                log.info("%s: found %s already published as %s", self.name,
-                         request.idempotency_key, tweet["id"])
+                log.info(
+                    "%s: found %s already published as %s",
+                    self.name,
+                    request.idempotency_key,
+                    tweet["id"],
+                )
                 return PublishResult(remote_id=str(tweet["id"]), url=self._url(str(tweet["id"])))
         return None

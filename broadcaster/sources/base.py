@@ -38,3 +38,4 @@ class Source(abc.ABC):
 
     def close(self) -> None:
         """Release files, sockets, connections."""
+        return None
