@@ -208,3 +208,39 @@ def test_reminders_keep_the_promise_and_kill_9_loses_and_repeats_nothing(tmp_pat
         assert sequences == list(range(1, len(mine) + 1))
         for previous, post in itertools.pairwise(mine):
             assert post["reply_to"] == previous["idempotency_key"]
+
+
+def test_sighup_with_a_broken_config_keeps_the_service_running(dry: DryRun) -> None:
+    dry.write_state()
+    dry.start()
+    dry.wait_posts(2)
+    good = dry.config.read_text()
+    dry.config.write_text(good.replace('language = "en"', 'language = "english"'))
+    assert dry.proc is not None
+    dry.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in dry.stderr(), 5, "the refused reload to be logged")
+    assert "channels.x-en.language" in dry.stderr()
+    dry.write_state(status="identified", message="Both feeds lost")
+    dry.wait_posts(4, timeout=3)  # still serving, on the old config
+    dry.config.write_text(good.replace('"1h"', '"30m"'))
+    dry.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in dry.stderr(), 5, "the good reload to be logged")
+    code, _, _ = dry.stop()
+    assert code == 0
+
+
+def test_status_shows_threads_and_next_due_times_after_a_run(dry: DryRun, capsys) -> None:
+    from broadcaster.cli import main
+
+    dry.write_state()
+    dry.start()
+    dry.wait_posts(2)
+    dry.stop()
+    assert main(["status", "--dry-run", "--config", str(dry.config), "--format", "json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["channels"]["x-en"]["sent"] == 1 and status["channels"]["x-en"]["healthy"]
+    (incident,) = status["incidents"]
+    assert incident["id"] == "sbg-power"
+    assert incident["threads"]["mastodon-fr"]["next_due_at"] is not None
+    assert main(["status", "--config", str(dry.config), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["incidents"] == [], "a dry run left no real record"

@@ -1,0 +1,191 @@
+"""The commands ops run before anything is published: check, preview, draft, simulate, status."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from broadcaster.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+AT = "2017-11-09T10:35:00+01:00"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A copy of the shipped example, so tests may break and edit it."""
+    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_passes_on_the_shipped_example(site: Path, capsys) -> None:
+    code, out, _ = run(capsys, "check", "--config", str(site / "config.toml"), "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["ok"] and report["incidents"] == 2 and report["problems"] == []
+
+
+def test_check_names_file_line_incident_and_field_and_exits_2(site: Path, capsys) -> None:
+    state = site / "examples" / "state.toml"
+    text = state.read_text().replace('status = "identified"', 'status = "fixed"', 1)
+    state.write_text(text)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if 'status = "fixed"' in ln)
+    code, _, err = run(capsys, "check", "--config", str(site / "config.toml"))
+    assert code == 2
+    assert f"state.toml:{line}: incident 'sbg-power-2017-11-09' field 'status'" in err
+
+
+def test_check_reports_a_broken_template_with_its_line(site: Path, capsys) -> None:
+    template = site / "message_templates" / "fr" / "reminder.j2"
+    template.write_text(template.read_text() + "\n{{ incident.titel }}\n")
+    lines = len(template.read_text().splitlines())
+    code, _, err = run(capsys, "check", "--config", str(site / "config.toml"))
+    assert code == 2
+    assert f"fr/reminder.j2:{lines}" in err and "titel" in err
+
+
+def test_check_reports_a_config_error_and_exits_2(site: Path, capsys) -> None:
+    config = site / "config.toml"
+    config.write_text(config.read_text().replace('timezone = "Europe/Paris"', 'timezone = "CEST"'))
+    code, _, err = run(capsys, "check", "--config", str(config))
+    assert code == 2 and "broadcaster.timezone" in err
+
+
+def test_preview_shows_every_channel_with_counted_lengths(site: Path, capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "preview",
+        "sbg-power-2017-11-09",
+        "--config",
+        str(site / "config.toml"),
+        "--format",
+        "json",
+        "--at",
+        AT,
+    )
+    assert code == 0
+    posts = json.loads(out)
+    assert {p["channel"] for p in posts} == {"x-en", "x-fr", "mastodon-en", "mastodon-fr"}
+    for p in posts:
+        assert set(p) >= {"channel", "platform", "language", "incident_id", "kind", "parts"}
+        assert p["kind"] == "opened" and p["incident_id"] == "sbg-power-2017-11-09"
+        assert all(part["length"] <= part["limit"] for part in p["parts"])
+        assert p["parts"][0]["limit"] == (280 if p["platform"] == "x" else 500)
+    fr = next(p for p in posts if p["channel"] == "mastodon-fr")
+    assert "Prochain point à 10 h 45" in fr["parts"][0]["text"]  # next_update_at from the file
+    assert not (site / "data").exists(), "a preview must not create or touch the store"
+
+
+def test_preview_text_is_readable(site: Path, capsys) -> None:
+    code, out, _ = run(capsys, "preview", "--config", str(site / "config.toml"), "--at", AT)
+    assert code == 0
+    assert "x-fr (x, fr) · sbg-power-2017-11-09 · opened" in out
+    assert "/280 characters" in out
+
+
+def test_draft_renders_the_update_and_write_applies_it(site: Path, capsys) -> None:
+    config = str(site / "config.toml")
+    state = site / "examples" / "state.toml"
+    before = state.read_text()
+    code, out, _ = run(
+        capsys,
+        "draft",
+        "sbg-power-2017-11-09",
+        "--config",
+        config,
+        "--status",
+        "monitoring",
+        "--message",
+        "Power restored on both feeds.",
+        "--lang",
+        "en",
+        "--format",
+        "json",
+        "--at",
+        AT,
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert {p["kind"] for p in result["posts"]} == {"update"}
+    en = next(p for p in result["posts"] if p["channel"] == "x-en")
+    assert "Power restored on both feeds." in en["text"]
+    assert state.read_text() == before, "draft without --write must not touch the file"
+
+    code, _, _ = run(
+        capsys,
+        "draft",
+        "sbg-power-2017-11-09",
+        "--config",
+        config,
+        "--status",
+        "monitoring",
+        "--message",
+        "Power restored on both feeds.",
+        "--lang",
+        "en",
+        "--write",
+        "--at",
+        AT,
+    )
+    assert code == 0
+    after = state.read_text()
+    assert 'status = "monitoring"' in after and "Power restored on both feeds." in after
+    comments = [ln for ln in before.splitlines() if ln.lstrip().startswith("#")]
+    assert all(c in after for c in comments), "--write must keep ops' comments"
+
+
+def test_draft_refuses_an_invalid_change(site: Path, capsys) -> None:
+    code, _, err = run(
+        capsys,
+        "draft",
+        "sbg-power-2017-11-09",
+        "--config",
+        str(site / "config.toml"),
+        "--status",
+        "fixed",
+    )
+    assert code == 2 and "unknown status 'fixed'" in err
+
+
+def test_simulate_replays_a_day_with_every_promise_kept(site: Path, capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "simulate",
+        "--config",
+        str(site / "config.toml"),
+        "--timeline",
+        str(site / "examples" / "timeline.toml"),
+        "--hours",
+        "12",
+        "--format",
+        "json",
+    )
+    assert code == 0
+    posts = json.loads(out)
+    assert set(posts[0]) == {"at", "channel", "incident_id", "kind", "text"}
+    x_en = [p for p in posts if p["channel"] == "x-en"]
+    assert x_en[0]["kind"] == "opened" and x_en[-1]["kind"] == "resolved"
+    assert {"update", "reminder"} <= {p["kind"] for p in x_en}
+    times = [datetime.fromisoformat(p["at"]) for p in x_en]
+    gaps = [(b - a).total_seconds() / 60 for a, b in itertools.pairwise(times)]
+    assert max(gaps) <= 60, "never silent longer than the longest cadence"
+    texts = [p["text"] for p in x_en]
+    assert len(texts) == len(set(texts)), "never the same text twice in a thread"
+
+
+def test_status_after_a_simulated_history(site: Path, capsys) -> None:
+    code, out, _ = run(capsys, "status", "--config", str(site / "config.toml"), "--format", "json")
+    assert code == 0 and json.loads(out)["incidents"] == []
