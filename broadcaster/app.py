@@ -120,5 +120,24 @@ def build(
         )
         for name, channel in channels.items()
     }
+    return App(
+        config, store, renderer, editor, channels, Delivery(workers), sources_for(config), dry_run
+    )
+
+
+def sources_for(config: Config) -> list[Source]:
     sources: list[Source] = [StateFileSource(config.state_file, config.languages())]
-    return App(config, store, renderer, editor, channels, Delivery(workers), sources, dry_run)
+    intake = config.intake
+    if intake.spool_directory is not None:
+        from .sources.spool import SpoolSource
+
+        sources.append(SpoolSource(intake.spool_directory))
+    if intake.redis_url is not None:
+        from .sources.redis import RedisStreamSource
+
+        sources.append(
+            RedisStreamSource(
+                intake.redis_url, intake.redis_stream, intake.redis_group, intake.redis_consumer
+            )
+        )
+    return sources

@@ -121,6 +121,27 @@ DEFAULT_CADENCE = {
 
 
 @dataclass(frozen=True)
+class IntakeConfig:
+    """Queues that feed events to the daemon, beside the state file. All optional."""
+
+    spool_directory: Path | None = None
+    redis_url: str | None = None
+    redis_stream: str = "broadcaster:events"
+    redis_group: str = "broadcaster"
+    redis_consumer: str = "broadcaster-1"
+    http_listen: str | None = None  # "127.0.0.1:8470"; also serves /healthz and /metrics
+    http_token: Secret | None = None
+    http_max_body: int = 64 * 1024
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        if not self.http_listen:
+            return None
+        host, _, port = self.http_listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_file: Path
@@ -130,7 +151,7 @@ class Config:
     channels: Mapping[str, ChannelConfig]
     cadence: CadenceConfig
     poll_interval: timedelta = timedelta(milliseconds=250)
-    intake: Mapping[str, Any] = field(default_factory=dict)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
 
     def languages(self) -> frozenset[str]:
         return frozenset(c.language for c in self.channels.values())
@@ -306,6 +327,7 @@ def load_config(path: Path) -> Config:
     if not raw.get("channels"):
         r.problem("channels", None, "no channel configured: add at least one [channels.NAME]")
 
+    intake = _intake(r, raw.get("intake", {}), base)
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -317,7 +339,7 @@ def load_config(path: Path) -> Config:
         channels=channels,
         cadence=cadence,
         poll_interval=poll or timedelta(milliseconds=250),
-        intake=raw.get("intake", {}),
+        intake=intake,
     )
 
 
@@ -460,3 +482,69 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         min_interval=r.duration(table, "min_interval", min_interval) if min_interval else None,
         timeout=timeout or timedelta(seconds=10),
     )
+
+
+INTAKE_KEYS = {
+    "spool": ("directory",),
+    "redis": ("url", "stream", "group", "consumer"),
+    "http": ("listen", "token", "max_body"),
+}
+
+
+def _intake(r: _Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
+    r.unknown_keys("intake", raw, tuple(INTAKE_KEYS))
+    values: dict[str, Any] = {}
+    for name, keys in INTAKE_KEYS.items():
+        table = raw.get(name)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            r.problem("intake", name, f"expected a table [intake.{name}]")
+            continue
+        r.unknown_keys(f"intake.{name}", table, keys)
+        for key, value in table.items():
+            if isinstance(value, _Missing):
+                r.problem(
+                    f"intake.{name}",
+                    key,
+                    f"environment variable {', '.join(value.variables)} is not set",
+                )
+    spool = raw.get("spool") or {}
+    if spool:
+        if not isinstance(spool.get("directory"), str):
+            r.problem("intake.spool", "directory", "required: the spool directory")
+        else:
+            values["spool_directory"] = base / spool["directory"]
+    redis = raw.get("redis") or {}
+    if redis:
+        url = redis.get("url")
+        if not isinstance(url, str) or not re.match(r"^rediss?://|^unix://", url):
+            r.problem(
+                "intake.redis", "url", "expected a redis:// URL, e.g. 'redis://127.0.0.1:6379/0'"
+            )
+        else:
+            values["redis_url"] = url
+        for key in ("stream", "group", "consumer"):
+            if key in redis:
+                values[f"redis_{key}"] = str(redis[key])
+    http = raw.get("http") or {}
+    if http:
+        listen = str(http.get("listen", "127.0.0.1:8470"))
+        if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
+            r.problem("intake.http", "listen", f"expected HOST:PORT, got {listen!r}")
+        values["http_listen"] = listen
+        token = http.get("token")
+        if isinstance(token, str) and not isinstance(token, _Missing):
+            if len(token) < 16:
+                r.problem("intake.http", "token", "too short: use at least 16 random characters")
+            values["http_token"] = Secret(token)
+        elif token is None:
+            r.problem(
+                "intake.http", "token", 'required: a bearer token (e.g. "${BROADCASTER_TOKEN}")'
+            )
+        if "max_body" in http:
+            if not isinstance(http["max_body"], int) or http["max_body"] < 1024:
+                r.problem("intake.http", "max_body", "expected a size in bytes, at least 1024")
+            else:
+                values["http_max_body"] = http["max_body"]
+    return IntakeConfig(**values)

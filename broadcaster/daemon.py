@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .app import App, build
 from .config import Config, load_config
 from .delivery import utcnow
+from .events import EventError, merge
 from .model import ChannelInfo
 from .render import Renderer, TemplateError
 
@@ -146,13 +147,39 @@ class Daemon:
                     continue
                 if batch is None:
                     continue
-                changed_ids = app.editor.ingest(batch.incidents, self.clock())
+                changed_ids = app.editor.ingest(batch.incidents, self.clock(), source=source.name)
                 batch.ack()
+                for event in batch.events:
+                    try:
+                        changed_ids += self._apply_event(app, event.data, event.origin, source.name)
+                    except EventError as e:
+                        log.error("event refused: %s", e)
+                        event.reject(str(e))
+                        continue
+                    event.ack()
                 if changed_ids:
-                    log.info("%s: changes to %s", source.name, ", ".join(changed_ids))
+                    log.info("%s: changes to %s", source.name, ", ".join(sorted(set(changed_ids))))
                     changed = True
             if changed:
                 self.plan()
+
+    def _apply_event(self, app: App, data: dict, origin: str, source: str) -> list[str]:
+        incident = merge(app.store, data, origin=origin, languages=app.config.languages())
+        return app.editor.ingest([incident], self.clock(), source=source)
+
+    def submit(self, data: dict, *, origin: str, source: str) -> str:
+        """Apply one pushed event (HTTP intake) now; returns the incident id once committed.
+
+        Raises ``EventError`` for a refused event; nothing of it is applied then.
+        """
+        with self._plan_lock:
+            app = self.app
+            if app is None:
+                raise RuntimeError("the service is stopping")
+            changed = self._apply_event(app, data, origin, source)
+            if changed:
+                self.plan()
+            return str(data["id"])
 
     def plan(self) -> None:
         with self._plan_lock:

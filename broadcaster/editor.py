@@ -50,8 +50,10 @@ class Editor:
         c = self.config.channels[name]
         return ChannelInfo(name=name, platform=c.platform, language=c.language)
 
-    def ingest(self, incidents: Iterable[Incident], now: datetime) -> list[str]:
-        return self.store.apply_incidents(incidents, now)
+    def ingest(
+        self, incidents: Iterable[Incident], now: datetime, *, source: str | None = None
+    ) -> list[str]:
+        return self.store.apply_incidents(incidents, now, source=source)
 
     def compose(self, snapshot: Snapshot, post: PlannedPost) -> list[tuple[str, int, int]]:
         """The exact parts of one post: (text, counted length, limit)."""

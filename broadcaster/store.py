@@ -90,6 +90,12 @@ CREATE TABLE IF NOT EXISTS posts (
 CREATE INDEX IF NOT EXISTS posts_channel_state ON posts (channel, state, seq);
 CREATE INDEX IF NOT EXISTS posts_thread ON posts (incident_id, channel, seq);
 CREATE INDEX IF NOT EXISTS posts_text ON posts (channel, text_hash);
+CREATE TABLE IF NOT EXISTS source_marks (
+    source TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (source, incident_id)
+);
 CREATE TABLE IF NOT EXISTS channel_state (
     channel TEXT PRIMARY KEY,
     healthy INTEGER NOT NULL DEFAULT 1,
@@ -207,63 +213,79 @@ class Store:
 
     # -- incidents -----------------------------------------------------------------------
 
-    def apply_incidents(self, incidents: Iterable[Incident], now: datetime) -> list[str]:
+    def apply_incidents(
+        self, incidents: Iterable[Incident], now: datetime, *, source: str | None = None
+    ) -> list[str]:
         """Record ops' latest description of these incidents; returns ids that changed.
 
         The revision increases only on a change worth a public update (see
         ``Incident.change_fingerprint``); other edits refresh the snapshot silently and show
         in the next post.
+
+        With ``source``, an incident that source already described identically is skipped:
+        a state file re-read after a restart, or saved for another incident's sake, must not
+        undo what a queue event changed since. The newest word on an incident wins.
         """
         changed: list[str] = []
         with self.transaction() as db:
             for incident in incidents:
                 data = json.dumps(incident_to_json(incident), sort_keys=True)
-                fingerprint = text_hash(json.dumps(incident.change_fingerprint()))
-                row = db.execute(
-                    "SELECT revision, fingerprint, data, data AS d FROM incidents WHERE id = ?",
-                    (incident.id,),
-                ).fetchone()
-                if row is None:
-                    db.execute(
-                        "INSERT INTO incidents VALUES (?, 1, ?, ?, ?, ?, NULL, ?)",
-                        (
-                            incident.id,
-                            fingerprint,
-                            data,
-                            _ts(now),
-                            _ts(now),
-                            int(incident.is_final),
-                        ),
+                if source is not None:
+                    digest = text_hash(
+                        json.dumps(incident_to_json(incident) | {"origin": ""}, sort_keys=True)
                     )
+                    mark = db.execute(
+                        "SELECT digest FROM source_marks WHERE source = ? AND incident_id = ?",
+                        (source, incident.id),
+                    ).fetchone()
+                    if mark is not None and mark["digest"] == digest:
+                        continue
                     db.execute(
-                        "INSERT INTO revisions VALUES (?, 1, ?, ?)", (incident.id, data, _ts(now))
+                        "INSERT OR REPLACE INTO source_marks VALUES (?, ?, ?)",
+                        (source, incident.id, digest),
                     )
-                    changed.append(incident.id)
-                elif row["fingerprint"] != fingerprint:
-                    revision = row["revision"] + 1
-                    previous = json.loads(row["data"])["status"]
-                    db.execute(
-                        "UPDATE incidents SET revision = ?, fingerprint = ?, data = ?, "
-                        "changed_at = ?, previous_status = ?, closed = ? WHERE id = ?",
-                        (
-                            revision,
-                            fingerprint,
-                            data,
-                            _ts(now),
-                            previous,
-                            int(incident.is_final),
-                            incident.id,
-                        ),
-                    )
-                    db.execute(
-                        "INSERT INTO revisions VALUES (?, ?, ?, ?)",
-                        (incident.id, revision, data, _ts(now)),
-                    )
-                    changed.append(incident.id)
-                elif row["data"] != data:
-                    db.execute("UPDATE incidents SET data = ? WHERE id = ?", (data, incident.id))
+                if self._apply_one(db, incident, data, now):
                     changed.append(incident.id)
         return changed
+
+    def _apply_one(
+        self, db: sqlite3.Connection, incident: Incident, data: str, now: datetime
+    ) -> bool:
+        fingerprint = text_hash(json.dumps(incident.change_fingerprint()))
+        row = db.execute(
+            "SELECT revision, fingerprint, data FROM incidents WHERE id = ?", (incident.id,)
+        ).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO incidents VALUES (?, 1, ?, ?, ?, ?, NULL, ?)",
+                (incident.id, fingerprint, data, _ts(now), _ts(now), int(incident.is_final)),
+            )
+            db.execute("INSERT INTO revisions VALUES (?, 1, ?, ?)", (incident.id, data, _ts(now)))
+            return True
+        if row["fingerprint"] != fingerprint:
+            revision = row["revision"] + 1
+            previous = json.loads(row["data"])["status"]
+            db.execute(
+                "UPDATE incidents SET revision = ?, fingerprint = ?, data = ?, "
+                "changed_at = ?, previous_status = ?, closed = ? WHERE id = ?",
+                (
+                    revision,
+                    fingerprint,
+                    data,
+                    _ts(now),
+                    previous,
+                    int(incident.is_final),
+                    incident.id,
+                ),
+            )
+            db.execute(
+                "INSERT INTO revisions VALUES (?, ?, ?, ?)", (incident.id, revision, data, _ts(now))
+            )
+            return True
+        if row["data"] != data:
+            db.execute("UPDATE incidents SET data = ? WHERE id = ?", (data, incident.id))
+            return True
+        return False
 
     def snapshots(self) -> list[Snapshot]:
         with self._lock:

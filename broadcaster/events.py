@@ -1,0 +1,63 @@
+"""Events from queues (spool directory, Redis Streams, HTTP): partial incident updates.
+
+An event is one JSON object with an incident's ``id`` and any of the state file's fields.
+It creates the incident, or updates it: fields the event does not carry stay as they were.
+The merged result is validated exactly like a state-file entry, so a bad event is refused
+with the same precise messages and nothing half-applied reaches the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from .model import Incident
+from .statefile import Problem, StateFileError, parse_incident
+from .store import Store, incident_to_json
+
+MAX_EVENT_BYTES = 64 * 1024
+
+
+class EventError(StateFileError):
+    """A refused event; ``str()`` names the source, the incident and the field."""
+
+
+def decode(raw: bytes | str, *, origin: str) -> dict[str, Any]:
+    """Parse an event's JSON; refuse anything that is not one JSON object."""
+    if isinstance(raw, bytes) and len(raw) > MAX_EVENT_BYTES:
+        raise EventError(
+            [Problem(origin, None, None, None, f"event larger than {MAX_EVENT_BYTES} bytes")]
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        line = getattr(e, "lineno", None)
+        raise EventError([Problem(origin, line, None, None, f"invalid JSON: {e}")]) from None
+    if not isinstance(data, dict):
+        raise EventError(
+            [Problem(origin, None, None, None, "an event must be one JSON object with an 'id'")]
+        )
+    return data
+
+
+def merge(
+    store: Store, event: Mapping[str, Any], *, origin: str, languages: Collection[str] = ()
+) -> Incident:
+    """The incident this event describes once applied to what the store knows."""
+    incident_id = event.get("id")
+    if not isinstance(incident_id, str) or not incident_id:
+        raise EventError([Problem(origin, None, None, "id", "missing: every event needs an 'id'")])
+    current = store.snapshot(incident_id)
+    base: dict[str, Any] = {}
+    if current is not None:
+        base = {
+            k: v
+            for k, v in incident_to_json(current.incident).items()
+            if v is not None and v != [] and k != "origin"
+        }
+    merged = {**base, **event}
+    try:
+        return parse_incident(merged, origin=origin, languages=languages)
+    except StateFileError as e:
+        raise EventError(e.problems) from None
