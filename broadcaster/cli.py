@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, load_config
+from .daemon import ReloadError
 from .model import ChannelInfo, PostState
 from .render import Renderer, TemplateError
 from .statefile import StateFileError, load_state, load_timeline
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(args, str(e))
         return EXIT_BAD_INPUT
     except TemplateError as e:
+        _error(args, str(e))
+        return EXIT_BAD_INPUT
+    except ReloadError as e:  # templates that cannot render: refuse to start
         _error(args, str(e))
         return EXIT_BAD_INPUT
 
@@ -231,7 +235,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
     _validate_changes(config, incidents, args.incident_id, changes)
     shown = draft(config, incidents, args.incident_id, changes, args.at or _now())
     if args.write:
-        apply_changes(config.state_file, args.incident_id, changes)
+        apply_changes(config.state_file, args.incident_id, changes, languages=config.languages())
     data = {"posts": [s.to_json() for s in shown], "written": bool(args.write)}
     text = _text_posts(shown, with_time=False)
     if args.write:

@@ -147,7 +147,14 @@ class Daemon:
                     continue
                 if batch is None:
                     continue
-                changed_ids = app.editor.ingest(batch.incidents, self.clock(), source=source.name)
+                try:
+                    changed_ids = app.editor.ingest(
+                        batch.incidents, self.clock(), source=source.name
+                    )
+                except Exception:
+                    # Not acknowledged, so the source offers it again at the next poll.
+                    log.exception("could not record input from %s; will retry", source.name)
+                    continue
                 batch.ack()
                 for event in batch.events:
                     try:
@@ -156,6 +163,9 @@ class Daemon:
                         log.error("event refused: %s", e)
                         event.reject(str(e))
                         continue
+                    except Exception:
+                        log.exception("could not record %s; will retry", event.origin)
+                        break  # keep arrival order: later events wait for this one
                     event.ack()
                 if changed_ids:
                     log.info("%s: changes to %s", source.name, ", ".join(sorted(set(changed_ids))))

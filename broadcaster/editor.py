@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import planner
 from .config import Config
-from .model import ChannelInfo, Incident, PlannedPost, Snapshot
+from .model import ChannelInfo, Incident, PlannedPost, PostKind, Snapshot, ThreadState
 from .render import Renderer, TemplateError
 from .store import Store
 from .textfit import LengthRule, split
@@ -59,17 +59,101 @@ class Editor:
         """The exact parts of one post: (text, counted length, limit)."""
         channel = self.channel_info(post.channel)
         text = self.renderer.render(snapshot, post, channel, post.planned_at)
-        if self.store.is_duplicate_text(post.channel, text):
-            # X refuses duplicate content and readers deserve to see time move: stamp it.
-            stamp = post.planned_at.astimezone(self.config.timezone)
-            text = f"{text}\n({stamp:%H:%M:%S})"
         rule = self.rules[post.channel]
-        return [(part, rule.count(part), rule.limit) for part in split(text, rule)]
+        parts = split(text, rule)
+        stamp = post.planned_at.astimezone(self.config.timezone)
+        for marker in (f"{stamp:%H:%M}", f"{stamp:%H:%M:%S}", f"{stamp:%H:%M:%S} #{post.sequence}"):
+            if not any(self.store.is_duplicate_text(post.channel, part) for part in parts):
+                break
+            # X refuses duplicate content, and a repeated part would read as a stuck feed:
+            # stamp the post with the time it was written.
+            parts = split(f"{text}\n({marker})", rule)
+        return [(part, rule.count(part), rule.limit) for part in parts]
+
+    def _report(self, post: PlannedPost, error: TemplateError) -> None:
+        # Retried at the next plan; logged once: loud, not spammy.
+        if str(error) not in self._reported:
+            self._reported.add(str(error))
+            log.error(
+                "cannot render %s for %s on %s: %s",
+                post.kind,
+                post.incident_id,
+                post.channel,
+                error,
+            )
+
+    def _record(
+        self,
+        snapshot: Snapshot,
+        post: PlannedPost,
+        thread: ThreadState,
+        replaces: list[str] | None = None,
+    ) -> Recorded | None:
+        try:
+            parts = self.compose(snapshot, post)
+        except TemplateError as e:
+            self._report(post, e)
+            return None
+        language = self.config.channels[post.channel].language
+        self.store.record_post(post, parts, language, thread, replaces=replaces or ())
+        item = Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
+        if self.on_recorded:
+            self.on_recorded(item)
+        return item
+
+    def _refresh_stale(self, snapshots: dict[str, Snapshot], now: datetime) -> list[Recorded]:
+        """Re-plan unsent posts whose promised time passed while they waited.
+
+        Same kind, newest state, fresh promise: an opening stays an opening, an update
+        keeps its news, and no post goes out promising a time already gone.
+        """
+        recorded: list[Recorded] = []
+        threads = self.store.threads()
+        for group in self.store.stale_posts(now):
+            first = group[0]
+            snapshot = snapshots.get(first.incident_id)
+            thread = threads.get((first.incident_id, first.channel))
+            if snapshot is None or thread is None or first.channel not in self.config.channels:
+                continue
+            if first.kind is PostKind.REMINDER and snapshot.revision > thread.last_revision:
+                continue  # the planner's update about the change replaces it just below
+            if snapshot.incident.is_final and not first.kind.is_final:
+                continue  # the closing post is planned below and supersedes it
+            sequence = thread.post_count + 1
+            post = PlannedPost(
+                incident_id=first.incident_id,
+                channel=first.channel,
+                kind=first.kind,
+                revision=snapshot.revision,
+                sequence=sequence,
+                planned_at=now,
+                next_update_at=planner.promise(snapshot, self.config.cadence, now),
+            )
+            new_thread = replace(
+                thread,
+                last_revision=snapshot.revision,
+                last_status=snapshot.incident.status,
+                last_planned_at=now,
+                promised_at=post.next_update_at,
+                post_count=sequence,
+                last_post_key=post.key(),
+            )
+            item = self._record(snapshot, post, new_thread, [p.key for p in group])
+            if item is not None:
+                log.info(
+                    "re-planned %s for %s on %s: its promise passed while it waited",
+                    post.kind.value,
+                    post.incident_id,
+                    post.channel,
+                )
+                recorded.append(item)
+        return recorded
 
     def run(self, now: datetime) -> tuple[list[Recorded], datetime | None]:
         """Plan at ``now`` and record every post due. Returns them and the next wake time."""
         with self._lock:
             snapshots = {s.incident.id: s for s in self.store.snapshots()}
+            recorded = self._refresh_stale(snapshots, now)
             result = planner.plan(
                 list(snapshots.values()),
                 self.store.threads(),
@@ -77,27 +161,10 @@ class Editor:
                 self.config.cadence,
                 now,
             )
-            recorded: list[Recorded] = []
             for decision in result.decisions:
-                post = decision.post
-                try:
-                    parts = self.compose(snapshots[post.incident_id], post)
-                except TemplateError as e:
-                    # Retried at the next plan; logged once: loud, not spammy.
-                    if str(e) not in self._reported:
-                        self._reported.add(str(e))
-                        log.error(
-                            "cannot render %s for %s on %s: %s",
-                            post.kind,
-                            post.incident_id,
-                            post.channel,
-                            e,
-                        )
-                    continue
-                language = self.config.channels[post.channel].language
-                self.store.record_post(post, parts, language, decision.thread)
-                item = Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
-                recorded.append(item)
-                if self.on_recorded:
-                    self.on_recorded(item)
+                item = self._record(
+                    snapshots[decision.post.incident_id], decision.post, decision.thread
+                )
+                if item is not None:
+                    recorded.append(item)
             return recorded, result.wake_at

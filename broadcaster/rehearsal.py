@@ -15,7 +15,7 @@ from typing import Any
 from .app import default_rule, store_path
 from .config import Config
 from .editor import Editor, Recorded
-from .model import Incident, Localized
+from .model import ALL_LANGUAGES, Incident, Localized
 from .render import Renderer
 from .store import Store
 
@@ -89,14 +89,19 @@ def preview(
     recorded, wake_at = editor.run(now)
     shown = _shown(config, now, recorded)
     _deliver_all(store, recorded, now)
+    # Threads with nothing due now: show their next post, each at its own due time.
     covered = {(r.post.incident_id, r.post.channel) for r in recorded}
-    if wake_at is not None:
-        later, _ = editor.run(wake_at)
-        shown += _shown(
-            config,
-            wake_at,
-            [r for r in later if (r.post.incident_id, r.post.channel) not in covered],
-        )
+    at = wake_at
+    for _ in range(64):  # bounded: one step per distinct due time
+        open_threads = {key for key, t in store.threads().items() if not t.closed}
+        if at is None or open_threads <= covered:
+            break
+        later, at_next = editor.run(at)
+        fresh = [r for r in later if (r.post.incident_id, r.post.channel) not in covered]
+        shown += _shown(config, at, fresh)
+        covered |= {(r.post.incident_id, r.post.channel) for r in later}
+        _deliver_all(store, later, at)
+        at = at_next
     store.close()
     return [s for s in shown if incident_id is None or s.recorded.post.incident_id == incident_id]
 
@@ -133,7 +138,13 @@ def apply_changes(incident: Incident, changes: Mapping[str, Any]) -> Incident:
     values: dict[str, Any] = {}
     for field_name, value in changes.items():
         current = getattr(incident, field_name)
-        if isinstance(current, Localized) and isinstance(value, Mapping):
+        # The same merge as statefile.apply_changes writes: a table gains or changes
+        # languages; a plain string (every language) is replaced by what is given.
+        if (
+            isinstance(current, Localized)
+            and isinstance(value, Mapping)
+            and ALL_LANGUAGES not in current.values
+        ):
             values[field_name] = Localized({**current.values, **value})
         elif isinstance(value, (str, Mapping)) and field_name in (
             "title",

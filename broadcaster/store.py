@@ -347,28 +347,41 @@ class Store:
         parts: list[tuple[str, int, int]],
         language: str,
         thread: ThreadState,
+        replaces: Iterable[str] = (),
     ) -> list[str]:
         """Record one planned post (all its parts) and the thread's new state, atomically.
 
         Unsent updates and reminders of the same thread are superseded: readers get one post
         about the newest state, not a backlog. Openings and closings are never superseded.
+        ``replaces`` names parts to supersede explicitly (a stale post being re-planned).
         Returns the keys of the superseded parts.
         """
         with self.transaction() as db:
+            # Whole posts only (every part unsent and untried): readers must never see a
+            # "(1/2)" whose "(2/2)" was dropped. A reminder replaces only reminders: an
+            # unsent update carries news that a reminder may not repeat.
+            kinds = (
+                (PostKind.REMINDER.value,)
+                if planned.kind is PostKind.REMINDER
+                else (PostKind.UPDATE.value, PostKind.REMINDER.value)
+            )
             superseded = [
                 r["key"]
                 for r in db.execute(
-                    "SELECT key FROM posts WHERE incident_id = ? AND channel = ? AND state = ? "
-                    "AND kind IN (?, ?) AND attempts = 0",
+                    "SELECT key FROM posts p WHERE incident_id = ? AND channel = ? AND state = ? "
+                    f"AND kind IN ({', '.join('?' * len(kinds))}) AND NOT EXISTS ("
+                    "  SELECT 1 FROM posts q WHERE q.incident_id = p.incident_id "
+                    "  AND q.channel = p.channel AND q.sequence = p.sequence "
+                    "  AND (q.state != ? OR q.attempts > 0))",
                     (
                         planned.incident_id,
                         planned.channel,
                         PostState.PENDING.value,
-                        PostKind.UPDATE.value,
-                        PostKind.REMINDER.value,
+                        *kinds,
+                        PostState.PENDING.value,
                     ),
                 )
-            ]
+            ] + [k for k in replaces if k]
             if superseded:
                 db.executemany(
                     "UPDATE posts SET state = ? WHERE key = ?",
@@ -431,6 +444,28 @@ class Store:
                 ),
             )
         return superseded
+
+    def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:
+        """Whole unsent posts whose promise has passed while they waited (pause, budget).
+
+        Publishing "next update by 10:30" at 10:45 would break the promise in the very post
+        that makes it; such posts are re-planned with a fresh promise instead.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM posts p WHERE state = ? AND promised_at IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM posts q WHERE q.incident_id = p.incident_id "
+                "  AND q.channel = p.channel AND q.sequence = p.sequence "
+                "  AND (q.state != ? OR q.attempts > 0)) ORDER BY seq",
+                (PostState.PENDING.value, PostState.PENDING.value),
+            ).fetchall()
+        groups: dict[tuple[str, str, int], list[OutboxPost]] = {}
+        for r in rows:
+            post = self._post(r)
+            assert post.next_update_at is not None
+            if post.next_update_at <= now:
+                groups.setdefault((post.incident_id, post.channel, post.sequence), []).append(post)
+        return list(groups.values())
 
     @staticmethod
     def _post(r: sqlite3.Row) -> OutboxPost:

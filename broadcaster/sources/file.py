@@ -49,26 +49,31 @@ class StateFileSource(Source):
             return None
         if signature == self._signature:
             return None
-        self._signature = signature
         try:
             raw = self.path.read_bytes()
         except OSError as e:
             self._report(f"{self.path}: cannot read the state file: {e.strerror}")
-            self._signature = None
             return None
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest:
+            self._signature = signature
             return None  # touched, not changed
         try:
             incidents = load_state(self.path, self.languages)
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
+            self._signature = signature  # report once; the next save changes the signature
             return None
         if self._error is not None:
             log.info("%s: state file is valid again", self.path)
         self._error = None
-        self._digest = digest
-        return Batch(incidents)
+
+        def committed() -> None:
+            # Only once the store has it: a failed commit (disk full) is retried next poll.
+            self._signature = signature
+            self._digest = digest
+
+        return Batch(incidents, ack=committed)
 
     def _report(self, message: str) -> None:
         if message != self._error:
