@@ -120,3 +120,21 @@ def test_duplicate_texts_are_detected_per_channel(tmp_path: Path) -> None:
     record(store, PostKind.OPENED, 1)
     assert store.is_duplicate_text("x-en", "opened 1 part 0")
     assert not store.is_duplicate_text("mastodon-en", "opened 1 part 0")
+
+
+def test_a_reminder_never_supersedes_an_unsent_update(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    record(store, PostKind.OPENED, 1)
+    update = record(store, PostKind.UPDATE, 2, revision=2)
+    record(store, PostKind.REMINDER, 3, revision=2)
+    assert {p.key: p.state for p in store.posts()}[update.key(1)] is PostState.PENDING
+
+
+def test_a_post_half_sent_is_finished_not_superseded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    record(store, PostKind.OPENED, 1)
+    update = record(store, PostKind.UPDATE, 2, revision=2, parts=2)
+    store.mark_sending(update.key(1))
+    store.mark_sent(update.key(1), "2", None, T0)
+    record(store, PostKind.UPDATE, 3, revision=3)
+    assert {p.key: p.state for p in store.posts()}[update.key(2)] is PostState.PENDING

@@ -1,0 +1,97 @@
+"""The editor joins planning, templates and length rules to the store (fake clock)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from broadcaster.app import default_rule
+from broadcaster.config import load_config
+from broadcaster.editor import Editor
+from broadcaster.model import Incident, Localized, PostKind, PostState
+from broadcaster.render import Renderer
+from broadcaster.sources.file import StateFileSource
+from broadcaster.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+PARIS = ZoneInfo("Europe/Paris")
+T0 = datetime(2017, 11, 9, 7, 25, tzinfo=PARIS)
+
+
+@pytest.fixture
+def editor() -> Editor:
+    config = load_config(ROOT / "config.example.toml")
+    config = replace(config, channels={"x-en": config.channels["x-en"]})
+    rules = {name: default_rule(c) for name, c in config.channels.items()}
+    renderer = Renderer(config.templates_dir, config.timezone)
+    return Editor(Store(":memory:"), renderer, config, rules)
+
+
+def incident(**kw: object) -> Incident:
+    base: dict[str, object] = dict(
+        id="sbg",
+        title=Localized.of("Power outage in SBG"),
+        status="investigating",
+        severity="critical",
+        started_at=T0,
+        services=("VPS",),
+        regions=("SBG",),
+        message=Localized.of("Power lost in both feeds."),
+    )
+    base.update(kw)
+    return Incident(**base)  # type: ignore[arg-type]
+
+
+def test_an_unsent_post_whose_promise_passed_is_replanned_with_a_fresh_one(editor: Editor) -> None:
+    editor.ingest([incident()], T0)
+    (opened,), wake = editor.run(T0)
+    assert wake == opened.post.next_update_at
+    # the channel was paused: nothing delivered by the promised time
+    (again,), _ = editor.run(wake)
+    assert again.post.kind is PostKind.OPENED, "an opening is never dropped, only refreshed"
+    assert again.post.next_update_at > wake
+    states = {p.key: p.state for p in editor.store.posts()}
+    assert states[opened.keys[0]] is PostState.SUPERSEDED
+    assert states[again.keys[0]] is PostState.PENDING
+    assert "Next update by" in again.parts[0][0]
+
+
+def test_a_delivered_post_is_never_replanned(editor: Editor) -> None:
+    editor.ingest([incident()], T0)
+    (opened,), wake = editor.run(T0)
+    editor.store.mark_sent(opened.keys[0], "1", None, T0)
+    (reminder,), _ = editor.run(wake)
+    assert reminder.post.kind is PostKind.REMINDER
+    assert reminder.post.sequence == 2
+
+
+def test_a_repeated_text_is_stamped_so_the_platform_never_sees_a_duplicate(
+    editor: Editor,
+) -> None:
+    editor.ingest([incident()], T0)
+    (opened,), _ = editor.run(T0)
+    snapshot = editor.store.snapshot("sbg")
+    assert snapshot is not None
+    parts = editor.compose(snapshot, opened.post)
+    assert parts[0][0] != opened.parts[0][0]
+    assert parts[0][0].endswith("(07:25)")
+    assert parts[0][1] <= parts[0][2]
+
+
+def test_the_state_file_counts_as_read_only_once_the_store_committed_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.toml"
+    path.write_text(
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
+        "started_at = 2017-11-09T07:23:00+01:00\n"
+    )
+    source = StateFileSource(path)
+    first = source.poll()
+    assert first is not None and [i.id for i in first.incidents] == ["a"]
+    again = source.poll()  # the store failed to commit: it must be offered again
+    assert again is not None
+    again.ack()
+    assert source.poll() is None
