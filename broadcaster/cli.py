@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, load_config
-from .daemon import ReloadError
+from .daemon import AlreadyRunning, ReloadError
 from .model import ChannelInfo, PostState
 from .render import Renderer, TemplateError
 from .statefile import StateFileError, load_state, load_timeline
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TemplateError as e:
         _error(args, str(e))
         return EXIT_BAD_INPUT
-    except ReloadError as e:  # templates that cannot render: refuse to start
+    except (ReloadError, AlreadyRunning) as e:  # refuse to start
         _error(args, str(e))
         return EXIT_BAD_INPUT
 

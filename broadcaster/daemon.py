@@ -7,7 +7,9 @@ APScheduler job store is needed. The main thread only handles signals.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -33,6 +35,42 @@ REPLAN_EVERY = timedelta(seconds=30)
 
 class ReloadError(Exception):
     pass
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class InstanceLock:
+    """One daemon per data directory: two would both deliver, and post everything twice.
+
+    An advisory ``flock``: the kernel releases it when the process dies, even by kill -9,
+    so a crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another broadcaster is already running on {self.path.parent} "
+                f"(lock {self.path.name} is held)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def validate(config: Config) -> None:
@@ -63,6 +101,7 @@ class Daemon:
         self._stop = threading.Event()
         self._wakeup = threading.Event()
         self._reload_requested = False
+        self._lock: InstanceLock | None = None
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -73,6 +112,9 @@ class Daemon:
     def start(self) -> None:
         config = load_config(self.config_path)
         validate(config)
+        name = "dry-run.lock" if self.dry_run else "broadcaster.lock"
+        self._lock = InstanceLock(config.data_dir / name)
+        self._lock.acquire()
         self.app = build(config, dry_run=self.dry_run, out=self.out, clock=self.clock)
         self.app.delivery.start()
         self.scheduler.start()
@@ -109,6 +151,8 @@ class Daemon:
             if self.app is not None:
                 self.app.close()
                 self.app = None
+        if self._lock is not None:
+            self._lock.release()
 
     def request_reload(self) -> None:
         self._reload_requested = True

@@ -244,3 +244,19 @@ def test_status_shows_threads_and_next_due_times_after_a_run(dry: DryRun, capsys
     assert incident["threads"]["mastodon-fr"]["next_due_at"] is not None
     assert main(["status", "--config", str(dry.config), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["incidents"] == [], "a dry run left no real record"
+
+
+def test_a_second_daemon_on_the_same_data_dir_refuses_to_start(dry: DryRun) -> None:
+    dry.write_state()
+    dry.start()
+    dry.wait_posts(2)
+    second = subprocess.run(
+        [sys.executable, "-m", "broadcaster", "run", "--dry-run", "--config", str(dry.config)],
+        cwd=dry.tmp,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 2
+    assert "already running" in second.stderr
+    assert len(dry.posts()) == 2, "nothing posted twice"
