@@ -25,6 +25,7 @@ from .delivery import utcnow
 from .events import EventError, merge
 from .model import ChannelInfo
 from .render import Renderer, TemplateError
+from .service import ServiceShell
 
 log = logging.getLogger("broadcaster.daemon")
 
@@ -106,6 +107,7 @@ class Daemon:
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
+        self.service = ServiceShell(self)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class Daemon:
             len(config.channels),
             config.state_file,
         )
+        self.service.start()
 
     def _schedule_polling(self, config: Config) -> None:
         self.scheduler.add_job(
@@ -145,6 +148,7 @@ class Daemon:
         self._wakeup.set()
 
     def shutdown(self) -> None:
+        self.service.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         with self._plan_lock:
@@ -170,7 +174,7 @@ class Daemon:
                 self._wakeup.clear()
                 if self._reload_requested:
                     self._reload_requested = False
-                    self.reload()
+                    self.service.reload()
         finally:
             log.info("stopping")
             self.shutdown()
@@ -205,12 +209,14 @@ class Daemon:
                         changed_ids += self._apply_event(app, event.data, event.origin, source.name)
                     except EventError as e:
                         log.error("event refused: %s", e)
+                        self.service.metrics.event_rejected(source.name)
                         event.reject(str(e))
                         continue
                     except Exception:
                         log.exception("could not record %s; will retry", event.origin)
                         break  # keep arrival order: later events wait for this one
                     event.ack()
+                    self.service.metrics.event_accepted(source.name)
                 if changed_ids:
                     log.info("%s: changes to %s", source.name, ", ".join(sorted(set(changed_ids))))
                     changed = True
@@ -255,7 +261,7 @@ class Daemon:
                     self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
                 )
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
         """SIGHUP: re-read config, templates and state at once, or keep running as before."""
         try:
             config = load_config(self.config_path)
@@ -263,7 +269,7 @@ class Daemon:
             new = build(config, dry_run=self.dry_run, out=self.out, clock=self.clock)
         except Exception as e:  # whatever is wrong with the new config, the service stays up
             log.error("reload refused, still running on the previous config:\n%s", e)
-            return
+            return False
         with self._plan_lock:
             old, self.app = self.app, new
             if old is not None:
@@ -273,3 +279,4 @@ class Daemon:
         log.info("reloaded %s", self.config_path)
         self.poll_sources()
         self.plan()
+        return True

@@ -1,0 +1,483 @@
+"""HTTP intake, /healthz and /metrics, on a real daemon (dry run) and real loopback sockets."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from broadcaster.daemon import Daemon
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "intake-token-5b0c1e7d9f2a4c68"
+TOKEN_VAR = "BROADCASTER_TEST_INTAKE_TOKEN"
+
+
+def config_text(listen: str = "127.0.0.1:0", max_body: int = 4096, extra: str = "") -> str:
+    return f"""
+[broadcaster]
+state_file = "state.toml"
+data_dir = "data"
+templates_dir = "{ROOT / "message_templates"}"
+timezone = "Europe/Paris"
+poll_interval = "100ms"
+
+[channels.x-en]
+platform = "x"
+language = "en"
+
+[channels.mastodon-fr]
+platform = "mastodon"
+language = "fr"
+api_base_url = "https://mastodon.invalid"
+
+[intake.http]
+listen = "{listen}"
+token = "${{{TOKEN_VAR}}}"
+max_body = {max_body}
+{extra}
+"""
+
+
+def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
+    started = datetime.now(UTC) - timedelta(minutes=10)
+    return {
+        "id": incident_id,
+        "title": {"en": "Power outage in Strasbourg", "fr": "Coupure électrique à Strasbourg"},
+        "status": "investigating",
+        "severity": "critical",
+        "services": ["VPS"],
+        "regions": ["SBG"],
+        "started_at": started.isoformat(timespec="seconds"),
+        "message": {"en": "Power lost on both feeds", "fr": "Courant perdu sur les deux arrivées"},
+        **changes,
+    }
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Service:
+    daemon: Daemon
+    config: Path
+    journal: Path
+    out: io.StringIO
+    responses: list[Response]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        address = self.daemon.service.http_address
+        assert address is not None
+        return address
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        conn = http.client.HTTPConnection(*self.address, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {}, **kwargs)
+            r = conn.getresponse()
+            response = Response(r.status, r.headers, r.read())
+        finally:
+            conn.close()
+        self.responses.append(response)
+        return response
+
+    def post(self, event: Any, token: str | None = TOKEN, raw: bytes | None = None) -> Response:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        body = raw if raw is not None else json.dumps(event).encode()
+        return self.request("POST", "/v1/events", body, headers)
+
+    def posts(self) -> list[dict[str, Any]]:
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        r = self.request("GET", "/metrics")
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(r.body.decode())
+            for s in family.samples
+        }
+
+
+def metric(values: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
+    return values[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text(config_text())
+    (tmp_path / "state.toml").write_text("")
+    out = io.StringIO()
+    daemon = Daemon(config, dry_run=True, out=out)
+    daemon.start()
+    s = Service(daemon, config, tmp_path / "data" / "dry-run.jsonl", out, [])
+    try:
+        yield s
+    finally:
+        daemon.stop()
+        daemon.shutdown()
+    # Whatever a test did, no answer ever carried the token.
+    for r in s.responses:
+        assert TOKEN.encode() not in r.body
+        assert TOKEN not in str(r.headers)
+
+
+# -- POST /v1/events -------------------------------------------------------------------------
+
+
+def test_a_good_event_is_committed_then_posted(service: Service) -> None:
+    r = service.post(opening())
+    assert r.status == 202
+    assert r.json() == {"id": "sbg-power", "status": "accepted"}
+    # 202 means committed: the incident is in the store before the answer left.
+    assert service.daemon.app is not None
+    assert service.daemon.app.store.snapshot("sbg-power") is not None
+    posts = wait_for(lambda: len(service.posts()) >= 2 and service.posts(), 5, "2 dry-run posts")
+    assert {(p["channel"], p["kind"]) for p in posts} == {
+        ("x-en", "opened"),
+        ("mastodon-fr", "opened"),
+    }
+    assert "Power lost on both feeds" in next(p for p in posts if p["channel"] == "x-en")["text"]
+
+    # A partial event: only what changed, merged onto what the store knows.
+    r = service.post({"id": "sbg-power", "status": "identified", "message": "Generator failed"})
+    assert r.status == 202
+    posts = wait_for(lambda: len(service.posts()) >= 4 and service.posts(), 5, "2 updates")
+    update = next(p for p in posts[2:] if p["channel"] == "x-en")
+    assert update["kind"] == "update" and "Generator failed" in update["text"]
+
+
+def test_the_bearer_token_is_required(service: Service) -> None:
+    for headers in (
+        {},
+        {"Authorization": f"Bearer {TOKEN[:-1]}x"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer"},
+    ):
+        r = service.request("POST", "/v1/events", json.dumps(opening()).encode(), headers)
+        assert r.status == 401, headers
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.json()["errors"][0]["message"]
+    wrong = service.post(opening(), token="not-the-token-at-all")
+    assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    assert service.daemon.app is not None
+    assert service.daemon.app.store.snapshot("sbg-power") is None, "nothing was applied"
+
+
+def test_invalid_json_and_non_objects_are_400(service: Service) -> None:
+    for raw in (b"{not json", b"", b"[1, 2]", b'"text"', b'{"id": NaN}', b"\xff\xfe"):
+        r = service.post(None, raw=raw)
+        assert r.status == 400, raw
+        (error,) = r.json()["errors"]
+        assert error["message"]
+
+
+def test_a_refused_event_is_422_with_the_field(service: Service) -> None:
+    r = service.post(opening(status="fixed"))
+    assert r.status == 422
+    (error,) = r.json()["errors"]
+    assert error["field"] == "status" and "fixed" in error["message"]
+
+    r = service.post({"status": "identified"})
+    assert r.status == 422
+    assert r.json()["errors"][0]["field"] == "id"
+    assert service.daemon.app is not None
+    assert service.daemon.app.store.snapshots() == [], "nothing half-applied"
+
+    # A value quoted back in an error never echoes the token, even when that is the value.
+    r = service.post(opening(status=TOKEN))
+    assert r.status == 422 and "***" in r.json()["errors"][0]["message"]
+
+
+def test_bodies_over_the_limit_or_without_a_length_are_refused(service: Service) -> None:
+    big = opening(message="x" * 5000)  # max_body is 4096
+    r = service.post(big)
+    assert r.status == 413
+    assert "4096" in r.json()["errors"][0]["message"]
+
+    # A client that asks first is refused before it sends the body at all.
+    with socket.create_connection(service.address, timeout=5) as s:
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Length: 10000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+
+    # Without a token the size is never looked at: 401 comes first.
+    assert service.post(big, token=None).status == 401
+
+    # Chunked bodies could stream past the limit: a length is required.
+    chunks = iter([json.dumps(opening()).encode()])
+    r = service.request(
+        "POST",
+        "/v1/events",
+        chunks,
+        {"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    assert r.status == 411
+    with socket.create_connection(service.address, timeout=5) as s:
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        assert s.recv(4096).startswith(b"HTTP/1.1 411 ")
+    r = service.request(
+        "POST",
+        "/v1/events",
+        b"{}",
+        {"Authorization": f"Bearer {TOKEN}", "Content-Length": "-2"},
+    )
+    assert r.status == 400
+
+
+def test_a_flood_of_idle_connections_gets_503_not_a_thread_each(service: Service) -> None:
+    from broadcaster.http import MAX_CONNECTIONS
+
+    idle = [socket.create_connection(service.address, timeout=5) for _ in range(MAX_CONNECTIONS)]
+    try:
+        # Each idle connection holds a handler; once all are held, the next is turned away.
+        def refused() -> bool:
+            r = service.request("GET", "/healthz")
+            return r.status == 503 and b"too many connections" in r.body
+
+        wait_for(refused, 5, "a connection over the limit to be refused")
+    finally:
+        for s in idle:
+            s.close()
+    assert wait_for(lambda: service.request("GET", "/healthz").status == 200, 5, "service back")
+
+
+def test_routes_and_methods(service: Service) -> None:
+    assert service.request("GET", "/nope").status == 404
+    r = service.request("GET", "/v1/events")
+    assert r.status == 405 and r.headers["Allow"] == "POST"
+    assert service.request("POST", "/healthz", b"").status == 405
+    assert service.request("GET", "/healthz?verbose=1").status == 200
+    assert "Python" not in service.request("GET", "/healthz").headers["Server"]
+
+
+# -- GET /healthz ----------------------------------------------------------------------------
+
+
+def test_healthz_is_ok_then_503_once_a_delivery_worker_is_dead(service: Service) -> None:
+    r = service.request("GET", "/healthz")
+    assert r.status == 200
+    health = r.json()
+    assert health["status"] == "ok" and health["reasons"] == []
+    assert set(health["channels"]) == {"x-en", "mastodon-fr"}
+    x = health["channels"]["x-en"]
+    assert x["healthy"] and x["worker_alive"] and not x["paused"]
+    assert x["undelivered"] == 0 and x["overdue"] == 0
+
+    assert service.daemon.app is not None
+    service.daemon.app.delivery.workers["x-en"].stop()
+    r = service.request("GET", "/healthz")
+    assert r.status == 503
+    health = r.json()
+    assert health["status"] == "unhealthy"
+    assert any("x-en" in reason for reason in health["reasons"])
+    assert not health["channels"]["x-en"]["worker_alive"]
+    assert health["channels"]["mastodon-fr"]["healthy"]
+    values = service.metrics()
+    assert metric(values, "broadcaster_healthy") == 0
+    assert metric(values, "broadcaster_delivery_worker_up", channel="x-en") == 0
+    assert metric(values, "broadcaster_channel_healthy", channel="mastodon-fr") == 1
+
+
+def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:
+    assert service.request("GET", "/healthz").status == 200
+    service.daemon.stop()  # what SIGTERM does, before the shutdown closes the listener
+    r = service.request("GET", "/healthz")
+    assert r.status == 503 and r.json()["status"] == "stopping"
+    r = service.post(opening())
+    assert r.status == 503 and r.headers["Retry-After"]
+    address = service.address
+    service.daemon.shutdown()
+    assert service.daemon.service.http_address is None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=1).close()
+
+
+# -- GET /metrics ----------------------------------------------------------------------------
+
+
+def test_metrics_after_a_scripted_run(service: Service) -> None:
+    assert service.post(opening()).status == 202
+    assert service.post({"id": "sbg-power", "status": "identified"}).status == 202
+    assert service.post(opening("rbx-network", severity="minor")).status == 202
+    assert service.post({"id": "sbg-power", "status": "fixed"}).status == 422
+    wait_for(lambda: len(service.posts()) >= 6, 5, "6 dry-run posts")
+
+    def settled() -> dict | None:
+        values = service.metrics()
+        sent = sum(
+            metric(values, "broadcaster_posts_sent_total", channel=c)
+            for c in ("x-en", "mastodon-fr")
+        )
+        return values if sent == len(service.posts()) else None
+
+    values = wait_for(settled, 5, "the store to count every post as sent")
+    posts = service.posts()
+    for channel in ("x-en", "mastodon-fr"):
+        mine = [p for p in posts if p["channel"] == channel]
+        assert len(mine) == 3
+        assert metric(values, "broadcaster_posts_sent_total", channel=channel) == 3
+        assert metric(values, "broadcaster_posts_failed_total", channel=channel) == 0
+        assert metric(values, "broadcaster_outbox_depth", channel=channel) == 0
+        assert metric(values, "broadcaster_outbox_oldest_seconds", channel=channel) == 0
+        assert metric(values, "broadcaster_updates_overdue", channel=channel) == 0
+        assert metric(values, "broadcaster_channel_paused", channel=channel) == 0
+        assert metric(values, "broadcaster_channel_pause_remaining_seconds", channel=channel) == 0
+        assert metric(values, "broadcaster_channel_healthy", channel=channel) == 1
+    assert metric(values, "broadcaster_events_accepted_total", source="http") == 3
+    assert metric(values, "broadcaster_events_rejected_total", source="http") == 1
+    assert metric(values, "broadcaster_config_last_reload_successful") == 1
+    assert metric(values, "broadcaster_config_last_reload_timestamp_seconds") > 0
+    assert metric(values, "broadcaster_healthy") == 1
+    assert metric(values, "broadcaster_source_ok", source="file") == 1
+    assert metric(values, "broadcaster_http_requests_total", route="/v1/events", code="202") == 3
+
+
+def test_metrics_show_a_pause_and_an_overdue_promise(service: Service) -> None:
+    app = service.daemon.app
+    assert app is not None
+    assert service.post(opening()).status == 202
+    wait_for(lambda: len(service.posts()) >= 2, 5, "the opening posts")
+    # A rate-limit pause, as the delivery worker records it.
+    until = datetime.now(UTC) + timedelta(minutes=10)
+    app.store.set_channel_state("x-en", paused_until=until, now=datetime.now(UTC))
+    # A promise 10 minutes in the past that nobody planned: what a stuck planner leaves.
+    thread = app.store.threads()[("sbg-power", "mastodon-fr")]
+    with app.store.transaction() as db:
+        db.execute(
+            "UPDATE threads SET promised_at = ? WHERE incident_id = ? AND channel = ?",
+            ((datetime.now(UTC) - timedelta(minutes=10)).isoformat(), "sbg-power", "mastodon-fr"),
+        )
+    assert thread.promised_at is not None
+    values = service.metrics()
+    assert metric(values, "broadcaster_channel_paused", channel="x-en") == 1
+    assert (
+        590 < metric(values, "broadcaster_channel_pause_remaining_seconds", channel="x-en") <= 600
+    )
+    assert metric(values, "broadcaster_updates_overdue", channel="mastodon-fr") == 1
+    assert metric(values, "broadcaster_updates_overdue", channel="x-en") == 0
+    health = service.request("GET", "/healthz").json()
+    assert health["status"] == "ok", "a paused channel or a late post is no reason to restart"
+    assert (
+        health["channels"]["x-en"]["paused"] and health["channels"]["mastodon-fr"]["overdue"] == 1
+    )
+
+
+# -- reload ------------------------------------------------------------------------------------
+
+
+def test_reload_rotates_the_token_and_counts_refused_reloads(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_token = "rotated-token-8d41f0a9c3e2b7d5"
+    monkeypatch.setenv(TOKEN_VAR, new_token)
+    assert service.daemon.service.reload() is True
+    assert service.post(opening(), token=TOKEN).status == 401
+    assert service.post(opening(), token=new_token).status == 202
+
+    good = service.config.read_text()
+    service.config.write_text(good.replace('language = "fr"', 'language = "french"'))
+    assert service.daemon.service.reload() is False
+    values = service.metrics()
+    assert metric(values, "broadcaster_config_last_reload_successful") == 0
+    assert metric(values, "broadcaster_config_last_reload_timestamp_seconds") >= metric(
+        values, "broadcaster_config_last_reload_success_timestamp_seconds"
+    )
+    assert service.post({"id": "sbg-power", "status": "identified"}, token=new_token).status == 202
+
+    # A new address moves the listener; the old one stops answering.
+    old = service.address
+    service.config.write_text(good.replace("127.0.0.1:0", "127.0.0.2:0"))
+    assert service.daemon.service.reload() is True
+    assert service.address[0] == "127.0.0.2" and service.address != old
+    assert service.request("GET", "/healthz").status == 200
+    with pytest.raises(OSError):
+        socket.create_connection(old, timeout=1).close()
+    assert metric(service.metrics(), "broadcaster_config_last_reload_successful") == 1
+
+
+def test_a_listen_address_in_use_fails_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broadcaster.config import ConfigError
+
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.toml"
+        config.write_text(config_text(listen=f"127.0.0.1:{port}"))
+        (tmp_path / "state.toml").write_text("")
+        daemon = Daemon(config, dry_run=True, out=io.StringIO())
+        try:
+            with pytest.raises(ConfigError, match=r"intake\.http\.listen"):
+                daemon.start()
+        finally:
+            daemon.shutdown()
+
+
+def test_no_listener_without_an_http_intake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(config_text().split("[intake.http]")[0])
+    (tmp_path / "state.toml").write_text("")
+    daemon = Daemon(config, dry_run=True, out=io.StringIO())
+    daemon.start()
+    try:
+        assert daemon.service.http_address is None
+        assert daemon.service.inspect().ok
+    finally:
+        daemon.shutdown()
