@@ -66,6 +66,15 @@ def default_rule(channel: ChannelConfig) -> LengthRule:
     return rule_for(channel.platform, channel.max_characters)
 
 
+def backoff_for(channel: ChannelConfig) -> Backoff:
+    cap = channel.retry_max.total_seconds()
+    return Backoff(
+        base=channel.retry_initial.total_seconds(),
+        cap=cap,
+        unhealthy_retry=min(Backoff.unhealthy_retry, cap),
+    )
+
+
 def budget_for(channel: ChannelConfig) -> Budget:
     posts, window = channel.max_posts or (None, None)
     return Budget(max_posts=posts, window=window, min_interval=channel.min_interval)
@@ -116,7 +125,11 @@ def build(
     editor = Editor(store, renderer, config, rules)
     workers = {
         name: ChannelWorker(
-            channel, store, clock=clock, backoff=backoff, budget=budget_for(config.channels[name])
+            channel,
+            store,
+            clock=clock,
+            backoff=backoff or backoff_for(config.channels[name]),
+            budget=budget_for(config.channels[name]),
         )
         for name, channel in channels.items()
     }

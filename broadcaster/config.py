@@ -86,6 +86,11 @@ class ChannelConfig:
     max_posts: tuple[int, timedelta] | None = None  # e.g. 17 posts per 24 h
     min_interval: timedelta | None = None
     timeout: timedelta = timedelta(seconds=10)
+    # Backoff between tries of a post the platform did not confirm (5xx, timeout): the
+    # first wait, doubling up to the longest, which also bounds the wait before re-trying
+    # a channel whose credentials were refused.
+    retry_initial: timedelta = timedelta(seconds=1)
+    retry_max: timedelta = timedelta(minutes=5)
 
     def matches(self, severity: str, services: tuple[str, ...], regions: tuple[str, ...]) -> bool:
         """Whether an incident with these attributes belongs on this channel."""
@@ -260,6 +265,8 @@ CHANNEL_KEYS = (
     "max_posts",
     "min_interval",
     "timeout",
+    "retry_initial",
+    "retry_max",
     "enabled",
 )
 CADENCE_KEYS = (
@@ -465,6 +472,10 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         elif not m:
             r.problem(table, "max_posts", "expected posts per window, e.g. '17/24h' or '50/15m'")
     timeout = r.duration(table, "timeout", c.get("timeout", "10s"))
+    retry_initial = r.duration(table, "retry_initial", c.get("retry_initial", "1s"))
+    retry_max = r.duration(table, "retry_max", c.get("retry_max", "5m"))
+    if retry_initial and retry_max and retry_max < retry_initial:
+        r.problem(table, "retry_max", "must not be shorter than retry_initial")
     return ChannelConfig(
         name=name,
         platform=platform,
@@ -481,6 +492,8 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         max_posts=max_posts,
         min_interval=r.duration(table, "min_interval", min_interval) if min_interval else None,
         timeout=timeout or timedelta(seconds=10),
+        retry_initial=retry_initial or timedelta(seconds=1),
+        retry_max=retry_max or timedelta(minutes=5),
     )
 
 

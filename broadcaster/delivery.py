@@ -93,8 +93,14 @@ class ChannelWorker:
         # A pause survives restarts: the platform's reset time does not move because we did.
         known = store.channel_states().get(channel.name, {})
         self.paused_until: datetime | None = known.get("paused_until")
+        # Kept in memory so any later success marks the channel healthy again, even when
+        # the post that met the refusal was itself refused for good or superseded.
+        self._healthy: bool = known.get("healthy", True)
         if known.get("replies_refused"):
             channel.replies_refused = True
+        # Consecutive failures on this channel: the backoff grows with them even while only
+        # the look-up of an unknown outcome fails (which does not count as an attempt).
+        self._failures = 0
         self._rng = random.Random()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -152,8 +158,12 @@ class ChannelWorker:
             thread_root=root.remote_id if root else None,
             thread_root_url=root.remote_url if root else None,
         )
+        # Whether an earlier attempt may have published this post. Until the platform has
+        # been looked at, every refusal below must keep it "sending", or a later try would
+        # skip the look-up and could publish it a second time.
+        unknown = post.state is PostState.SENDING
         try:
-            if post.state is PostState.SENDING:
+            if unknown:
                 # The platform may have the post already; a second copy would be worse than none.
                 found = self.channel.find_published(request)
                 if found is not None:
@@ -165,19 +175,21 @@ class ChannelWorker:
                     )
                     self._sent(post, found.remote_id, found.url)
                     return 0
+                unknown = False
             self.store.mark_sending(post.key)
             result = self.channel.publish(request)
         except RateLimited as e:
             self.paused_until = e.until
-            self.store.retry_later(post.key, str(e), e.until, outcome_unknown=False)
+            self.store.retry_later(post.key, str(e), e.until, outcome_unknown=unknown)
             self.store.set_channel_state(
                 self.channel.name, paused_until=e.until, last_error=str(e), now=now
             )
             log.warning("%s: rate limited until %s", self.channel.name, e.until.isoformat())
             return max(0.0, (e.until - self.clock()).total_seconds())
         except ChannelUnhealthy as e:
+            self._healthy = False
             retry = now + timedelta(seconds=self.backoff.unhealthy_retry)
-            self.store.retry_later(post.key, str(e), retry, outcome_unknown=False)
+            self.store.retry_later(post.key, str(e), retry, outcome_unknown=unknown)
             self.store.set_channel_state(
                 self.channel.name, healthy=False, last_error=str(e), now=now
             )
@@ -186,7 +198,7 @@ class ChannelWorker:
         except RepliesRefused as e:
             # The platform no longer accepts our replies: post standalone from now on.
             self.channel.replies_refused = True
-            self.store.retry_later(post.key, str(e), now, outcome_unknown=False)
+            self.store.retry_later(post.key, str(e), now, outcome_unknown=unknown)
             self.store.set_channel_state(
                 self.channel.name, replies_refused=True, last_error=str(e), now=now
             )
@@ -196,19 +208,15 @@ class ChannelWorker:
             )
             return 0
         except Rejected as e:
+            if unknown:
+                # The look-up was refused, not the post: it may still be out there.
+                return self._retry(post, e, now)
             self.store.mark_failed(post.key, str(e))
             self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
             log.error("%s: %s refused for good: %s", self.channel.name, post.key, e)
             return 0
         except (TransientError, DeliveryError) as e:
-            delay = self.backoff.delay(post.attempts + 1, self._rng)
-            retry = now + timedelta(seconds=delay)
-            self.store.retry_later(post.key, str(e), retry, outcome_unknown=True)
-            self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
-            log.warning(
-                "%s: %s not confirmed (%s); retry in %.1fs", self.channel.name, post.key, e, delay
-            )
-            return delay
+            return self._retry(post, e, now)
         self._sent(post, result.remote_id, result.url)
         if result.not_before is not None:
             # The server says the window is spent: wait rather than collect a 429.
@@ -217,11 +225,25 @@ class ChannelWorker:
             return max(0.0, (result.not_before - self.clock()).total_seconds())
         return 0
 
+    def _retry(self, post: OutboxPost, error: DeliveryError, now: datetime) -> float:
+        """Outcome unknown: keep the post 'sending' so that it is looked for before re-sending."""
+        self._failures += 1
+        delay = self.backoff.delay(self._failures, self._rng)
+        retry = now + timedelta(seconds=delay)
+        self.store.retry_later(post.key, str(error), retry, outcome_unknown=True)
+        self.store.set_channel_state(self.channel.name, last_error=str(error), now=now)
+        log.warning(
+            "%s: %s not confirmed (%s); retry in %.2fs", self.channel.name, post.key, error, delay
+        )
+        return delay
+
     def _sent(self, post: OutboxPost, remote_id: str, url: str | None) -> None:
         now = self.clock()
         self.store.mark_sent(post.key, remote_id, url, now)
-        if self.paused_until is not None or post.last_error:
+        self._failures = 0
+        if self.paused_until is not None or post.last_error or not self._healthy:
             self.paused_until = None
+            self._healthy = True
             self.store.set_channel_state(
                 self.channel.name, healthy=True, paused_until=None, last_error=None, now=now
             )

@@ -372,7 +372,7 @@ class Store:
                     f"AND kind IN ({', '.join('?' * len(kinds))}) AND NOT EXISTS ("
                     "  SELECT 1 FROM posts q WHERE q.incident_id = p.incident_id "
                     "  AND q.channel = p.channel AND q.sequence = p.sequence "
-                    "  AND (q.state != ? OR q.attempts > 0))",
+                    "  AND q.state != ?)",
                     (
                         planned.incident_id,
                         planned.channel,
@@ -456,7 +456,7 @@ class Store:
                 "SELECT * FROM posts p WHERE state = ? AND promised_at IS NOT NULL "
                 "AND NOT EXISTS (SELECT 1 FROM posts q WHERE q.incident_id = p.incident_id "
                 "  AND q.channel = p.channel AND q.sequence = p.sequence "
-                "  AND (q.state != ? OR q.attempts > 0)) ORDER BY seq",
+                "  AND q.state != ?) ORDER BY seq",
                 (PostState.PENDING.value, PostState.PENDING.value),
             ).fetchall()
         groups: dict[tuple[str, str, int], list[OutboxPost]] = {}

@@ -12,6 +12,7 @@ import html
 import logging
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from mastodon import (
     Mastodon,
@@ -129,13 +130,21 @@ class MastodonChannel(Channel):
 
     def publish(self, request: PublishRequest) -> PublishResult:
         try:
-            status = self.api.status_post(
-                request.text,
-                in_reply_to_id=request.in_reply_to,
-                idempotency_key=request.idempotency_key,
-                visibility=self.config.visibility,
-                language=request.language,
-            )
+            try:
+                status = self._post(request.text, request, request.in_reply_to)
+            except MastodonNotFoundError:
+                if request.in_reply_to is None:
+                    raise
+                # The only record a new status needs is its parent: someone deleted it.
+                # Replying to it would fail for every later post of the thread too; go on
+                # standalone and the thread continues from this post. The server refused
+                # before looking at the Idempotency-Key, so reusing it is safe.
+                log.warning(
+                    "%s: parent of %s is gone; posting it standalone",
+                    self.name,
+                    request.idempotency_key,
+                )
+                status = self._post(self._with_thread_link(request), request, None)
         except MastodonError as e:
             raise self._classify(e) from None
         not_before = None
@@ -145,6 +154,23 @@ class MastodonChannel(Channel):
             remote_id=str(status["id"]), url=status.get("url"), not_before=not_before
         )
 
+    def _post(self, text: str, request: PublishRequest, in_reply_to: str | None) -> Any:
+        return self.api.status_post(
+            text,
+            in_reply_to_id=in_reply_to,
+            idempotency_key=request.idempotency_key,
+            visibility=self.config.visibility,
+            language=request.language,
+        )
+
+    def _with_thread_link(self, request: PublishRequest) -> str:
+        """The text with a link to the thread's first post, if there is one and it fits."""
+        root = request.thread_root_url
+        if not root or request.thread_root == request.in_reply_to:
+            return request.text
+        linked = f"{request.text}\n{root}"
+        return linked if self._rule.fits(linked) else request.text
+
     def find_published(self, request: PublishRequest) -> PublishResult | None:
         try:
             if self._account_id is None:
@@ -152,9 +178,12 @@ class MastodonChannel(Channel):
             statuses = self.api.account_statuses(self._account_id, limit=40)
         except MastodonError as e:
             raise self._classify(e) from None
-        wanted = " ".join(request.text.split())
+        # As sent: the text itself, or its standalone variant when the parent was gone.
+        wanted = {
+            " ".join(text.split()) for text in (request.text, self._with_thread_link(request))
+        }
         for status in statuses:
-            if _plain(status["content"]) == wanted:
+            if _plain(status["content"]) in wanted:
                 return PublishResult(remote_id=str(status["id"]), url=status.get("url"))
         # Not found: re-sending is safe within the hour thanks to the Idempotency-Key.
         return None

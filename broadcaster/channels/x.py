@@ -9,6 +9,7 @@ recent posts before it is sent again.
 
 from __future__ import annotations
 
+import email.utils
 import html
 import logging
 import re
@@ -36,7 +37,16 @@ log = logging.getLogger("broadcaster.channels.x")
 
 DUPLICATE = "duplicate content"
 REPLY_REFUSED = "reply to this conversation is not allowed"
+# X refuses an over-long text with a 403, not a 400: it concerns this post, not the account.
+TOO_LONG = "too long"
+REPLY_PARAMETER = "in_reply_to_tweet_id"
+# The Date header has a one-second resolution: smaller differences are not clock skew.
+MIN_SKEW = timedelta(seconds=2)
 _URL = re.compile(r"https?://\S+")
+
+
+class ParentGone(Rejected):
+    """The post replied to no longer exists (deleted): this post can still go standalone."""
 
 
 def _normalized(text: str) -> str:
@@ -65,15 +75,45 @@ def _epoch(value: str | None) -> datetime | None:
         return None
 
 
+def _skew(headers: Any, now: datetime) -> timedelta:
+    """How far our clock is ahead of X's, from the Date header (zero when unknown)."""
+    try:
+        server = email.utils.parsedate_to_datetime(headers.get("date") or "")
+    except (TypeError, ValueError):
+        return timedelta(0)
+    if server.tzinfo is None:
+        return timedelta(0)
+    skew = now - server
+    return skew if abs(skew) >= MIN_SKEW else timedelta(0)
+
+
 def _pause_until(headers: Any, now: datetime) -> datetime | None:
-    """The time before which posting is pointless, from the 15-minute and 24-hour headers."""
+    """The time before which posting is pointless, from the 15-minute and 24-hour headers.
+
+    Resets are X's epoch seconds; they are moved onto our clock with the Date header (as
+    Mastodon.py does), so a skewed local clock neither hammers X nor sleeps for hours.
+    """
     until: datetime | None = None
     for prefix in ("x-rate-limit", "x-user-limit-24hour"):
         if headers.get(f"{prefix}-remaining") == "0":
             reset = _epoch(headers.get(f"{prefix}-reset"))
             if reset is not None and (until is None or reset > until):
                 until = reset
-    return until
+    return until + _skew(headers, now) if until is not None else None
+
+
+def _parameter_errors(e: tweepy.HTTPException) -> set[str]:
+    """The request parameters X names in a 400 body (``errors[].parameters``)."""
+    try:
+        body = e.response.json()
+    except ValueError:
+        return set()
+    errors = body.get("errors") if isinstance(body, dict) else None
+    names: set[str] = set()
+    for error in errors if isinstance(errors, list) else []:
+        if isinstance(error, dict) and isinstance(error.get("parameters"), dict):
+            names.update(error["parameters"])
+    return names
 
 
 class XChannel(Channel):
@@ -120,12 +160,14 @@ class XChannel(Channel):
             raise ChannelUnhealthy(f"401 credentials refused: {_detail(e)}", status=401) from None
         except tweepy.Forbidden as e:
             detail = _detail(e)
-            if DUPLICATE in detail.lower():
+            if DUPLICATE in detail.lower() or TOO_LONG in detail.lower():
                 raise Rejected(f"403 {detail}", status=403) from None
             if REPLY_REFUSED in detail.lower():
                 raise RepliesRefused(f"403 {detail}", status=403) from None
             raise ChannelUnhealthy(f"403 {detail}", status=403) from None
         except tweepy.BadRequest as e:
+            if REPLY_PARAMETER in " ".join(_parameter_errors(e)):
+                raise ParentGone(f"400 {_detail(e)}", status=400) from None
             raise Rejected(f"400 {_detail(e)}", status=400) from None
         except tweepy.TwitterServerError as e:
             raise TransientError(
@@ -144,9 +186,23 @@ class XChannel(Channel):
             reply_to = None
             text = self._with_thread_link(text, request)
         try:
-            response = self._call(
-                self.client.create_tweet, text=text, in_reply_to_tweet_id=reply_to
-            )
+            try:
+                response = self._call(
+                    self.client.create_tweet, text=text, in_reply_to_tweet_id=reply_to
+                )
+            except ParentGone as e:
+                # Someone deleted the post we reply to. Replying to it would fail for every
+                # later post of the thread too; go on standalone and the thread continues
+                # from this post.
+                log.warning(
+                    "%s: parent of %s is gone (%s); posting it standalone",
+                    self.name,
+                    request.idempotency_key,
+                    e,
+                )
+                if request.thread_root != reply_to:
+                    text = self._with_thread_link(text, request)
+                response = self._call(self.client.create_tweet, text=text)
         except Rejected as e:
             if DUPLICATE in str(e).lower():
                 # Our texts are unique, so a duplicate is our own post whose answer was lost.
@@ -177,7 +233,10 @@ class XChannel(Channel):
         return self._user_id
 
     def find_published(self, request: PublishRequest) -> PublishResult | None:
-        wanted = _normalized(request.text)
+        # Our own texts, as sent: plain, or standalone with the thread's link appended.
+        wanted = {_normalized(request.text)}
+        if request.thread_root:
+            wanted.add(_normalized(self._with_thread_link(request.text, request)))
         response = self._call(
             self.client.get_users_tweets,
             self.user_id(),
@@ -186,7 +245,9 @@ class XChannel(Channel):
             tweet_fields=["created_at"],
         )
         for tweet in response.json().get("data", []):
-            if _normalized(tweet["text"]).startswith(wanted):
+            # Exact, not a prefix: a longer post that merely starts like this one is another
+            # post, and adopting it would leave this one unpublished.
+            if _normalized(tweet["text"]) in wanted:
                 log.info(
                     "%s: found %s already published as %s",
                     self.name,
