@@ -3,8 +3,10 @@ delivery are wired together. Everything else receives what it needs as arguments
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +22,8 @@ from .sources.base import Source
 from .sources.file import StateFileSource
 from .store import Store
 from .textfit import LengthRule, rule_for
+
+log = logging.getLogger("broadcaster.app")
 
 STORE_FILE = "broadcaster.sqlite3"
 DRY_RUN_STORE_FILE = "dry-run.sqlite3"
@@ -91,8 +95,13 @@ class App:
     sources: list[Source]
     dry_run: bool
 
-    def close(self) -> None:
-        self.delivery.stop()
+    def close(self, *, wait: float = 10.0) -> None:
+        if not self.delivery.stop(wait):
+            log.warning(
+                "a post was still in flight after %.0fs; it will be checked on the "
+                "platform before any re-send",
+                wait,
+            )
         for source in self.sources:
             source.close()
         for channel in self.channels.values():
@@ -117,8 +126,10 @@ def build(
         }
     else:
         channels = {name: real_channel(config, c) for name, c in config.channels.items()}
-    for channel in channels.values():
-        channel.start()  # reads the server's own limits, e.g. Mastodon's max_characters
+    # Reads each server's own limits (Mastodon's max_characters), all at once: a hanging
+    # instance must not hold up the other platforms for its timeout.
+    with ThreadPoolExecutor(max_workers=max(1, len(channels))) as pool:
+        list(pool.map(lambda channel: channel.start(), channels.values()))
     store = store or Store(store_path(config, dry_run))
     renderer = Renderer(config.templates_dir, config.timezone)
     rules = {name: channel.length_rule() for name, channel in channels.items()}

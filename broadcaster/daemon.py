@@ -273,7 +273,9 @@ class Daemon:
         with self._plan_lock:
             old, self.app = self.app, new
             if old is not None:
-                old.close()
+                # The new workers must not start while an old one may still be publishing:
+                # both would see the same post 'sending' and could publish it twice.
+                old.close(wait=300.0)
             new.delivery.start()
             self._schedule_polling(config)
         log.info("reloaded %s", self.config_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -266,9 +267,18 @@ class Delivery:
             if channel is None or name == channel:
                 worker.wake()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop every worker within one shared deadline; False if a post is still in flight.
+
+        A worker stops between posts; one caught mid-request finishes it (bounded by the
+        channel's HTTP timeout). Were the process killed then, the post is left 'sending'
+        and looked for on the platform at the next start, never blindly re-sent.
+        """
         for worker in self.workers.values():
             worker._stop.set()
             worker.wake()
+        deadline = time.monotonic() + timeout
         for worker in self.workers.values():
-            worker.stop(timeout)
+            if worker._thread.is_alive():
+                worker._thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(w._thread.is_alive() for w in self.workers.values())
