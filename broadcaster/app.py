@@ -161,7 +161,11 @@ def sources_for(config: Config) -> list[Source]:
 
         sources.append(
             RedisStreamSource(
-                intake.redis_url, intake.redis_stream, intake.redis_group, intake.redis_consumer
+                intake.redis_url,
+                intake.redis_stream,
+                intake.redis_group,
+                intake.redis_consumer,
+                claim_idle=intake.redis_claim_idle,
             )
         )
     return sources

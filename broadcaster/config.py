@@ -134,6 +134,7 @@ class IntakeConfig:
     redis_stream: str = "broadcaster:events"
     redis_group: str = "broadcaster"
     redis_consumer: str = "broadcaster-1"
+    redis_claim_idle: timedelta = timedelta(seconds=30)  # take over a dead consumer's events
     http_listen: str | None = None  # "127.0.0.1:8470"; also serves /healthz and /metrics
     http_token: Secret | None = None
     http_max_body: int = 64 * 1024
@@ -499,7 +500,7 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
 
 INTAKE_KEYS = {
     "spool": ("directory",),
-    "redis": ("url", "stream", "group", "consumer"),
+    "redis": ("url", "stream", "group", "consumer", "claim_idle"),
     "http": ("listen", "token", "max_body"),
 }
 
@@ -540,6 +541,10 @@ def _intake(r: _Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
         for key in ("stream", "group", "consumer"):
             if key in redis:
                 values[f"redis_{key}"] = str(redis[key])
+        if "claim_idle" in redis:
+            idle = r.duration("intake.redis", "claim_idle", redis["claim_idle"])
+            if idle is not None:
+                values["redis_claim_idle"] = idle
     http = raw.get("http") or {}
     if http:
         listen = str(http.get("listen", "127.0.0.1:8470"))

@@ -26,6 +26,7 @@ from .events import EventError, merge
 from .model import ChannelInfo
 from .render import Renderer, TemplateError
 from .service import ServiceShell
+from .sources.base import Batch
 
 log = logging.getLogger("broadcaster.daemon")
 
@@ -182,46 +183,56 @@ class Daemon:
     # -- work ----------------------------------------------------------------------------
 
     def poll_sources(self) -> None:
+        # Polling (file reads, Redis round trips) happens outside the plan lock, so a slow
+        # source never holds up planning, delivery bookkeeping or the HTTP intake. The poll
+        # job never runs twice at once (max_instances=1), so sources are polled serially.
+        app = self.app
+        if app is None:
+            return
+        batches = []
+        for source in app.sources:
+            try:
+                batch = source.poll()
+            except Exception:
+                log.exception("source %s failed", source.name)
+                continue
+            if batch is not None:
+                batches.append((source, batch))
+        if not batches:
+            return
         with self._plan_lock:
-            app = self.app
-            if app is None:
-                return
+            if self.app is not app:
+                return  # reloaded meanwhile: unacknowledged, the new sources offer it again
             changed = False
-            for source in app.sources:
-                try:
-                    batch = source.poll()
-                except Exception:
-                    log.exception("source %s failed", source.name)
-                    continue
-                if batch is None:
-                    continue
-                try:
-                    changed_ids = app.editor.ingest(
-                        batch.incidents, self.clock(), source=source.name
-                    )
-                except Exception:
-                    # Not acknowledged, so the source offers it again at the next poll.
-                    log.exception("could not record input from %s; will retry", source.name)
-                    continue
-                batch.ack()
-                for event in batch.events:
-                    try:
-                        changed_ids += self._apply_event(app, event.data, event.origin, source.name)
-                    except EventError as e:
-                        log.error("event refused: %s", e)
-                        self.service.metrics.event_rejected(source.name)
-                        event.reject(str(e))
-                        continue
-                    except Exception:
-                        log.exception("could not record %s; will retry", event.origin)
-                        break  # keep arrival order: later events wait for this one
-                    event.ack()
-                    self.service.metrics.event_accepted(source.name)
-                if changed_ids:
-                    log.info("%s: changes to %s", source.name, ", ".join(sorted(set(changed_ids))))
-                    changed = True
+            for source, batch in batches:
+                changed |= self._apply_batch(app, source.name, batch)
             if changed:
                 self.plan()
+
+    def _apply_batch(self, app: App, source: str, batch: Batch) -> bool:
+        try:
+            changed_ids = app.editor.ingest(batch.incidents, self.clock(), source=source)
+        except Exception:
+            # Not acknowledged, so the source offers it again at the next poll.
+            log.exception("could not record input from %s; will retry", source)
+            return False
+        batch.ack()
+        for event in batch.events:
+            try:
+                changed_ids += self._apply_event(app, event.data, event.origin, source)
+            except EventError as e:
+                log.error("event refused: %s", e)
+                self.service.metrics.event_rejected(source)
+                event.reject(str(e))
+                continue
+            except Exception:
+                log.exception("could not record %s; will retry", event.origin)
+                break  # keep arrival order: later events wait for this one
+            event.ack()
+            self.service.metrics.event_accepted(source)
+        if changed_ids:
+            log.info("%s: changes to %s", source, ", ".join(sorted(set(changed_ids))))
+        return bool(changed_ids)
 
     def _apply_event(self, app: App, data: dict, origin: str, source: str) -> list[str]:
         incident = merge(app.store, data, origin=origin, languages=app.config.languages())

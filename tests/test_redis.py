@@ -15,7 +15,6 @@ import pytest
 from redis_server import RedisServer
 
 from broadcaster.daemon import Daemon
-from broadcaster.sources import redis as redis_source
 from broadcaster.sources.redis import RedisStreamSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ DEAD = f"{STREAM}:dead"
 GROUP = "broadcaster"
 
 
-def config_text(url: str, consumer: str) -> str:
+def config_text(url: str, consumer: str, claim_idle: str = "30s") -> str:
     return f"""
 [broadcaster]
 state_file = "state.toml"
@@ -42,6 +41,7 @@ consumer_key = "${{UNSET_FOR_DRY_RUN}}"
 [intake.redis]
 url = "{url}"
 consumer = "{consumer}"
+claim_idle = "{claim_idle}"
 """
 
 
@@ -72,11 +72,17 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 5) -> Any
 class Harness:
     """A dry-run daemon, in process, reading the stream as one consumer of the group."""
 
-    def __init__(self, tmp: Path, server: RedisServer, consumer: str = "broadcaster-1") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        server: RedisServer,
+        consumer: str = "broadcaster-1",
+        claim_idle: str = "30s",
+    ) -> None:
         self.tmp = tmp
         self.server = server
         self.config = tmp / "config.toml"
-        self.config.write_text(config_text(server.url, consumer))
+        self.config.write_text(config_text(server.url, consumer, claim_idle))
         (tmp / "state.toml").write_text("")
         self.journal = tmp / "data" / "dry-run.jsonl"
         self.redis = server.client()
@@ -319,10 +325,9 @@ def test_an_acknowledgement_lost_in_an_outage_does_not_apply_the_event_twice(
 def test_entries_left_pending_by_a_killed_consumer_are_taken_over_in_order(
     tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_source, "DEFAULT_CLAIM_IDLE", timedelta(milliseconds=300))
     client = redis_server.client()
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    harness = Harness(tmp_path, redis_server, consumer="B")
+    harness = Harness(tmp_path, redis_server, consumer="B", claim_idle="300ms")
     harness.push(opening())
     harness.push({"id": "sbg-power", "status": "identified", "message": "step 2"})
     # Consumer A reads both, then is killed before it acknowledges anything.
