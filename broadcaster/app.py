@@ -66,8 +66,24 @@ def real_channel(config: Config, channel: ChannelConfig) -> Channel:
     )
 
 
-def default_rule(channel: ChannelConfig) -> LengthRule:
-    return rule_for(channel.platform, channel.max_characters)
+def default_rule(channel: ChannelConfig, seen_limit: int | None = None) -> LengthRule:
+    """The channel's rule without asking the platform: config, else the limit the real
+    daemon last read from the server (so previews split exactly as it would), else the
+    platform's default."""
+    return rule_for(channel.platform, channel.max_characters or seen_limit)
+
+
+def seen_limits(config: Config) -> dict[str, int]:
+    """Limits the real daemon read from the servers (e.g. Mastodon's max_characters)."""
+    path = store_path(config, dry_run=False)
+    if not path.exists():
+        return {}
+    store = Store(path)
+    try:
+        states = store.channel_states()
+    finally:
+        store.close()
+    return {name: s["max_characters"] for name, s in states.items() if s.get("max_characters")}
 
 
 def backoff_for(channel: ChannelConfig) -> Backoff:
@@ -120,8 +136,11 @@ def build(
 ) -> App:
     if dry_run:
         journal = DryRunJournal(config.data_dir / DRY_RUN_JOURNAL, out or sys.stdout)
+        limits = seen_limits(config)
         channels: dict[str, Channel] = {
-            name: DryRunChannel(name, c.platform, c.language, default_rule(c), journal)
+            name: DryRunChannel(
+                name, c.platform, c.language, default_rule(c, limits.get(name)), journal
+            )
             for name, c in config.channels.items()
         }
     else:
@@ -133,6 +152,10 @@ def build(
     store = store or Store(store_path(config, dry_run))
     renderer = Renderer(config.templates_dir, config.timezone)
     rules = {name: channel.length_rule() for name, channel in channels.items()}
+    if not dry_run:
+        now = clock()
+        for name, rule in rules.items():
+            store.set_channel_state(name, max_characters=rule.limit, now=now)
     editor = Editor(store, renderer, config, rules)
     workers = {
         name: ChannelWorker(

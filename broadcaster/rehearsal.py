@@ -46,7 +46,8 @@ class Shown:
 
 
 def _editor(config: Config, store: Store) -> Editor:
-    rules = {name: default_rule(c) for name, c in config.channels.items()}
+    seen = {n: s["max_characters"] for n, s in store.channel_states().items()}
+    rules = {name: default_rule(c, seen.get(name)) for name, c in config.channels.items()}
     return Editor(store, Renderer(config.templates_dir, config.timezone), config, rules)
 
 

@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS channel_state (
     paused_until TEXT,
     last_error TEXT,
     replies_refused INTEGER NOT NULL DEFAULT 0,
+    max_characters INTEGER,
     updated_at TEXT
 );
 """
@@ -598,6 +599,7 @@ class Store:
         paused_until: datetime | str | None = "keep",
         last_error: str | bool | None = False,
         replies_refused: bool | None = None,
+        max_characters: int | None = None,
         now: datetime,
     ) -> None:
         with self.transaction() as db:
@@ -625,6 +627,11 @@ class Store:
                     "UPDATE channel_state SET replies_refused = ? WHERE channel = ?",
                     (int(replies_refused), channel),
                 )
+            if max_characters is not None:
+                db.execute(
+                    "UPDATE channel_state SET max_characters = ? WHERE channel = ?",
+                    (max_characters, channel),
+                )
             db.execute(
                 "UPDATE channel_state SET updated_at = ? WHERE channel = ?", (_ts(now), channel)
             )
@@ -636,6 +643,7 @@ class Store:
             r["channel"]: {
                 "healthy": bool(r["healthy"]),
                 "paused_until": _dt(r["paused_until"]),
+                "max_characters": r["max_characters"],
                 "last_error": r["last_error"],
                 "replies_refused": bool(r["replies_refused"]),
             }

@@ -1035,3 +1035,24 @@ def test_mastodon_reads_its_character_limit_from_the_instance(servers, harness):
     assert kinds(sent) == [f"opened.{n}" for n in range(1, len(sent) + 1)] and len(sent) >= 3
     assert all(p.limit == 300 and status_length(p.text) <= 300 for p in sent)
     assert max(status_length(p.text) for p in sent) > 250  # filled, not split needlessly
+
+
+def test_previews_and_dry_runs_split_with_the_limit_the_daemon_read(servers, harness, capsys):
+    from broadcaster.app import default_rule, seen_limits
+    from broadcaster.cli import main
+
+    a = Account("mastodon-fr", servers(MastodonSandbox, [M_FR], max_characters=300), M_FR)
+    h = harness([a])
+    config = load_config(h.config_path)
+    assert seen_limits(config) == {"mastodon-fr": 300}
+    channel = config.channels["mastodon-fr"]
+    assert default_rule(channel, seen_limits(config).get("mastodon-fr")).limit == 300
+    state = config.state_file
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(
+        '[[incidents]]\nid = "a"\ntitle = "Panne"\nstatus = "investigating"\n'
+        "started_at = 2017-11-09T07:23:00+01:00\n"
+    )
+    assert main(["preview", "--config", str(h.config_path), "--format", "json"]) == 0
+    (post,) = json.loads(capsys.readouterr().out)
+    assert post["parts"][0]["limit"] == 300
