@@ -189,3 +189,15 @@ def test_simulate_replays_a_day_with_every_promise_kept(site: Path, capsys) -> N
 def test_status_after_a_simulated_history(site: Path, capsys) -> None:
     code, out, _ = run(capsys, "status", "--config", str(site / "config.toml"), "--format", "json")
     assert code == 0 and json.loads(out)["incidents"] == []
+
+
+def test_check_warns_when_a_budget_cannot_keep_the_cadence(site: Path, capsys) -> None:
+    config = site / "config.toml"
+    text = config.read_text().replace(
+        "[channels.x-fr]\n", '[channels.x-fr]\nmax_posts = "17/24h"\n', 1
+    )
+    config.write_text(text)
+    code, out, err = run(capsys, "check", "--config", str(config))
+    assert code == 0
+    assert "channels.x-fr.max_posts: 17 per 24 h allows one post every 85 min" in err
+    assert "every 15 min" in err
