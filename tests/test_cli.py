@@ -197,7 +197,7 @@ def test_check_warns_when_a_budget_cannot_keep_the_cadence(site: Path, capsys) -
         "[channels.x-fr]\n", '[channels.x-fr]\nmax_posts = "17/24h"\n', 1
     )
     config.write_text(text)
-    code, out, err = run(capsys, "check", "--config", str(config))
+    code, _, err = run(capsys, "check", "--config", str(config))
     assert code == 0
     assert "channels.x-fr.max_posts: 17 per 24 h allows one post every 85 min" in err
     assert "every 15 min" in err
