@@ -121,3 +121,12 @@ def test_secrets_are_redacted_from_log_output(tmp_path: Path, monkeypatch, capsy
     logging.getLogger("t").error("request failed with key another-secret-value")
     err = capsys.readouterr().err
     assert "another-secret-value" not in err and "***" in err
+
+
+def test_the_drill_config_posts_only_to_local_sandboxes() -> None:
+    config = load_config(ROOT / "examples" / "drill.toml")
+    assert {c.api_base_url for c in config.channels.values()} == {
+        "http://127.0.0.1:8471",
+        "http://127.0.0.1:8472",
+    }
+    assert all(not c.missing_env for c in config.channels.values())
