@@ -1,0 +1,572 @@
+"""Planning + rendering throughput with 10,000 open incidents.
+
+What is timed: ``Editor.run(now)`` on an in-memory ``Store`` holding 10,000 open incidents
+(statuses, severities, maintenances, one-language and per-language texts, some long enough
+to become threads), with the dry-run twins of the channels of ``config.example.toml``:
+
+1. ``opened``: the first run, which plans, renders, fits (counts and splits) and records an
+   opening post for every incident on every channel it matches;
+2. ``reminders``: a second run at the latest promise, once every opening is marked sent,
+   when every thread is owed a reminder;
+3. ``idle``: a third run right after, with nothing due (what every save and every 30-second
+   re-plan costs at this size), reported in absolute terms.
+
+Baseline, in the same run, measured right after each run on the same data: bare Jinja2,
+i.e. ``Template.render(context)`` of the very templates and contexts the pipeline rendered,
+as many times (three passes, median). ``pipeline / bare Jinja2`` is the price of
+everything around the template engine (planning, context building, template lookup,
+typography, counting, splitting, SQLite). ``Renderer.render`` on a sample of the same posts
+is reported too, for context. Times are CPU time (``process_time``): the process is
+single-threaded, and what other tenants of the machine take is not ours.
+
+One 10,000-incident repetition is ~10 s of CPU per run (20,000 posts each): long enough to
+average itself, too long to repeat within a minute, so the default is one repetition
+(``--reps 3`` for medians of three, ~100 s). A smaller pass (500 incidents) is instrumented
+to split the time between load, plan, render, dedupe, fit and record, and profiled once
+with cProfile (``--profile`` prints the top functions).
+
+    .venv/bin/python bench/bench_planning.py            # 10,000 incidents, ~40 s
+    .venv/bin/python bench/bench_planning.py --quick    # 1,000 incidents, < 10 s
+    .venv/bin/python bench/bench_planning.py --channels 4 --reps 3 --profile
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import gc
+import io
+import math
+import pstats
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from benchlib import (
+    TEMPLATES,
+    Figure,
+    Result,
+    finish,
+    median,
+    parser,
+    ratio,
+)
+
+import broadcaster.editor as editor_module
+import broadcaster.planner as planner_module
+from broadcaster.app import default_rule
+from broadcaster.config import Config, load_config
+from broadcaster.editor import Editor, Recorded
+from broadcaster.model import Incident, IncidentKind, Localized, PostKind, Snapshot
+from broadcaster.render import Renderer
+from broadcaster.store import Store
+from broadcaster.textfit import LengthRule
+
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+# CPU time of this (single-threaded) process: on a shared machine, time other processes
+# take from us is not ours. Pipeline and baselines are timed with the same clock.
+CLOCK = time.process_time
+
+# The four channels of config.example.toml; two of them (one per platform and language,
+# like the README's example) unless --channels 4.
+CHANNELS = {
+    "x-en": ("x", "en"),
+    "mastodon-fr": ("mastodon", "fr"),
+    "x-fr": ("x", "fr"),
+    "mastodon-en": ("mastodon", "en"),
+}
+
+SERVICES = ("Web hosting", "VPS", "Dedicated servers", "Public Cloud", "Object Storage", "DNS")
+REGIONS = ("SBG", "GRA", "RBX", "BHS", "WAW", "SGP")
+# (English, French) pairs; the French ones exercise its typography (" ; ", " !").
+MESSAGES = (
+    (
+        "Servers are unreachable; teams are on site",
+        "Les serveurs sont injoignables ; les équipes sont sur place",
+    ),
+    (
+        "Power is back on one feed. Racks restart room by room",
+        "Le courant est revenu sur une arrivée. Les baies redémarrent salle par salle",
+    ),
+    ("Latency is high on some routes", "La latence est élevée sur certaines routes"),
+    ("We are rolling back the last deployment", "Nous annulons le dernier déploiement"),
+)
+LONG_EN = (
+    "The primary storage cluster lost quorum after a switch failure in room 3. Writes are "
+    "refused to protect data; reads work from replicas. We are replacing the switch and "
+    "will bring the cluster back node by node, checking each one before it rejoins. "
+    "Customers with replicated volumes can fail over to GRA now; others should wait for "
+    "our next update rather than restart their servers, which would only slow recovery."
+)
+LONG_FR = (
+    "La grappe de stockage principale a perdu son quorum après la panne d'un commutateur "
+    "en salle 3. Les écritures sont refusées pour protéger les données ; les lectures "
+    "passent par les répliques. Nous remplaçons le commutateur et relancerons la grappe "
+    "nœud par nœud, en vérifiant chacun avant qu'il ne la rejoigne. Les clients aux "
+    "volumes répliqués peuvent basculer sur GRA dès maintenant ; les autres devraient "
+    "attendre notre prochain message plutôt que redémarrer leurs serveurs !"
+)
+
+
+def make_incidents(n: int, seed: int = 7) -> list[Incident]:
+    """``n`` open incidents and maintenances, varied the way a bad day would vary them."""
+    rng = random.Random(seed)
+    incidents: list[Incident] = []
+    for i in range(n):
+        two_languages = rng.random() < 0.7  # else one text for every language ("*")
+        en_msg, fr_msg = MESSAGES[i % len(MESSAGES)]
+        if rng.random() < 0.1:  # long enough to become a thread on X, sometimes on Mastodon
+            en_msg, fr_msg = LONG_EN, LONG_FR
+
+        def text(en: str, fr: str, two: bool = two_languages) -> Localized:
+            return Localized({"en": en, "fr": fr} if two else {"*": en})
+
+        common: dict[str, Any] = {
+            "id": f"inc-{i:05d}",
+            "severity": rng.choice(("minor", "major", "critical")),
+            "services": tuple(rng.sample(SERVICES, rng.randint(0, 3))),
+            "regions": tuple(rng.sample(REGIONS, rng.randint(0, 2))),
+            "message": text(f"{en_msg} (ref {i})", f"{fr_msg} (réf. {i})"),
+            "url": f"https://status.example.com/incidents/{i}" if rng.random() < 0.5 else None,
+        }
+        if rng.random() < 0.1:
+            starts = NOW + timedelta(hours=rng.randint(2, 72))
+            incidents.append(
+                Incident(
+                    kind=IncidentKind.MAINTENANCE,
+                    title=text(f"Network upgrade {i}", f"Mise à niveau du réseau {i}"),
+                    status="scheduled",
+                    started_at=starts,
+                    starts_at=starts,
+                    ends_at=starts + timedelta(hours=rng.choice((1, 2, 3))),
+                    **common,
+                )
+            )
+            continue
+        status = rng.choice(("investigating", "identified", "monitoring"))
+        incidents.append(
+            Incident(
+                title=text(f"Outage {i} in {rng.choice(REGIONS)}", f"Panne {i} à {REGIONS[0]}"),
+                status=status,
+                started_at=NOW - timedelta(minutes=rng.randint(1, 300)),
+                cause=text("a failed power feed", "une arrivée électrique en panne")
+                if status != "investigating" and rng.random() < 0.6
+                else None,
+                workaround=text("Fail over to GRA.", "Basculez sur GRA.")
+                if rng.random() < 0.2
+                else None,
+                next_update_at=NOW + timedelta(minutes=rng.randint(5, 40))
+                if rng.random() < 0.1
+                else None,
+                **common,
+            )
+        )
+    return incidents
+
+
+def make_config(workdir: Path, channels: int) -> Config:
+    """A real config file, loaded as the daemon loads it: dry-run channels need no secrets."""
+    lines = [
+        "[broadcaster]",
+        'state_file = "state.toml"',
+        f'templates_dir = "{TEMPLATES}"',
+        'timezone = "Europe/Paris"',
+    ]
+    for name, (platform, language) in list(CHANNELS.items())[:channels]:
+        lines += ["", f"[channels.{name}]", f'platform = "{platform}"', f'language = "{language}"']
+        if platform == "mastodon":
+            lines.append('api_base_url = "https://mastodon.example"')
+    path = workdir / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path)
+
+
+def make_editor(config: Config, store: Store, renderer: Renderer) -> Editor:
+    rules = {name: default_rule(c) for name, c in config.channels.items()}
+    return Editor(store, renderer, config, rules)
+
+
+def mark_all_sent(store: Store, at: datetime) -> None:
+    """As if delivery had caught up: one statement, not part of anything timed."""
+    with store.transaction() as db:
+        db.execute("UPDATE posts SET state = 'sent', sent_at = ?", (at.isoformat(),))
+
+
+def latest_promise(store: Store) -> datetime:
+    """When every open thread is owed a reminder."""
+    promised = [t.promised_at for t in store.threads().values() if t.promised_at is not None]
+    return max(promised)
+
+
+# -- the bare baselines ----------------------------------------------------------------------
+
+
+@dataclass
+class RenderJob:
+    """One render the pipeline did, captured so the baseline can repeat exactly it."""
+
+    snapshot: Snapshot
+    recorded: Recorded
+    channel: Any
+    template: Any
+    context: dict[str, Any]
+
+
+def capture_jobs(
+    editor: Editor, snapshots: dict[str, Snapshot], recorded: list[Recorded]
+) -> list[RenderJob]:
+    renderer = editor.renderer
+    templates: dict[tuple[str, PostKind], Any] = {}
+    jobs = []
+    for item in recorded:
+        post = item.post
+        channel = editor.channel_info(post.channel)
+        template = templates.get((post.channel, post.kind))
+        if template is None:  # looked up once per channel and kind: capturing is not timed
+            path = renderer.template_path(channel.language, channel.platform, post.kind)
+            template = templates[post.channel, post.kind] = renderer._load(channel.language, path)
+        snapshot = snapshots[post.incident_id]
+        context = renderer.context(snapshot, post, channel, post.planned_at)
+        jobs.append(RenderJob(snapshot, item, channel, template, context))
+    return jobs
+
+
+def time_bare_jinja(jobs: list[RenderJob], passes: int = 3) -> float:
+    """Jinja2 alone: the compiled template, the ready context, nothing else (median)."""
+    times = []
+    for _ in range(passes):
+        gc.collect()
+        t0 = CLOCK()
+        for job in jobs:
+            job.template.render(job.context)
+        times.append(CLOCK() - t0)
+    return median(times)
+
+
+# Renderer.render is only context for the ratio: a sample keeps the default run short.
+RENDERER_SAMPLE = 4_000
+
+
+def time_renderer(renderer: Renderer, jobs: list[RenderJob]) -> float:
+    """``Renderer.render`` (lookup, context, Jinja2, typography, tidying), scaled to all
+    ``jobs`` from an evenly spread sample of them."""
+    step = max(1, len(jobs) // RENDERER_SAMPLE)
+    sample = jobs[::step]
+    gc.collect()
+    t0 = CLOCK()
+    for job in sample:
+        post = job.recorded.post
+        renderer.render(job.snapshot, post, job.channel, post.planned_at)
+    return (CLOCK() - t0) * len(jobs) / len(sample)
+
+
+# -- one repetition ------------------------------------------------------------------------
+
+
+@dataclass
+class Rep:
+    ingest: float
+    opened: float
+    reminders: float
+    idle: float  # nothing due, everything delivered
+    idle_backlog: float  # nothing due, every reminder still pending
+    opened_posts: int
+    reminder_posts: int
+    opened_parts: int
+    reminder_parts: int
+    bare_opened: float
+    bare_reminders: float
+    renderer_opened: float
+    renderer_reminders: float
+
+
+def one_rep(
+    config: Config, renderer: Renderer, incidents: list[Incident], *, with_renderer: bool
+) -> Rep:
+    store = Store(":memory:")
+    try:
+        editor = make_editor(config, store, renderer)
+        t0 = CLOCK()
+        editor.ingest(incidents, NOW)
+        ingest = CLOCK() - t0
+        snapshots = {s.incident.id: s for s in store.snapshots()}
+
+        gc.collect()
+        t0 = CLOCK()
+        opened, _ = editor.run(NOW)
+        t_opened = CLOCK() - t0
+        assert opened and all(r.post.kind in (PostKind.OPENED, PostKind.SCHEDULED) for r in opened)
+        jobs_opened = capture_jobs(editor, snapshots, opened)
+        bare_opened = time_bare_jinja(jobs_opened)
+        # Renderer.render is context only: measured once, to keep the default run short.
+        renderer_opened = time_renderer(renderer, jobs_opened) if with_renderer else math.nan
+
+        mark_all_sent(store, NOW)
+        later = latest_promise(store)
+        gc.collect()
+        t0 = CLOCK()
+        reminders, _ = editor.run(later)
+        t_reminders = CLOCK() - t0
+        assert len(reminders) == len(opened), "every thread should owe a reminder"
+        assert all(r.post.kind is PostKind.REMINDER for r in reminders)
+        # What every later plan costs when nothing is due (each save, each 30 s replan):
+        # loading every incident and thread to find that out. First with the reminders
+        # still undelivered (a paused channel's backlog), then once they are all sent.
+        t0 = CLOCK()
+        idle, _ = editor.run(later)
+        t_idle_backlog = CLOCK() - t0
+        assert not idle, "nothing should be due right after the reminders"
+        mark_all_sent(store, later)
+        t0 = CLOCK()
+        idle, _ = editor.run(later)
+        t_idle = CLOCK() - t0
+        assert not idle
+        jobs_reminders = capture_jobs(editor, snapshots, reminders)
+        bare_reminders = time_bare_jinja(jobs_reminders)
+        renderer_reminders = time_renderer(renderer, jobs_reminders) if with_renderer else math.nan
+        return Rep(
+            ingest=ingest,
+            opened=t_opened,
+            reminders=t_reminders,
+            idle=t_idle,
+            idle_backlog=t_idle_backlog,
+            opened_posts=len(opened),
+            reminder_posts=len(reminders),
+            opened_parts=sum(len(r.parts) for r in opened),
+            reminder_parts=sum(len(r.parts) for r in reminders),
+            bare_opened=bare_opened,
+            bare_reminders=bare_reminders,
+            renderer_opened=renderer_opened,
+            renderer_reminders=renderer_reminders,
+        )
+    finally:
+        store.close()
+
+
+# -- where the time goes -------------------------------------------------------------------
+
+
+class Split:
+    """Wall time per stage, by wrapping the stages the editor calls (bench-only patching)."""
+
+    STAGES = ("load", "plan", "render", "dedupe", "fit", "record")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self._depth = 0
+
+    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        clock = time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            # Only the outermost stage counts: split() calls count() itself.
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += clock() - t0
+                self._depth -= 1
+
+        return timed
+
+    @contextlib.contextmanager
+    def installed(self, editor: Editor) -> Iterator[None]:
+        store, renderer = editor.store, editor.renderer
+        # Methods are patched on the instances; module attributes are what editor.py looks
+        # up at call time (``planner.plan``, ``split``); ``count`` is called on the rules.
+        targets: list[tuple[object, str, str]] = [
+            (store, "snapshots", "load"),
+            (store, "threads", "load"),
+            (store, "is_duplicate_text", "dedupe"),
+            (store, "record_post", "record"),
+            (renderer, "render", "render"),
+            (planner_module, "plan", "plan"),
+            (editor_module, "split", "fit"),
+            (LengthRule, "count", "fit"),
+        ]
+        with contextlib.ExitStack() as stack:
+            for target, name, stage in targets:
+                wrapped = self.wrap(stage, getattr(target, name))
+                stack.enter_context(mock.patch.object(target, name, wrapped))
+            yield
+
+
+def split_and_profile(
+    config: Config, renderer: Renderer, incidents: list[Incident], top: int
+) -> tuple[dict[str, float], str]:
+    """Stage fractions of both runs (instrumented), then one cProfile'd pass of both."""
+    split = Split()
+    store = Store(":memory:")
+    editor = make_editor(config, store, renderer)
+    editor.ingest(incidents, NOW)
+    t0 = time.perf_counter()
+    with split.installed(editor):
+        editor.run(NOW)
+        mark_all_sent(store, NOW)
+        editor.run(latest_promise(store))
+    total = time.perf_counter() - t0
+    store.close()
+    fractions = {k: v / total for k, v in split.seconds.items()}
+    fractions["other"] = max(0.0, 1 - sum(fractions.values()))
+
+    store = Store(":memory:")
+    editor = make_editor(config, store, renderer)
+    editor.ingest(incidents, NOW)
+    profile = cProfile.Profile()
+    profile.enable()
+    editor.run(NOW)
+    mark_all_sent(store, NOW)
+    editor.run(latest_promise(store))
+    profile.disable()
+    store.close()
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return fractions, out.getvalue()
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> Result:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--incidents", type=int, help="open incidents (default 10,000; quick 1,000)")
+    p.add_argument("--channels", type=int, choices=(2, 4), default=2)
+    p.add_argument("--reps", type=int, help="repetitions (default 1; quick 2)")
+    p.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    n = args.incidents or (1_000 if args.quick else 10_000)
+    # One 10,000-incident repetition is ~25 s of CPU; quick ones are cheap enough for two.
+    reps = args.reps or (2 if args.quick else 1)
+    profiled = max(200, n // 20)
+    result = Result("planning", args.quick)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_config(Path(tmp), args.channels)
+        incidents = make_incidents(n)
+        # One renderer for every run, as in the daemon: templates compile once, at start.
+        renderer = Renderer(config.templates_dir, config.timezone)
+        # warm-up: templates, regex caches
+        one_rep(config, renderer, incidents[:50], with_renderer=False)
+        runs = [one_rep(config, renderer, incidents, with_renderer=i == 0) for i in range(reps)]
+        fractions, profile = split_and_profile(
+            config, renderer, incidents[:profiled], 30 if args.profile else 12
+        )
+
+    first = runs[0]
+    opened, reminders = median([r.opened for r in runs]), median([r.reminders for r in runs])
+    bare_o, bare_r = median([r.bare_opened for r in runs]), median([r.bare_reminders for r in runs])
+    rend_o, rend_r = first.renderer_opened, first.renderer_reminders
+    both = median([r.opened + r.reminders for r in runs])
+    bare_both = median([r.bare_opened + r.bare_reminders for r in runs])
+    # Renderer.render was timed in the first repetition only: compare it with that one.
+    rend_both = rend_o + rend_r
+    first_both = first.opened + first.reminders
+    posts = first.opened_posts + first.reminder_posts
+
+    result.add(
+        Figure(
+            "opened run / bare Jinja2",
+            ratio(opened, bare_o),
+            None,
+            first.opened_posts / opened,
+            first.opened_posts / bare_o,
+            "posts/s",
+            f"{n} incidents x {args.channels} channels",
+        )
+    )
+    result.add(
+        Figure(
+            "reminder run / bare Jinja2",
+            ratio(reminders, bare_r),
+            None,
+            first.reminder_posts / reminders,
+            first.reminder_posts / bare_r,
+            "posts/s",
+        )
+    )
+    result.add(
+        Figure(
+            "both runs / bare Jinja2",
+            ratio(both, bare_both),
+            None,
+            both,
+            bare_both,
+            "s",
+            f"{posts} posts",
+        )
+    )
+    result.add(
+        Figure(
+            "both runs / Renderer.render",
+            ratio(first_both, rend_both),
+            None,
+            first_both,
+            rend_both,
+            "s",
+            "first repetition",
+        )
+    )
+    result.details = {
+        "incidents": n,
+        "channels": args.channels,
+        "reps": reps,
+        "posts": {"opened": first.opened_posts, "reminders": first.reminder_posts},
+        "parts": {"opened": first.opened_parts, "reminders": first.reminder_parts},
+        "median_seconds": {
+            "ingest": median([r.ingest for r in runs]),
+            "opened_run": opened,
+            "reminder_run": reminders,
+            "idle_run": median([r.idle for r in runs]),
+            "idle_run_with_backlog": median([r.idle_backlog for r in runs]),
+            "bare_jinja_opened": bare_o,
+            "bare_jinja_reminders": bare_r,
+            "renderer_opened": rend_o,
+            "renderer_reminders": rend_r,
+        },
+        "per_post_us": {
+            "pipeline": both / posts * 1e6,
+            "renderer": rend_both / posts * 1e6,  # first repetition
+            "bare_jinja": bare_both / posts * 1e6,
+        },
+        "all_reps_seconds": [[round(r.opened, 3), round(r.reminders, 3)] for r in runs],
+        "split": {k: round(v, 3) for k, v in fractions.items()},
+    }
+
+    print(
+        f"{n} incidents x {args.channels} channels: {first.opened_posts} openings "
+        f"({first.opened_parts} parts), {first.reminder_posts} reminders; {reps} reps, medians"
+    )
+    print(
+        f"  ingest {result.details['median_seconds']['ingest']:.2f} s · opened run "
+        f"{opened:.2f} s · reminder run {reminders:.2f} s · idle run "
+        f"{result.details['median_seconds']['idle_run']:.2f} s "
+        f"({result.details['median_seconds']['idle_run_with_backlog']:.2f} s with "
+        f"{first.reminder_posts} posts pending) · per post: pipeline "
+        f"{both / posts * 1e6:.0f} µs, Renderer.render {rend_both / posts * 1e6:.0f} µs, "
+        f"bare Jinja2 {bare_both / posts * 1e6:.0f} µs"
+    )
+    print(
+        f"  split (instrumented pass on {profiled} incidents): "
+        + ", ".join(f"{k} {v:.0%}" for k, v in fractions.items())
+    )
+    if args.profile:
+        print(profile)
+    finish(result, started, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
