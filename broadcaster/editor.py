@@ -7,6 +7,7 @@ Nothing here talks to a platform; delivery picks the recorded posts up.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -20,6 +21,16 @@ from .store import Store
 from .textfit import LengthRule, split
 
 log = logging.getLogger("broadcaster.editor")
+
+_NUMBERING = re.compile(r" \(\d+/\d+\)$")
+
+
+def _with_marker(part: str, marker: str) -> str:
+    """Insert `` · marker`` before a thread part's "(i/n)", or at the end."""
+    numbering = _NUMBERING.search(part)
+    if numbering:
+        return f"{part[: numbering.start()]} · {marker}{numbering.group(0)}"
+    return f"{part} · {marker}"
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,32 @@ class Editor:
         text = self.renderer.render(snapshot, post, channel, post.planned_at)
         rule = self.rules[post.channel]
         parts = split(text, rule)
-        stamp = post.planned_at.astimezone(self.config.timezone)
-        for marker in (f"{stamp:%H:%M}", f"{stamp:%H:%M:%S}", f"{stamp:%H:%M:%S} #{post.sequence}"):
-            if not any(self.store.is_duplicate_text(post.channel, part) for part in parts):
-                break
-            # X refuses duplicate content, and a repeated part would read as a stuck feed:
-            # stamp the post with the time it was written.
-            parts = split(f"{text}\n({marker})", rule)
+        if any(self._repeats(post.channel, part, parts) for part in parts):
+            parts = self._stamped(text, rule, post)
         return [(part, rule.count(part), rule.limit) for part in parts]
+
+    def _repeats(self, channel: str, part: str, parts: list[str]) -> bool:
+        return parts.count(part) > 1 or self.store.is_duplicate_text(channel, part)
+
+    def _stamped(self, text: str, rule: LengthRule, post: PlannedPost) -> list[str]:
+        """Parts made unique by a time stamp on each repeated part.
+
+        X refuses duplicate content, and a repeated part would read as a stuck feed. Two
+        incidents with the same long message share middle parts, so every repeated part is
+        stamped, not just the last. Room for the stamp is kept in every part.
+        """
+        local = post.planned_at.astimezone(self.config.timezone)
+        markers = (f"{local:%H:%M}", f"{local:%H:%M:%S}", f"{local:%H:%M:%S} #{post.sequence}")
+        room = rule.count(f" · {markers[-1]}") + 1
+        parts = split(text, replace(rule, limit=rule.limit - room))
+        result: list[str] = []
+        for part in parts:
+            for marker in markers:
+                if not self._repeats(post.channel, part, parts + result):
+                    break
+                part = _with_marker(part, marker)
+            result.append(part)
+        return result
 
     def _report(self, post: PlannedPost, error: TemplateError) -> None:
         # Retried at the next plan; logged once: loud, not spammy.

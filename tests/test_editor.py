@@ -78,7 +78,7 @@ def test_a_repeated_text_is_stamped_so_the_platform_never_sees_a_duplicate(
     assert snapshot is not None
     parts = editor.compose(snapshot, opened.post)
     assert parts[0][0] != opened.parts[0][0]
-    assert parts[0][0].endswith("(07:25)")
+    assert parts[0][0].endswith(" · 07:25")
     assert parts[0][1] <= parts[0][2]
 
 
@@ -95,3 +95,21 @@ def test_the_state_file_counts_as_read_only_once_the_store_committed_it(tmp_path
     assert again is not None
     again.ack()
     assert source.poll() is None
+
+
+def test_two_incidents_with_the_same_long_message_share_no_part(editor: Editor) -> None:
+    long = " ".join(["Power was lost on both feeds and the generators did not start."] * 12)
+    editor.ingest(
+        [
+            incident(id="a", message=Localized.of(long)),
+            incident(id="b", message=Localized.of(long)),
+        ],
+        T0,
+    )
+    recorded, _ = editor.run(T0)
+    parts = [text for r in recorded for text, _, _ in r.parts]
+    assert len(parts) > 4
+    assert len(parts) == len(set(parts)), "X would refuse a repeated part as duplicate content"
+    assert all(length <= limit for r in recorded for _, length, limit in r.parts)
+    second = [text for text, _, _ in recorded[1].parts]
+    assert all(text.endswith(f"({i}/{len(second)})") for i, text in enumerate(second, 1))

@@ -36,6 +36,8 @@ from .transport import configure_session
 log = logging.getLogger("broadcaster.channels.x")
 
 DUPLICATE = "duplicate content"
+# How far X's clock may run behind ours when we compare a post's creation time.
+CLOCK_SKEW = timedelta(minutes=5)
 REPLY_REFUSED = "reply to this conversation is not allowed"
 # X refuses an over-long text with a 403, not a 400: it concerns this post, not the account.
 TOO_LONG = "too long"
@@ -242,9 +244,26 @@ class XChannel(Channel):
             self.user_id(),
             user_auth=True,
             max_results=100,
-            tweet_fields=["created_at"],
+            tweet_fields=["created_at", "referenced_tweets"],
         )
-        for tweet in response.json().get("data", []):
+        # Two threads can hold identical parts ("(2/3)" of two incidents with the same
+        # message): ours replies to our parent and was written after we planned it.
+        parents = {request.in_reply_to, None}
+        not_before = request.post.planned_at - CLOCK_SKEW
+        for tweet in response.json().get("data") or []:
+            replied_to = next(
+                (
+                    r["id"]
+                    for r in tweet.get("referenced_tweets") or []
+                    if r.get("type") == "replied_to"
+                ),
+                None,
+            )
+            created = tweet.get("created_at")
+            if replied_to not in parents:
+                continue
+            if created and datetime.fromisoformat(created.replace("Z", "+00:00")) < not_before:
+                continue
             # Exact, not a prefix: a longer post that merely starts like this one is another
             # post, and adopting it would leave this one unpublished.
             if _normalized(tweet["text"]) in wanted:
