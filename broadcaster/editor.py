@@ -180,8 +180,8 @@ class Editor:
 
     def run(self, now: datetime) -> tuple[list[Recorded], datetime | None]:
         """Plan at ``now`` and record every post due. Returns them and the next wake time."""
-        with self._lock:
-            snapshots = {s.incident.id: s for s in self.store.snapshots()}
+        with self._lock, self.store.batch():
+            snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
             recorded = self._refresh_stale(snapshots, now)
             result = planner.plan(
                 list(snapshots.values()),

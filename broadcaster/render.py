@@ -144,15 +144,24 @@ class Renderer:
         self.templates_dir = Path(templates_dir).resolve()
         self.timezone = timezone
         self._envs: dict[str, SandboxedEnvironment] = {}
+        self._paths: dict[tuple[str, str, PostKind], Path] = {}
 
     def reload(self) -> None:
         """Forget compiled templates, so edited files are read again (SIGHUP)."""
         self._envs = {}
+        self._paths = {}
 
     # -- lookup ------------------------------------------------------------------------------
 
     def template_path(self, language: str, platform: str, kind: PostKind) -> Path:
-        kind = PostKind(kind)
+        # Two stats per post add up at 10,000 incidents; the answer only changes on reload.
+        key = (language, platform, PostKind(kind))
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = self._find(language, platform, PostKind(kind))
+        return path
+
+    def _find(self, language: str, platform: str, kind: PostKind) -> Path:
         for label, piece in (("language", language), ("platform", platform)):
             if not _PATH_PIECE.fullmatch(piece):
                 raise TemplateError(

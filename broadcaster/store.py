@@ -183,6 +183,7 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._depth = 0
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a post recorded as sent must still be recorded after a power cut.
@@ -197,13 +198,30 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            if self._depth:  # inside batch(): one commit for the whole batch
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                return
+            self._depth += 1
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several writes into one transaction: one fsync instead of one per post.
+
+        All or nothing: after a crash, either every post of the batch is recorded with its
+        thread state, or none is and the planner decides again.
+        """
+        with self.transaction():
+            yield
 
     def copy_to_memory(self) -> Store:
         """A private in-memory copy, for previews and drafts that must not touch this store."""
@@ -288,9 +306,17 @@ class Store:
             return True
         return False
 
-    def snapshots(self) -> list[Snapshot]:
+    def snapshots(self, *, active_only: bool = False) -> list[Snapshot]:
+        """Every incident; with ``active_only``, those the planner may still post about:
+        open ones, and closed ones whose threads are not all closed at their revision."""
+        query = "SELECT * FROM incidents i"
+        if active_only:
+            query += (
+                " WHERE i.closed = 0 OR EXISTS (SELECT 1 FROM threads t WHERE "
+                "t.incident_id = i.id AND (t.closed = 0 OR t.last_revision < i.revision))"
+            )
         with self._lock:
-            rows = self._db.execute("SELECT * FROM incidents ORDER BY first_seen_at, id").fetchall()
+            rows = self._db.execute(query + " ORDER BY i.first_seen_at, i.id").fetchall()
         return [self._snapshot(r) for r in rows]
 
     def snapshot(self, incident_id: str) -> Snapshot | None:
