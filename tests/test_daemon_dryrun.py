@@ -260,3 +260,59 @@ def test_a_second_daemon_on_the_same_data_dir_refuses_to_start(dry: DryRun) -> N
     assert second.returncode == 2
     assert "already running" in second.stderr
     assert len(dry.posts()) == 2, "nothing posted twice"
+
+
+def test_the_readme_first_command_shows_bilingual_posts_on_the_shipped_example(
+    tmp_path: Path,
+) -> None:
+    """`broadcaster run --dry-run --config config.example.toml`, as a newcomer runs it."""
+    import shutil
+
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.example.toml")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("X_", "MASTODON_"))}
+    with (tmp_path / "out.log").open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "broadcaster",
+                "run",
+                "--dry-run",
+                "--config",
+                "config.example.toml",
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        try:
+            journal = tmp_path / "data" / "dry-run.jsonl"
+
+            def posts() -> list[dict]:
+                if not journal.exists():
+                    return []
+                return [json.loads(x) for x in journal.read_text().splitlines() if x]
+
+            wait_for(
+                lambda: (
+                    {(p["channel"], p["incident_id"]) for p in posts()}
+                    >= {
+                        (c, i)
+                        for c in ("x-en", "x-fr", "mastodon-en", "mastodon-fr")
+                        for i in ("sbg-power-2017-11-09", "sbg-network-upgrade-2030-03-10")
+                    }
+                ),
+                20,
+                "every channel to announce both example incidents",
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+    shown = (tmp_path / "out.log").read_text()
+    assert shown.count("DRY RUN — not published") >= 8
+    assert "Prochain point à" in shown and "Next update by" in shown
+    assert all(p["length"] <= p["limit"] for p in posts())
