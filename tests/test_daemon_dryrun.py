@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,16 +55,6 @@ platform = "mastodon"
 language = "fr"
 api_base_url = "https://mastodon.invalid"
 """
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class DryRun:
@@ -116,7 +106,7 @@ class DryRun:
         return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
 
     def wait_posts(self, n: int, timeout: float = 10) -> list[dict]:
-        wait_for(lambda: len(self.posts()) >= n, timeout, f"{n} posts in dry-run.jsonl")
+        wait_for(lambda: len(self.posts()) >= n, f"{n} posts in dry-run.jsonl", timeout)
         return self.posts()
 
 
@@ -166,7 +156,7 @@ def test_a_broken_save_is_reported_and_the_last_good_state_kept(dry: DryRun) -> 
     dry.start()
     dry.wait_posts(2)
     dry.state.write_text('[[incidents]]\nid = "sbg-power"\nstatus = "fixed"\n')
-    wait_for(lambda: "unknown status" in dry.stderr(), 5, "the broken save to be reported")
+    wait_for(lambda: "unknown status" in dry.stderr(), "the broken save to be reported", 5)
     dry.write_state(status="resolved", message="Power is back")
     posts = dry.wait_posts(4, timeout=5)
     assert {p["kind"] for p in posts[2:]} == {"resolved"}
@@ -218,13 +208,13 @@ def test_sighup_with_a_broken_config_keeps_the_service_running(dry: DryRun) -> N
     dry.config.write_text(good.replace('language = "en"', 'language = "english"'))
     assert dry.proc is not None
     dry.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reload refused" in dry.stderr(), 5, "the refused reload to be logged")
+    wait_for(lambda: "reload refused" in dry.stderr(), "the refused reload to be logged", 5)
     assert "channels.x-en.language" in dry.stderr()
     dry.write_state(status="identified", message="Both feeds lost")
     dry.wait_posts(4, timeout=3)  # still serving, on the old config
     dry.config.write_text(good.replace('"1h"', '"30m"'))
     dry.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reloaded" in dry.stderr(), 5, "the good reload to be logged")
+    wait_for(lambda: "reloaded" in dry.stderr(), "the good reload to be logged", 5)
     code, _, _ = dry.stop()
     assert code == 0
 
@@ -306,8 +296,8 @@ def test_the_readme_first_command_shows_bilingual_posts_on_the_shipped_example(
                         for i in ("sbg-power-2017-11-09", "sbg-network-upgrade-2030-03-10")
                     }
                 ),
-                20,
                 "every channel to announce both example incidents",
+                20,
             )
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -6,8 +6,7 @@ import http.client
 import io
 import json
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import wait_for
 
 from broadcaster.daemon import Daemon
 
@@ -62,16 +62,6 @@ def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
         "message": {"en": "Power lost on both feeds", "fr": "Courant perdu sur les deux arrivées"},
         **changes,
     }
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass
@@ -175,7 +165,7 @@ def test_a_good_event_is_committed_then_posted(service: Service) -> None:
     # 202 means committed: the incident is in the store before the answer left.
     assert service.daemon.app is not None
     assert service.daemon.app.store.snapshot("sbg-power") is not None
-    posts = wait_for(lambda: len(service.posts()) >= 2 and service.posts(), 5, "2 dry-run posts")
+    posts = wait_for(lambda: len(service.posts()) >= 2 and service.posts(), "2 dry-run posts", 5)
     assert {(p["channel"], p["kind"]) for p in posts} == {
         ("x-en", "opened"),
         ("mastodon-fr", "opened"),
@@ -185,7 +175,7 @@ def test_a_good_event_is_committed_then_posted(service: Service) -> None:
     # A partial event: only what changed, merged onto what the store knows.
     r = service.post({"id": "sbg-power", "status": "identified", "message": "Generator failed"})
     assert r.status == 202
-    posts = wait_for(lambda: len(service.posts()) >= 4 and service.posts(), 5, "2 updates")
+    posts = wait_for(lambda: len(service.posts()) >= 4 and service.posts(), "2 updates", 5)
     update = next(p for p in posts[2:] if p["channel"] == "x-en")
     assert update["kind"] == "update" and "Generator failed" in update["text"]
 
@@ -286,11 +276,11 @@ def test_a_flood_of_idle_connections_gets_503_not_a_thread_each(service: Service
             r = service.request("GET", "/healthz")
             return r.status == 503 and b"too many connections" in r.body
 
-        wait_for(refused, 5, "a connection over the limit to be refused")
+        wait_for(refused, "a connection over the limit to be refused", 5)
     finally:
         for s in idle:
             s.close()
-    assert wait_for(lambda: service.request("GET", "/healthz").status == 200, 5, "service back")
+    assert wait_for(lambda: service.request("GET", "/healthz").status == 200, "service back", 5)
 
 
 def test_routes_and_methods(service: Service) -> None:
@@ -352,7 +342,7 @@ def test_metrics_after_a_scripted_run(service: Service) -> None:
     assert service.post({"id": "sbg-power", "status": "identified"}).status == 202
     assert service.post(opening("rbx-network", severity="minor")).status == 202
     assert service.post({"id": "sbg-power", "status": "fixed"}).status == 422
-    wait_for(lambda: len(service.posts()) >= 6, 5, "6 dry-run posts")
+    wait_for(lambda: len(service.posts()) >= 6, "6 dry-run posts", 5)
 
     def settled() -> dict | None:
         values = service.metrics()
@@ -362,7 +352,7 @@ def test_metrics_after_a_scripted_run(service: Service) -> None:
         )
         return values if sent == len(service.posts()) else None
 
-    values = wait_for(settled, 5, "the store to count every post as sent")
+    values = wait_for(settled, "the store to count every post as sent", 5)
     posts = service.posts()
     for channel in ("x-en", "mastodon-fr"):
         mine = [p for p in posts if p["channel"] == channel]
@@ -388,7 +378,7 @@ def test_metrics_show_a_pause_and_an_overdue_promise(service: Service) -> None:
     app = service.daemon.app
     assert app is not None
     assert service.post(opening()).status == 202
-    wait_for(lambda: len(service.posts()) >= 2, 5, "the opening posts")
+    wait_for(lambda: len(service.posts()) >= 2, "the opening posts", 5)
     # A rate-limit pause, as the delivery worker records it.
     until = datetime.now(UTC) + timedelta(minutes=10)
     app.store.set_channel_state("x-en", paused_until=until, now=datetime.now(UTC))

@@ -6,13 +6,13 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis_server import RedisServer
+from support import opening, wait_for
 
 from broadcaster.daemon import Daemon
 from broadcaster.sources.redis import RedisStreamSource
@@ -43,30 +43,6 @@ url = "{url}"
 consumer = "{consumer}"
 claim_idle = "{claim_idle}"
 """
-
-
-def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
-    started = datetime.now(UTC) - timedelta(minutes=10)
-    return {
-        "id": incident_id,
-        "title": TITLE,
-        "status": "investigating",
-        "severity": "critical",
-        "services": ["VPS"],
-        "regions": ["SBG"],
-        "started_at": started.isoformat(timespec="seconds"),
-        "message": "Power lost",
-    } | changes
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Harness:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from broadcaster.daemon import Daemon
 from broadcaster.notify import Notifier, Watchdog
@@ -75,16 +76,6 @@ def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
         "message": {"en": "Power lost on both feeds", "fr": "Courant perdu sur les deux arrivées"},
         **changes,
     }
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def request(
@@ -177,7 +168,7 @@ class Process:
             m = LISTENING.search(self.stderr.read_text())
             return (m.group(1), int(m.group(2))) if m else None
 
-        return wait_for(bound, timeout, "the HTTP listener")
+        return wait_for(bound, "the HTTP listener", timeout)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -301,7 +292,7 @@ timeout = "1s"
         try:
             address = daemon.address()
             assert request(address, "POST", "/v1/events", opening())[0] == 202
-            wait_for(lambda: len(sandbox.posts()) == 1, 5, "the post to reach the platform")
+            wait_for(lambda: len(sandbox.posts()) == 1, "the post to reach the platform", 5)
             update = {"id": "sbg-power", "status": "identified", "message": "Generator failed"}
             assert request(address, "POST", "/v1/events", update)[0] == 202
             assert daemon.stop() == 0  # SIGTERM while the first post's answer is pending
@@ -314,7 +305,7 @@ timeout = "1s"
                 channel = json.loads(body)["channels"]["mastodon-en"]
                 return status == 200 and channel["sent"] == 2 and channel["undelivered"] == 0
 
-            wait_for(delivered, 10, "both posts to be confirmed after the restart")
+            wait_for(delivered, "both posts to be confirmed after the restart", 10)
             assert daemon.stop() == 0
         finally:
             daemon.kill()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import opening, wait_for
 
 from broadcaster.daemon import Daemon
 from broadcaster.sources.spool import SpoolSource
@@ -36,30 +34,6 @@ consumer_key = "${{UNSET_FOR_DRY_RUN}}"
 
 {intake}
 """
-
-
-def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
-    started = datetime.now(UTC) - timedelta(minutes=10)
-    return {
-        "id": incident_id,
-        "title": TITLE,
-        "status": "investigating",
-        "severity": "critical",
-        "services": ["VPS"],
-        "regions": ["SBG"],
-        "started_at": started.isoformat(timespec="seconds"),
-        "message": "Power lost",
-    } | changes
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Harness:
