@@ -165,18 +165,29 @@ class Daemon:
 
     def run_forever(self) -> None:
         """Serve until SIGTERM/SIGINT. Must be called from the main thread."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        # Handlers only set flags: taking a lock (Event.set) inside a signal handler can
+        # deadlock with the main thread holding that same lock.
+        signalled: dict[str, bool] = {"stop": False, "reload": False}
+
+        def on_stop(*_: object) -> None:
+            signalled["stop"] = True
+
+        def on_reload(*_: object) -> None:
+            signalled["reload"] = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
         self.start()
         try:
-            while not self._stop.is_set():
-                self._wakeup.wait()
+            while not self._stop.is_set() and not signalled["stop"]:
+                self._wakeup.wait(0.2)
                 self._wakeup.clear()
-                if self._reload_requested:
-                    self._reload_requested = False
+                if signalled["reload"] or self._reload_requested:
+                    signalled["reload"] = self._reload_requested = False
                     self.service.reload()
         finally:
+            self._stop.set()  # the HTTP intake answers 503 from now on
             log.info("stopping")
             self.shutdown()
 
@@ -236,7 +247,10 @@ class Daemon:
 
     def _apply_event(self, app: App, data: dict, origin: str, source: str) -> list[str]:
         incident = merge(app.store, data, origin=origin, languages=app.config.languages())
-        return app.editor.ingest([incident], self.clock(), source=source)
+        # No source mark: an event says what changes now, even if this source said the same
+        # thing before and another source said otherwise since. Re-applying a redelivered
+        # event is harmless anyway: the merged incident is identical.
+        return app.editor.ingest([incident], self.clock())
 
     def submit(self, data: dict, *, origin: str, source: str) -> str:
         """Apply one pushed event (HTTP intake) now; returns the incident id once committed.
@@ -283,12 +297,15 @@ class Daemon:
             return False
         with self._plan_lock:
             old, self.app = self.app, new
-            if old is not None:
-                # The new workers must not start while an old one may still be publishing:
-                # both would see the same post 'sending' and could publish it twice.
-                old.close(wait=300.0)
-            new.delivery.start()
             self._schedule_polling(config)
+        if old is not None:
+            # Outside the plan lock (planning, intake and health checks go on), but the new
+            # workers must not start while an old one may still be publishing: both would
+            # see the same post 'sending' and could publish it twice.
+            while not old.delivery.stop(30.0):
+                log.warning("reload: waiting for a post in flight on the old channels")
+            old.close(wait=0.0)
+        new.delivery.start()
         log.info("reloaded %s", self.config_path)
         self.poll_sources()
         self.plan()

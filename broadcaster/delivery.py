@@ -177,7 +177,8 @@ class ChannelWorker:
                     self._sent(post, found.remote_id, found.url)
                     return 0
                 unknown = False
-            self.store.mark_sending(post.key)
+            if not self.store.mark_sending(post.key):
+                return 0  # superseded since it was picked: a newer post goes instead
             result = self.channel.publish(request)
         except RateLimited as e:
             self.paused_until = e.until

@@ -56,6 +56,7 @@ class Editor:
         self.on_recorded = on_recorded
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        self._superseded: set[str] = set()
 
     def channel_info(self, name: str) -> ChannelInfo:
         c = self.config.channels[name]
@@ -87,16 +88,26 @@ class Editor:
         stamped, not just the last. Room for the stamp is kept in every part.
         """
         local = post.planned_at.astimezone(self.config.timezone)
-        markers = (f"{local:%H:%M}", f"{local:%H:%M:%S}", f"{local:%H:%M:%S} #{post.sequence}")
-        room = rule.count(f" · {markers[-1]}") + 1
+        # The last marker names the incident: unique even for many incidents sharing one
+        # long message in the same second.
+        markers = (
+            f"{local:%H:%M}",
+            f"{local:%H:%M:%S}",
+            f"{local:%H:%M:%S} {post.incident_id}",
+        )
+        room = max(rule.count(f" · {m}") for m in markers) + 1
         parts = split(text, replace(rule, limit=rule.limit - room))
         result: list[str] = []
-        for part in parts:
+        for index, part in enumerate(parts):
+            others = parts[:index] + parts[index + 1 :] + result
+            stamped = part
             for marker in markers:
-                if not self._repeats(post.channel, part, parts + result):
+                if stamped not in others and not self.store.is_duplicate_text(
+                    post.channel, stamped
+                ):
                     break
-                part = _with_marker(part, marker)
-            result.append(part)
+                stamped = _with_marker(part, marker)  # each marker on the original part
+            result.append(stamped)
         return result
 
     def _report(self, post: PlannedPost, error: TemplateError) -> None:
@@ -120,11 +131,21 @@ class Editor:
     ) -> Recorded | None:
         try:
             parts = self.compose(snapshot, post)
+            language = self.config.channels[post.channel].language
+            superseded = self.store.record_post(
+                post, parts, language, thread, replaces=replaces or ()
+            )
         except TemplateError as e:
             self._report(post, e)
             return None
-        language = self.config.channels[post.channel].language
-        self.store.record_post(post, parts, language, thread, replaces=replaces or ())
+        except Exception:
+            # One bad incident must not stop every other one: its own write is undone
+            # (a savepoint), the rest of the plan goes on, and it is retried next plan.
+            log.exception(
+                "cannot record %s for %s on %s", post.kind.value, post.incident_id, post.channel
+            )
+            return None
+        self._superseded.update(superseded)
         item = Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
         if self.on_recorded:
             self.on_recorded(item)
@@ -138,8 +159,11 @@ class Editor:
         """
         recorded: list[Recorded] = []
         threads = self.store.threads()
+        self._superseded = set()
         for group in self.store.stale_posts(now):
             first = group[0]
+            if any(p.key in self._superseded for p in group):
+                continue  # already replaced by a re-plan of this same run
             snapshot = snapshots.get(first.incident_id)
             thread = threads.get((first.incident_id, first.channel))
             if snapshot is None or thread is None or first.channel not in self.config.channels:
@@ -169,6 +193,7 @@ class Editor:
             )
             item = self._record(snapshot, post, new_thread, [p.key for p in group])
             if item is not None:
+                threads[(first.incident_id, first.channel)] = new_thread
                 log.info(
                     "re-planned %s for %s on %s: its promise passed while it waited",
                     post.kind.value,

@@ -34,6 +34,19 @@ def decode(raw: bytes | str, *, origin: str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as e:
         line = getattr(e, "lineno", None)
         raise EventError([Problem(origin, line, None, None, f"invalid JSON: {e}")]) from None
+    if not _encodable(data):
+        raise EventError(
+            [
+                Problem(
+                    origin,
+                    None,
+                    data.get("id") if isinstance(data, dict) else None,
+                    None,
+                    "text with an invalid character (a lone surrogate "
+                    "such as \\ud800): not valid Unicode, cannot be posted",
+                )
+            ]
+        )
     if not isinstance(data, dict):
         raise EventError(
             [Problem(origin, None, None, None, "an event must be one JSON object with an 'id'")]
@@ -61,3 +74,12 @@ def merge(
         return parse_incident(merged, origin=origin, languages=languages)
     except StateFileError as e:
         raise EventError(e.problems) from None
+
+
+def _encodable(data: Any) -> bool:
+    """JSON may carry lone surrogates ("\\ud800") that no platform can take as UTF-8."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -61,3 +61,6 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     root.setLevel(level)
     # APScheduler logs every job run at INFO: noise at a poll every 250 ms.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # "maximum number of running instances reached": a poll still running when the next is
+    # due is skipped on purpose (coalesced); not worth a warning each time.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)

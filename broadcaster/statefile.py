@@ -646,6 +646,21 @@ def _parse_json(text: str, path_str: str) -> tuple[Any, _SourceMap]:
         raise StateFileError(
             [Problem(path_str, None, None, None, "JSON syntax error: nested too deeply")]
         ) from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise StateFileError(
+            [
+                Problem(
+                    path_str,
+                    None,
+                    None,
+                    None,
+                    "text with an invalid character (a lone "
+                    "surrogate such as \\ud800): not valid Unicode, cannot be posted",
+                )
+            ]
+        ) from None
     smap, _ = _json_source_map(text)
     return data, smap
 

@@ -198,8 +198,21 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            if self._depth:  # inside batch(): one commit for the whole batch
-                yield self._db
+            if self._depth:
+                # Inside batch(): a savepoint, so one failed write undoes only itself and
+                # the batch still commits the rest in one go.
+                name = f"sp{self._depth}"
+                self._depth += 1
+                self._db.execute(f"SAVEPOINT {name}")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                    raise
+                finally:
+                    self._depth -= 1
+                self._db.execute(f"RELEASE {name}")
                 return
             self._depth += 1
             try:
@@ -549,13 +562,19 @@ class Store:
             ).fetchone()
         return self._post(row) if row else None
 
-    def mark_sending(self, key: str) -> None:
-        """Recorded before the request leaves: after a crash, the outcome is 'unknown'."""
+    def mark_sending(self, key: str) -> bool:
+        """Recorded before the request leaves: after a crash, the outcome is 'unknown'.
+
+        False if the post is no longer deliverable (superseded by a plan that ran since it
+        was picked): it must then not be sent at all.
+        """
         with self.transaction() as db:
-            db.execute(
-                "UPDATE posts SET state = ?, attempts = attempts + 1 WHERE key = ?",
-                (PostState.SENDING.value, key),
+            cursor = db.execute(
+                "UPDATE posts SET state = ?, attempts = attempts + 1 WHERE key = ? "
+                "AND state IN (?, ?)",
+                (PostState.SENDING.value, key, *OPEN_STATES),
             )
+            return cursor.rowcount == 1
 
     def mark_sent(self, key: str, remote_id: str, url: str | None, now: datetime) -> None:
         with self._lock:

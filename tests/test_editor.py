@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -111,5 +111,20 @@ def test_two_incidents_with_the_same_long_message_share_no_part(editor: Editor) 
     assert len(parts) > 4
     assert len(parts) == len(set(parts)), "X would refuse a repeated part as duplicate content"
     assert all(length <= limit for r in recorded for _, length, limit in r.parts)
+    assert all(rule_ok for rule_ok in (length <= 280 for r in recorded for _, length, _ in r.parts))
     second = [text for text, _, _ in recorded[1].parts]
     assert all(text.endswith(f"({i}/{len(second)})") for i, text in enumerate(second, 1))
+
+
+def test_two_stale_posts_of_one_thread_become_one_fresh_post(editor: Editor) -> None:
+    editor.ingest([incident()], T0)
+    (_opened,), wake = editor.run(T0)
+    later = T0 + timedelta(minutes=3)
+    editor.ingest([incident(status="identified")], later)
+    (_update,), _ = editor.run(later)  # an update queued behind the unsent opening
+    assert wake is not None
+    refreshed, _ = editor.run(wake + timedelta(minutes=30))
+    assert [r.post.kind for r in refreshed] == [PostKind.OPENED]
+    pending = editor.store.posts(states=(PostState.PENDING,))
+    assert [p.key for p in pending] == refreshed[0].keys
+    assert len({p.sequence for p in editor.store.posts()}) == len(editor.store.posts())

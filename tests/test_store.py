@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from broadcaster.model import (
     Incident,
@@ -138,3 +141,24 @@ def test_a_post_half_sent_is_finished_not_superseded(tmp_path: Path) -> None:
     store.mark_sent(update.key(1), "2", None, T0)
     record(store, PostKind.UPDATE, 3, revision=3)
     assert {p.key: p.state for p in store.posts()}[update.key(2)] is PostState.PENDING
+
+
+def test_a_post_superseded_after_it_was_picked_is_never_sent(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    record(store, PostKind.OPENED, 1)
+    store.mark_sending(store.next_to_deliver("x-en").key)  # type: ignore[union-attr]
+    update = record(store, PostKind.UPDATE, 2, revision=2)
+    picked = store.next_to_deliver("x-en")
+    assert picked is not None and picked.key != update.key(1)
+    record(store, PostKind.UPDATE, 3, revision=3)  # a plan runs between pick and send
+    assert store.mark_sending(update.key(1)) is False
+
+
+def test_a_failed_write_in_a_batch_undoes_only_itself(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    with store.batch():
+        record(store, PostKind.OPENED, 1)
+        with pytest.raises(sqlite3.IntegrityError):  # same key: refused, undone alone
+            record(store, PostKind.OPENED, 1)
+        record(store, PostKind.UPDATE, 2, revision=2)
+    assert [p.kind for p in store.posts()] == [PostKind.OPENED, PostKind.UPDATE]

@@ -36,6 +36,8 @@ from .transport import configure_session
 log = logging.getLogger("broadcaster.channels.x")
 
 DUPLICATE = "duplicate content"
+# Lookups a "duplicate content" refusal gets before the post is recorded as failed.
+DUPLICATE_LOOKUPS = 4
 # How far X's clock may run behind ours when we compare a post's creation time.
 CLOCK_SKEW = timedelta(minutes=5)
 REPLY_REFUSED = "reply to this conversation is not allowed"
@@ -211,6 +213,12 @@ class XChannel(Channel):
                 found = self.find_published(request)
                 if found is not None:
                     return found
+                if request.post.attempts < DUPLICATE_LOOKUPS:
+                    # X's timeline can lag behind its duplicate check: look again later
+                    # rather than record as failed a post that is probably published.
+                    raise TransientError(
+                        f"{e}; not yet in the timeline, looking again later", status=403
+                    ) from None
             raise
         data = response.json()["data"]
         return PublishResult(

@@ -1,0 +1,54 @@
+"""Events from queues: the newest word on an incident wins, bad input is refused whole."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from support import opening
+
+from broadcaster.daemon import Daemon
+from broadcaster.events import EventError, decode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    (tmp_path / "state.toml").write_text("")
+    (tmp_path / "config.toml").write_text(f"""
+[broadcaster]
+state_file = "state.toml"
+templates_dir = "{ROOT / "message_templates"}"
+[channels.x-en]
+platform = "dryrun"
+language = "en"
+""")
+    d = Daemon(tmp_path / "config.toml", dry_run=True, out=io.StringIO())
+    d.start()
+    yield d
+    d.shutdown()
+
+
+def status(daemon: Daemon) -> str:
+    assert daemon.app is not None
+    snapshot = daemon.app.store.snapshot("sbg-power")
+    assert snapshot is not None
+    return snapshot.incident.status
+
+
+def test_an_event_repeating_what_its_source_said_earlier_still_applies(daemon: Daemon) -> None:
+    daemon.submit(opening(status="identified"), origin="http", source="http")
+    daemon.submit({"id": "sbg-power", "status": "monitoring"}, origin="spool", source="spool")
+    daemon.submit({"id": "sbg-power", "status": "identified"}, origin="http", source="http")
+    assert status(daemon) == "identified"
+    daemon.submit({"id": "sbg-power", "status": "resolved"}, origin="http", source="http")
+    assert status(daemon) == "resolved"
+
+
+def test_an_event_with_text_no_platform_can_take_is_refused(daemon: Daemon) -> None:
+    with pytest.raises(EventError, match="lone surrogate"):
+        decode('{"id": "sbg-power", "message": "bad \\ud800"}', origin="http")
+    daemon.submit(opening(), origin="http", source="http")  # the service goes on
+    assert status(daemon) == "investigating"
