@@ -27,6 +27,7 @@ QUICK_BUDGET = 30.0
         "bench_planning.py",
         "bench_latency.py",
         "bench_delivery.py",
+        "bench_intake.py",
         "fixes_planning.py",
         "fixes_delivery.py",
     ],
