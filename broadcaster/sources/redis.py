@@ -54,6 +54,7 @@ DEFAULT_BATCH_SIZE = 100
 # HTTP submissions by 100 ms. Without it, an event waits for the next poll, like the others.
 DEFAULT_BLOCK: timedelta | None = None
 DEFAULT_CLAIM_IDLE = timedelta(seconds=30)
+DEAD_LETTER_MAXLEN = 10_000
 DEFAULT_CLAIM_EVERY = timedelta(seconds=10)
 DEFAULT_BACKOFF_INITIAL = timedelta(milliseconds=200)
 DEFAULT_BACKOFF_MAX = timedelta(seconds=10)
@@ -311,7 +312,13 @@ class RedisStreamSource(Source):
     def _dead_letter(self, entry_id: bytes, raw: bytes, reason: str) -> None:
         log.error("event refused: %s", reason)
         pipe = self._client.pipeline(transaction=True)
-        pipe.xadd(self.dead_stream, {"event": raw, "error": reason, "id": entry_id})
+        # Bounded: a producer stuck sending garbage must not fill Redis' memory.
+        pipe.xadd(
+            self.dead_stream,
+            {"event": raw, "error": reason, "id": entry_id},
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
         pipe.xack(self.stream, self.group, entry_id)
         pipe.execute()
         self._remember(entry_id)

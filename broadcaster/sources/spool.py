@@ -23,6 +23,7 @@ import heapq
 import itertools
 import logging
 import os
+import time
 from functools import partial
 from pathlib import Path
 
@@ -179,9 +180,16 @@ def _read(path: Path) -> bytes:
 
 
 def _free_name(directory: Path, name: str) -> str:
-    """``name``, or ``name`` with ``.1``, ``.2``... before ``.json`` if already taken."""
+    """``name``, or ``name`` with a time stamp before ``.json`` if already taken.
+
+    A stamp, not ``.1``, ``.2``…: a tool that always writes ``event.json`` would otherwise
+    make every move probe every earlier name.
+    """
     stem = name.removesuffix(".json")
-    for candidate in itertools.chain([name], (f"{stem}.{i}.json" for i in itertools.count(1))):
+    candidates = itertools.chain(
+        [name], (f"{stem}.{time.time_ns()}-{i}.json" for i in itertools.count())
+    )
+    for candidate in candidates:
         if not os.path.lexists(directory / candidate) and not os.path.lexists(
             directory / (candidate + ".error")
         ):
