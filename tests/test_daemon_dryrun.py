@@ -163,6 +163,7 @@ def test_a_broken_save_is_reported_and_the_last_good_state_kept(dry: DryRun) -> 
     code, _, err = dry.stop()
     assert code == 0
     assert "state.toml" in err and "status" in err  # the broken save was named
+    assert err.count("unknown status 'fixed'") == 1, "reported once, not at every poll"
 
 
 def test_reminders_keep_the_promise_and_kill_9_loses_and_repeats_nothing(tmp_path: Path) -> None:

@@ -128,3 +128,44 @@ def test_two_stale_posts_of_one_thread_become_one_fresh_post(editor: Editor) -> 
     pending = editor.store.posts(states=(PostState.PENDING,))
     assert [p.key for p in pending] == refreshed[0].keys
     assert len({p.sequence for p in editor.store.posts()}) == len(editor.store.posts())
+
+
+def test_an_open_incident_cut_from_the_file_keeps_its_reminders(
+    editor: Editor, tmp_path: Path
+) -> None:
+    path = tmp_path / "state.toml"
+    path.write_text(
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
+        'severity = "critical"\nstarted_at = 2017-11-09T07:23:00+01:00\n'
+    )
+    source = StateFileSource(path)
+    batch = source.poll()
+    assert batch is not None
+    editor.ingest(batch.incidents, T0, source="file")
+    (opened,), wake = editor.run(T0)
+    editor.store.mark_sent(opened.keys[0], "1", None, T0)
+    path.write_text("")  # someone cut the file by mistake
+    batch = source.poll()
+    assert batch is not None and batch.incidents == []
+    editor.ingest(batch.incidents, T0, source="file")
+    assert wake is not None
+    (reminder,), _ = editor.run(wake)
+    assert reminder.post.kind is PostKind.REMINDER, "never silent because of a bad save"
+
+
+def test_preview_shows_the_next_post_of_a_thread_with_nothing_due_now(tmp_path: Path) -> None:
+    from broadcaster.app import store_path
+    from broadcaster.rehearsal import preview
+
+    config = load_config(ROOT / "config.example.toml")
+    config = replace(config, data_dir=tmp_path, channels={"x-en": config.channels["x-en"]})
+    store = Store(store_path(config, dry_run=False))
+    rules = {"x-en": default_rule(config.channels["x-en"])}
+    real = Editor(store, Renderer(config.templates_dir, config.timezone), config, rules)
+    real.ingest([incident()], T0)
+    (opened,), wake = real.run(T0)
+    store.mark_sent(opened.keys[0], "1", None, T0)
+    store.close()
+    (shown,) = preview(config, [incident()], T0 + timedelta(minutes=1))
+    assert shown.recorded.post.kind is PostKind.REMINDER
+    assert shown.at == wake
