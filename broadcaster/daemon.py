@@ -100,6 +100,7 @@ class Daemon:
         self.clock = clock
         self.app: App | None = None
         self._plan_lock = threading.RLock()
+        self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
         self._reload_requested = False
@@ -196,7 +197,12 @@ class Daemon:
     def poll_sources(self) -> None:
         # Polling (file reads, Redis round trips) happens outside the plan lock, so a slow
         # source never holds up planning, delivery bookkeeping or the HTTP intake. The poll
-        # job never runs twice at once (max_instances=1), so sources are polled serially.
+        # lock keeps polls serial from poll to commit: the scheduled job, start() and
+        # reload() all poll, and two polls would hand over (and apply) the same events.
+        with self._poll_lock:
+            self._poll_sources()
+
+    def _poll_sources(self) -> None:
         app = self.app
         if app is None:
             return
@@ -286,6 +292,36 @@ class Daemon:
                     self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
                 )
 
+    def _hand_over(self, old: App, new: App) -> None:
+        """Start the new channel workers as the old ones finish.
+
+        A new worker must not start while the old one of its channel may still be
+        publishing: both would see the same post 'sending' and could publish it twice. Idle
+        workers stop at once; one stuck in a request holds up only its own channel, and the
+        old store is closed once the last of them is done.
+        """
+        old.delivery.stop(10.0)
+        stuck = []
+        for name, worker in new.delivery.workers.items():
+            previous = old.delivery.workers.get(name)
+            if previous is not None and previous.is_alive():
+                stuck.append((previous, worker))
+            else:
+                worker.start()
+        if not stuck:
+            old.close(wait=0.0)
+            return
+
+        def finish() -> None:
+            for previous, worker in stuck:
+                log.warning("reload: %s waits for its post in flight", previous.channel.name)
+                previous.join()
+                if not self._stop.is_set():
+                    worker.start()
+            old.close(wait=0.0)
+
+        threading.Thread(target=finish, name="reload-hand-over", daemon=True).start()
+
     def reload(self) -> bool:
         """SIGHUP: re-read config, templates and state at once, or keep running as before."""
         try:
@@ -295,17 +331,13 @@ class Daemon:
         except Exception as e:  # whatever is wrong with the new config, the service stays up
             log.error("reload refused, still running on the previous config:\n%s", e)
             return False
-        with self._plan_lock:
+        with self._poll_lock, self._plan_lock:
             old, self.app = self.app, new
             self._schedule_polling(config)
-        if old is not None:
-            # Outside the plan lock (planning, intake and health checks go on), but the new
-            # workers must not start while an old one may still be publishing: both would
-            # see the same post 'sending' and could publish it twice.
-            while not old.delivery.stop(30.0):
-                log.warning("reload: waiting for a post in flight on the old channels")
-            old.close(wait=0.0)
-        new.delivery.start()
+        if old is None:
+            new.delivery.start()
+        else:
+            self._hand_over(old, new)
         log.info("reloaded %s", self.config_path)
         self.poll_sources()
         self.plan()

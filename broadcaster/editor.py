@@ -6,6 +6,7 @@ Nothing here talks to a platform; delivery picks the recorded posts up.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -88,12 +89,12 @@ class Editor:
         stamped, not just the last. Room for the stamp is kept in every part.
         """
         local = post.planned_at.astimezone(self.config.timezone)
-        # The last marker names the incident: unique even for many incidents sharing one
-        # long message in the same second.
+        # The last marker carries a short hash of the incident id: unique even for many
+        # incidents sharing one long message in the same second, and short whatever the id.
         markers = (
             f"{local:%H:%M}",
             f"{local:%H:%M:%S}",
-            f"{local:%H:%M:%S} {post.incident_id}",
+            f"{local:%H:%M:%S} {hashlib.sha256(post.incident_id.encode()).hexdigest()[:6]}",
         )
         room = max(rule.count(f" · {m}") for m in markers) + 1
         parts = split(text, replace(rule, limit=rule.limit - room))
@@ -139,6 +140,8 @@ class Editor:
             self._report(post, e)
             return None
         except Exception:
+            if not self.store.in_transaction():
+                raise  # the whole plan was rolled back (disk full...): retried as a whole
             # One bad incident must not stop every other one: its own write is undone
             # (a savepoint), the rest of the plan goes on, and it is retried next plan.
             log.exception(

@@ -107,6 +107,11 @@ CREATE TABLE IF NOT EXISTS channel_state (
 );
 """
 
+
+class TransactionAborted(sqlite3.OperationalError):
+    """SQLite rolled back a whole batch; the plan must be retried as a whole."""
+
+
 OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
 
 
@@ -201,12 +206,18 @@ class Store:
             if self._depth:
                 # Inside batch(): a savepoint, so one failed write undoes only itself and
                 # the batch still commits the rest in one go.
+                if not self._db.in_transaction:
+                    # SQLite aborted the whole batch (disk full, I/O error): nothing of it
+                    # is left to build on; a write now would commit on its own.
+                    raise TransactionAborted("the enclosing transaction was rolled back")
                 name = f"sp{self._depth}"
                 self._depth += 1
                 self._db.execute(f"SAVEPOINT {name}")
                 try:
                     yield self._db
                 except BaseException:
+                    if not self._db.in_transaction:
+                        raise  # the whole batch is gone: let the caller see the real error
                     self._db.execute(f"ROLLBACK TO {name}")
                     self._db.execute(f"RELEASE {name}")
                     raise
@@ -219,12 +230,16 @@ class Store:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
             finally:
                 self._depth -= 1
+
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
 
     @contextmanager
     def batch(self) -> Iterator[None]:

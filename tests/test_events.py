@@ -52,3 +52,48 @@ def test_an_event_with_text_no_platform_can_take_is_refused(daemon: Daemon) -> N
         decode('{"id": "sbg-power", "message": "bad \\ud800"}', origin="http")
     daemon.submit(opening(), origin="http", source="http")  # the service goes on
     assert status(daemon) == "investigating"
+
+
+def test_concurrent_polls_apply_each_spooled_event_once(tmp_path: Path) -> None:
+    """The scheduled poll, start() and reload() all poll: never the same event twice."""
+    import json
+    import threading
+
+    (tmp_path / "state.toml").write_text("")
+    (tmp_path / "config.toml").write_text(f"""
+[broadcaster]
+state_file = "state.toml"
+templates_dir = "{ROOT / "message_templates"}"
+poll_interval = "1h"
+[channels.x-en]
+platform = "dryrun"
+language = "en"
+[intake.spool]
+directory = "spool"
+""")
+    d = Daemon(tmp_path / "config.toml", dry_run=True, out=io.StringIO())
+    d.start()
+    try:
+        incoming = tmp_path / "spool" / "incoming"
+        events = [opening()] + [
+            {
+                "id": "sbg-power",
+                "status": ("identified", "monitoring")[i % 2],
+                "message": f"step {i}",
+            }
+            for i in range(1, 60)
+        ]
+        for i, event in enumerate(events):
+            (incoming / f"{i:04d}.json").write_text(json.dumps(event))
+        threads = [threading.Thread(target=d.poll_sources) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        while any(incoming.iterdir()):
+            d.poll_sources()
+        assert d.app is not None
+        snapshot = d.app.store.snapshot("sbg-power")
+        assert snapshot is not None and snapshot.revision == len(events)
+    finally:
+        d.shutdown()
