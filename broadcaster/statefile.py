@@ -2,7 +2,8 @@
 
 The file is written under stress, often at night, so every problem is reported at once and
 each names the file, the line, the incident and the field. Neither ``tomllib`` nor ``json``
-reports positions for values, so a small source scanner maps every key back to its line.
+reports positions for values, so a small source scanner maps every key back to its line;
+it runs only when there is a problem to locate (a valid file just gets its incidents' lines).
 Any malformed input ends in :class:`StateFileError`, never in another exception: the
 daemon must keep running on the previous state and tell ops exactly what to fix.
 """
@@ -558,11 +559,134 @@ def _json_source_map(text: str) -> tuple[_SourceMap, Address]:
     return smap, where
 
 
+class _LazySourceMap:
+    """The source map of a file that parsed, built only when a problem must be located.
+
+    Mapping every key costs as much as parsing; a valid file needs only the line where each
+    incident starts (its ``origin``), which a cheap scan finds: ``origins`` holds them. The
+    scan is exact for a file that validates (the only case where origins are used); problems
+    are always located with the full map. ``duplicates_possible`` is False when the parser
+    saw no key written twice.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], _SourceMap],
+        origins: Mapping[Address, int] | None = None,
+        *,
+        duplicates_possible: bool = True,
+    ) -> None:
+        self._build = build
+        self._full: _SourceMap | None = None
+        self.origins = dict(origins or {})
+        self.duplicates_possible = duplicates_possible
+
+    def full(self) -> _SourceMap:
+        if self._full is None:
+            self._full = self._build()
+        return self._full
+
+
+_TOML_INCIDENTS_HEADER = r"""\n[ \t]*+\[\[[ \t]*+(?:incidents|"incidents"|'incidents')[ \t]*+\]\]"""
+_TOML_HEADER = re.compile(_TOML_INCIDENTS_HEADER)
+# Everything up to the next [[incidents]] header, stepping over strings and comments, so
+# a header written inside a multi-line string is not taken for one. Possessive: no
+# backtracking, linear time.
+_TOML_UP_TO_HEADER = re.compile(
+    r"""(?:
+        [^"'\#\n]++
+      | "{3}(?:[^"\\]++|\\.|"(?!""))*+"{3,5}
+      | '{3}(?:[^']++|'(?!''))*+'{3,5}
+      | "(?:[^"\\\n]++|\\.)*+"
+      | '[^'\n]*+'
+      | \#[^\n]*+
+      | \n(?!"""
+    + _TOML_INCIDENTS_HEADER[2:]
+    + r""")
+    )*+(?P<header>"""
+    + _TOML_INCIDENTS_HEADER
+    + ")",
+    re.DOTALL | re.VERBOSE,
+)
+
+
+def _toml_header_lines(text: str) -> list[int]:
+    """Lines of the ``[[incidents]]`` headers of a document ``tomllib`` accepted, in order.
+
+    Only headers written as ``[[incidents]]`` (spaces and quotes allowed) are found; the
+    caller compares the count with the incidents parsed.
+    """
+    padded = "\n" + text  # every header now follows a newline, the first one too
+    if '"""' not in text and "'''" not in text:
+        # No multi-line string, so no line inside a string. (A line inside a multi-line
+        # array would be a nested array, which no valid file has.)
+        starts = [m.start() for m in _TOML_HEADER.finditer(padded)]
+    else:
+        starts = []
+        pos = 0
+        while (m := _TOML_UP_TO_HEADER.match(padded, pos)) is not None:
+            starts.append(m.start("header"))
+            pos = m.end()
+    lines, line, counted = [], 0, 0
+    for start in starts:
+        # The header is on the line after the newline at ``start`` of ``padded``.
+        line += padded.count("\n", counted, start + 1)
+        counted = start + 1
+        lines.append(line)
+    return lines
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_element_lines(text: str, key: str) -> list[int] | None:
+    """Line where each item of the top-level array ``key`` starts, in valid JSON text.
+
+    None when the document is not shaped so; the full map then finds the lines.
+    """
+    scan = json.JSONDecoder().scan_once
+    space = _JSON_SPACE.match
+    starts: list[int] | None = None
+    try:
+        pos = space(text).end()
+        if text[pos] != "{":
+            return None
+        pos = space(text, pos + 1).end()
+        while text[pos] == '"':
+            name, pos = json.decoder.scanstring(text, pos + 1)
+            pos = space(text, space(text, pos).end() + 1).end()  # over the ':'
+            if name == key and text[pos] == "[":
+                starts = []
+                pos = space(text, pos + 1).end()
+                while text[pos] != "]":
+                    starts.append(pos)
+                    _, pos = scan(text, pos)
+                    pos = space(text, pos).end()
+                    if text[pos] == ",":
+                        pos = space(text, pos + 1).end()
+                pos += 1
+            else:
+                _, pos = scan(text, pos)
+            pos = space(text, pos).end()
+            if text[pos] == ",":
+                pos = space(text, pos + 1).end()
+    except (IndexError, StopIteration, ValueError):
+        return None
+    if starts is None:
+        return None
+    lines, line, counted = [], 1, 0
+    for start in starts:
+        line += text.count("\n", counted, start)
+        counted = start
+        lines.append(line)
+    return lines
+
+
 # --------------------------------------------------------------------------------------
 # Parsing with good syntax errors
 
 
-def _parse(text: str, path_str: str, fmt: str) -> tuple[Any, _SourceMap]:
+def _parse(text: str, path_str: str, fmt: str) -> tuple[Any, _LazySourceMap]:
     if fmt == "toml":
         return _parse_toml(text, path_str)
     return _parse_json(text, path_str)
@@ -572,12 +696,21 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_AT_END = re.compile(r"\s*\(at end of document\)\s*$")
 
 
-def _parse_toml(text: str, path_str: str) -> tuple[Any, _SourceMap]:
+def _parse_toml(text: str, path_str: str) -> tuple[Any, _LazySourceMap]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StateFileError([_toml_syntax_problem(str(exc), text, path_str)]) from None
-    return data, _toml_source_map(text)
+    origins: dict[Address, int] = {}
+    entries = data.get("incidents")
+    if isinstance(entries, list) and entries:
+        lines = _toml_header_lines(text)
+        # Not one header per incident: written another way (inline, escaped key); the
+        # full map knows.
+        if len(lines) == len(entries):
+            origins = {("incidents", i): n for i, n in enumerate(lines)}
+    # tomllib refuses a key written twice, so there is no duplicate to look for.
+    return data, _LazySourceMap(lambda: _toml_source_map(text), origins, duplicates_possible=False)
 
 
 def _toml_syntax_problem(message: str, text: str, path_str: str) -> Problem:
@@ -635,11 +768,22 @@ def _toml_hint(message: str, text_at: str) -> str | None:
     return None
 
 
-def _parse_json(text: str, path_str: str) -> tuple[Any, _SourceMap]:
+def _parse_json(text: str, path_str: str) -> tuple[Any, _LazySourceMap]:
     if not text.strip():
-        return {}, _SourceMap()  # an empty file means no incidents, as for TOML
+        # An empty file means no incidents, as for TOML.
+        return {}, _LazySourceMap(_SourceMap, duplicates_possible=False)
+    duplicates = False
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of keys written twice, silently: note that it happened.
+        nonlocal duplicates
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            duplicates = True
+        return obj
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as exc:
         raise StateFileError([_json_syntax_problem(exc, text, path_str)]) from None
     except RecursionError:
@@ -661,8 +805,15 @@ def _parse_json(text: str, path_str: str) -> tuple[Any, _SourceMap]:
                 )
             ]
         ) from None
-    smap, _ = _json_source_map(text)
-    return data, smap
+    origins: dict[Address, int] = {}
+    entries = data.get("incidents") if isinstance(data, dict) else None
+    if not duplicates and isinstance(entries, list) and entries:
+        lines = _json_element_lines(text, "incidents")
+        if lines is not None and len(lines) == len(entries):
+            origins = {("incidents", i): n for i, n in enumerate(lines)}
+    return data, _LazySourceMap(
+        lambda: _json_source_map(text)[0], origins, duplicates_possible=duplicates
+    )
 
 
 def _json_syntax_problem(exc: json.JSONDecodeError, text: str, path_str: str) -> Problem:
@@ -717,17 +868,27 @@ class _Report:
     """Collects the problems of one file, locating each through the source map."""
 
     def __init__(
-        self, path: str, smap: _SourceMap | None, *, fallback_line: int | None = None
+        self, path: str, smap: _LazySourceMap | None, *, fallback_line: int | None = None
     ) -> None:
         self.path = path
         self.smap = smap
         self.fallback_line = fallback_line
         self.problems: list[Problem] = []
 
+    def origin_line(self, address: Address) -> int | None:
+        """Line of the incident at ``address``, for its origin (not to locate a problem)."""
+        if self.smap is not None:
+            found = self.smap.origins.get(address)
+            if found is not None:
+                return found
+        return self.line_of(address)
+
     def line_of(self, address: Address) -> int | None:
         if self.smap is not None:
+            # Built outside the try: a scanner failure is an internal error, as ever.
+            smap = self.smap.full()
             try:
-                found = self.smap.line(address)
+                found = smap.line(address)
             except Exception:
                 found = None
             if found is not None:
@@ -838,7 +999,7 @@ def _timeline_from_text(
     _report_duplicate_keys(smap, report)
     steps = _check_top_level(data, report, _TIMELINE_TOP_KEYS, "step", "[[step]]")
     result: list[tuple[datetime, list[Incident]]] = []
-    previous: tuple[datetime, int | None] | None = None
+    previous: tuple[datetime, Address] | None = None
     for s, step in enumerate(steps):
         base: Address = ("step", s)
         label = f"step #{s + 1}"
@@ -860,16 +1021,16 @@ def _timeline_from_text(
             if error:
                 report.add((*base, "at"), f"{label}: {error}", field="at")
         if at is not None:
-            at_line = report.line_of((*base, "at"))
             if previous is not None and at <= previous[0]:
-                where = f" at line {previous[1]}" if previous[1] is not None else ""
+                at_line = report.line_of(previous[1])
+                where = f" at line {at_line}" if at_line is not None else ""
                 report.add(
                     (*base, "at"),
                     f"{label}: {at.isoformat()} is not after the previous step"
                     f"{where} ({previous[0].isoformat()}); steps must be in time order",
                     field="at",
                 )
-            previous = (at, at_line)
+            previous = (at, (*base, "at"))
         entries = step.get("incidents", [])
         if not isinstance(entries, list):
             report.add(
@@ -886,11 +1047,14 @@ def _timeline_from_text(
     return result
 
 
-def _report_duplicate_keys(smap: _SourceMap, report: _Report) -> None:
+def _report_duplicate_keys(smap: _LazySourceMap, report: _Report) -> None:
     # Only JSON gets here with duplicates (TOML refuses them as syntax errors); json keeps
     # the last value silently, which would hide an ops edit.
-    for address, line, first in smap.duplicates:
-        incident_id, field_name = _describe_address(address, smap.ids)
+    if not smap.duplicates_possible:
+        return
+    full = smap.full()
+    for address, line, first in full.duplicates:
+        incident_id, field_name = _describe_address(address, full.ids)
         report.add(
             address,
             f"key {address[-1]!r} is written twice (first at line {first}); only the last "
@@ -905,17 +1069,17 @@ def _check_incidents(
     entries: list[Any], base: Address, report: _Report, languages: Collection[str]
 ) -> list[Incident]:
     incidents: list[Incident] = []
-    first_seen: dict[str, int | None] = {}
+    # id -> address of its first "id" key; lines are looked up only to report a problem.
+    first_seen: dict[str, Address] = {}
     for i, entry in enumerate(entries):
         address = (*base, i)
-        line = report.line_of(address)
+        line = report.origin_line(address)
         origin = f"{report.path}:{line}" if line is not None else report.path
         incident = _check_incident(entry, report, address, origin, languages, number=i + 1)
         raw_id = entry.get("id") if isinstance(entry, Mapping) else None
         if isinstance(raw_id, str) and raw_id:
-            id_line = report.line_of((*address, "id"))
             if raw_id in first_seen:
-                where = first_seen[raw_id]
+                where = report.line_of(first_seen[raw_id])
                 report.add(
                     (*address, "id"),
                     f"duplicate id {raw_id!r}: already used by the incident at line {where}"
@@ -923,10 +1087,10 @@ def _check_incidents(
                     else f"duplicate id {raw_id!r}: already used by another incident",
                     incident_id=raw_id,
                     field="id",
-                    line=id_line,
+                    line=report.line_of((*address, "id")),
                 )
                 continue
-            first_seen[raw_id] = id_line
+            first_seen[raw_id] = (*address, "id")
         if incident is not None:
             incidents.append(incident)
     return incidents

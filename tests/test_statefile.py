@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster import statefile
 from broadcaster.model import IncidentKind, Localized
 from broadcaster.statefile import (
     Problem,
@@ -141,6 +142,104 @@ def test_base_fixtures_are_valid(tmp_path):
     assert toml_incidents == json_incidents
     assert toml_incidents[0].origin == f"{tmp_path / 'state.toml'}:2"
     assert json_incidents[0].origin == f"{tmp_path / 'state.json'}:3"
+
+
+def _no_full_map(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the full source map was built for a valid file")
+
+    monkeypatch.setattr(statefile, "_toml_source_map", refuse)
+    monkeypatch.setattr(statefile, "_json_source_map", refuse)
+
+
+def test_valid_files_do_not_build_the_full_source_map(tmp_path, monkeypatch):
+    # Mapping every key costs as much as parsing; it is only needed to locate a problem.
+    toml_path = write(tmp_path, "state.toml", BASE_TOML + BASE_TOML.replace("sbg-power", "b"))
+    json_path = write(tmp_path, "state.json", BASE_JSON)
+    _no_full_map(monkeypatch)
+    assert [i.origin for i in load_state(toml_path, BOTH)] == [
+        f"{toml_path}:2",
+        f"{toml_path}:11",
+    ]
+    assert [i.origin for i in load_state(json_path, BOTH)] == [f"{json_path}:3"]
+    example = EXAMPLES / "state.json"
+    lines = example.read_text().split("\n")
+    origins = [i.origin for i in load_state(example, BOTH)]
+    assert len(origins) == 2
+    for origin in origins:
+        path, line = origin.rsplit(":", 1)
+        assert path == str(example) and lines[int(line) - 1].strip() == "{"
+
+
+def test_a_problem_still_builds_the_map_to_locate_it(tmp_path):
+    path = write(tmp_path, "state.json", BASE_JSON.replace('"critical"', '"huge"'))
+    problem = find(problems_of(path), line=7, incident_id="sbg-power", field="severity")
+    assert_named(problem, path, "unknown severity 'huge'")
+
+
+# Q stands for three double quotes, S for three single quotes.
+MULTILINE_HEADERS_TOML = r"""[[incidents]]
+id = "a"
+title = "A"
+status = "investigating"
+started_at = 2017-11-09T07:23:00+01:00
+message = S
+Copy this to add one:
+[[incidents]]
+  [[ "incidents" ]]
+S
+cause = Q
+[[incidents]]
+Q
+workaround = "it's \"S [[incidents]]"  # it's Q [[incidents]]
+
+  [[ "incidents" ]] # indented, quoted, with a comment
+id = "b"
+title = 'B'
+status = "investigating"
+started_at = 2017-11-09T07:23:00+01:00
+message = Qa quote at the end: Q"
+[[incidents]]
+id = "c"
+title = "C"
+status = "investigating"
+started_at = 2017-11-09T07:23:00+01:00
+""".replace("Q", '"' * 3).replace("S", "'" * 3)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_origins_skip_headers_written_inside_multiline_strings(tmp_path, monkeypatch, newline):
+    path = tmp_path / "state.toml"
+    path.write_bytes(MULTILINE_HEADERS_TOML.replace("\n", newline).encode())
+    _no_full_map(monkeypatch)
+    incidents = load_state(path)
+    assert [(i.id, i.origin) for i in incidents] == [
+        ("a", f"{path}:1"),
+        ("b", f"{path}:16"),
+        ("c", f"{path}:22"),
+    ]
+    assert incidents[0].message is not None and "[[incidents]]" in incidents[0].message.get("en")
+    assert incidents[1].message is not None and incidents[1].message.get("en").endswith('"')
+    monkeypatch.undo()
+    # A problem in such a file is located by the full map, which agrees.
+    broken = MULTILINE_HEADERS_TOML.replace('title = "C"', 'title = ""')
+    path.write_bytes(broken.replace("\n", newline).encode())
+    problem = find(problems_of(path, ()), line=24, incident_id="c", field="title")
+    assert_named(problem, path, "empty text")
+
+
+def test_origins_of_incidents_written_inline(tmp_path):
+    # No [[incidents]] header to find (one in a string does not count): the full map gives
+    # the line of the key.
+    text = (
+        "# inline\n"
+        "incidents = [\n"
+        '  { id = "a", title = "A", status = "investigating", '
+        'started_at = 2017-11-09T07:23:00+01:00, message = """\n[[incidents]]\n""" },\n'
+        "]\n"
+    )
+    path = write(tmp_path, "state.toml", text)
+    assert [i.origin for i in load_state(path)] == [f"{path}:2"]
 
 
 # --------------------------------------------------------------------------------------
