@@ -1056,3 +1056,59 @@ def test_previews_and_dry_runs_split_with_the_limit_the_daemon_read(servers, har
     assert main(["preview", "--config", str(h.config_path), "--format", "json"]) == 0
     (post,) = json.loads(capsys.readouterr().out)
     assert post["parts"][0]["limit"] == 300
+
+
+def test_x_takes_a_duplicate_refusal_for_its_own_lagging_post_for_a_while(x_sandbox):
+    """X's timeline can lag its duplicate check: 'duplicate' right after a lost answer most
+    likely means our post went out, so it stays 'unknown' (looked for again) for a while,
+    and is recorded as failed only once that patience is spent."""
+    from broadcaster.channels.base import Rejected
+    from broadcaster.config import ChannelConfig, Secret
+    from broadcaster.sandbox import DEFAULT_X_ACCOUNT as ACCOUNT
+
+    channel = XChannel(
+        ChannelConfig(
+            name="x-en",
+            platform="x",
+            language="en",
+            api_base_url=x_sandbox.base_url,
+            credentials={
+                "consumer_key": Secret(ACCOUNT.consumer_key),
+                "consumer_secret": Secret(ACCOUNT.consumer_secret),
+                "access_token": Secret(ACCOUNT.access_token),
+                "access_token_secret": Secret(ACCOUNT.access_token_secret),
+            },
+            timeout=timedelta(seconds=2),
+        )
+    )
+    x_sandbox.add_post("Same words, posted long ago", account=ACCOUNT)  # not ours to adopt
+
+    def request(planned_at: datetime) -> PublishRequest:
+        post = OutboxPost(
+            key="a:r1:x-en:opened.1:p1",
+            channel="x-en",
+            incident_id="a",
+            kind=PostKind.OPENED,
+            revision=1,
+            sequence=1,
+            part=1,
+            parts=1,
+            text="Same words, posted long ago",
+            length=27,
+            limit=280,
+            language="en",
+            reply_to_key=None,
+            state=PostState.SENDING,
+            planned_at=planned_at,
+            attempts=5,
+        )
+        return PublishRequest(post=post, in_reply_to=None, parent_key=None, thread_root=None)
+
+    try:
+        with pytest.raises(TransientError, match="not yet in the timeline"):
+            channel.publish(request(datetime.now(UTC)))
+        with pytest.raises(Rejected, match="duplicate"):
+            channel.publish(request(datetime.now(UTC) - timedelta(minutes=11)))
+    finally:
+        channel.close()
+    assert len(x_sandbox.posts()) == 1, "nothing was published twice"

@@ -36,8 +36,10 @@ from .transport import configure_session
 log = logging.getLogger("broadcaster.channels.x")
 
 DUPLICATE = "duplicate content"
-# Lookups a "duplicate content" refusal gets before the post is recorded as failed.
-DUPLICATE_LOOKUPS = 4
+# How long a "duplicate content" refusal is taken for our own post not yet visible in the
+# timeline (X's timeline lags its duplicate check) before the post is recorded as failed.
+# Counted in time, not attempts: earlier network failures must not use it up.
+DUPLICATE_PATIENCE = timedelta(minutes=10)
 # How far X's clock may run behind ours when we compare a post's creation time.
 CLOCK_SKEW = timedelta(minutes=5)
 REPLY_REFUSED = "reply to this conversation is not allowed"
@@ -213,7 +215,7 @@ class XChannel(Channel):
                 found = self.find_published(request)
                 if found is not None:
                     return found
-                if request.post.attempts < DUPLICATE_LOOKUPS:
+                if datetime.now(UTC) - request.post.planned_at < DUPLICATE_PATIENCE:
                     # X's timeline can lag behind its duplicate check: look again later
                     # rather than record as failed a post that is probably published.
                     raise TransientError(
