@@ -354,6 +354,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = store.counts()
         health = store.channel_states()
         posts = store.posts(states=(PostState.PENDING, PostState.SENDING, PostState.FAILED))
+        roots = {key: store.thread_root(*key) for key in threads}
+        now = _now()
+        budgets = {
+            name: _budget_left(c, store.sent_times(name, now - c.max_posts[1]))
+            for name, c in config.channels.items()
+            if c.max_posts is not None
+        }
     finally:
         store.close()
     channels: dict[str, Any] = {}
@@ -364,6 +371,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "paused_until": h["paused_until"].isoformat() if h.get("paused_until") else None,
             "last_error": h.get("last_error"),
             "replies_refused": h.get("replies_refused", False),
+            "budget_left": budgets.get(name),
             **{state.value: counts.get((name, state.value), 0) for state in PostState},
         }
     incidents = []
@@ -379,7 +387,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             if incident_id != i.id:
                 continue
             due = due_at(t, snap)
+            root = roots.get((incident_id, channel))
             entry["threads"][channel] = {
+                "link": root.remote_url if root else None,
                 "posts": t.post_count,
                 "last_kind": t.last_kind.value,
                 "closed": t.closed,
@@ -390,8 +400,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, c in channels.items():
         state = "healthy" if c["healthy"] else "UNHEALTHY"
         paused = f", paused until {c['paused_until']}" if c["paused_until"] else ""
+        budget = f" · budget left {c['budget_left']}" if c["budget_left"] is not None else ""
         lines.append(
-            f"  {name}: {state}{paused} · sent {c['sent']} · pending "
+            f"  {name}: {state}{paused}{budget} · sent {c['sent']} · pending "
             f"{c['pending'] + c['sending']} · failed {c['failed']}"
             + (f" · last error: {c['last_error']}" if c["last_error"] else "")
         )
@@ -400,7 +411,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"  {inc['id']} ({inc['status']}, revision {inc['revision']})")
         for channel, t in inc["threads"].items():
             nxt = "closed" if t["closed"] else f"next update due {t['next_due_at']}"
-            lines.append(f"    {channel}: {t['posts']} post(s), last {t['last_kind']}, {nxt}")
+            link = f" · {t['link']}" if t["link"] else ""
+            lines.append(f"    {channel}: {t['posts']} post(s), last {t['last_kind']}, {nxt}{link}")
     if posts:
         lines += ["", "undelivered:"]
         for p in posts:
@@ -417,6 +429,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     _emit(args, data, "\n".join(lines) + "\n")
     return EXIT_OK
+
+
+def _budget_left(channel: Any, sent: list[datetime]) -> int:
+    """Posts this channel may still send in its budget window (``max_posts``)."""
+    posts, _ = channel.max_posts
+    return max(0, posts - len(sent))
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

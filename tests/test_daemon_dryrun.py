@@ -227,9 +227,15 @@ def test_status_shows_threads_and_next_due_times_after_a_run(dry: DryRun, capsys
     dry.start()
     dry.wait_posts(2)
     dry.stop()
+    # a budget, as ops would set for X's free tier: status says what is left of it
+    dry.config.write_text(
+        dry.config.read_text().replace('language = "en"', 'language = "en"\nmax_posts = "17/24h"')
+    )
     assert main(["status", "--dry-run", "--config", str(dry.config), "--format", "json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["channels"]["x-en"]["sent"] == 1 and status["channels"]["x-en"]["healthy"]
+    assert status["channels"]["x-en"]["budget_left"] == 16
+    assert status["channels"]["mastodon-fr"]["budget_left"] is None
     (incident,) = status["incidents"]
     assert incident["id"] == "sbg-power"
     assert incident["threads"]["mastodon-fr"]["next_due_at"] is not None

@@ -347,6 +347,11 @@ def test_an_incident_is_one_reply_chain_per_platform_and_language(servers, harne
     m_en = [p.text for p in accounts[2].posts()]
     assert "Incident:" in m_en[0] and "Resolved" in m_en[-1]
     assert not h.store.posts(states=(PostState.FAILED, PostState.SUPERSEDED))
+    # `status` links each thread on its platform, for ops to check what readers see
+    threads = h.status_json()["incidents"][0]["threads"]
+    x_root = check_threads(h.store, accounts[0])[0].remote_id
+    assert threads["x-en"]["link"] == f"https://x.com/i/status/{x_root}"
+    assert threads["mastodon-fr"]["link"].startswith("http")
 
 
 # -- 2. faults: 5xx, timeouts, dropped answers and a 429 burst -----------------------------
