@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -36,3 +37,25 @@ def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
         "started_at": started.isoformat(timespec="seconds"),
         "message": "Power lost",
     } | changes
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dry_run_config(intake: str) -> str:
+    """A dry-run config (one X channel, 50 ms polls) fed by the given ``[intake.*]`` tables."""
+    return f"""
+[broadcaster]
+state_file = "state.toml"
+data_dir = "data"
+templates_dir = "{ROOT / "message_templates"}"
+timezone = "Europe/Paris"
+poll_interval = "50ms"
+
+[channels.x-en]
+platform = "x"
+language = "en"
+consumer_key = "${{UNSET_FOR_DRY_RUN}}"
+
+{intake}
+"""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from redis_server import RedisServer
-from support import opening, wait_for
+from support import dry_run_config, opening, wait_for
 
 from broadcaster.daemon import Daemon
 from broadcaster.sources.redis import RedisStreamSource
@@ -25,24 +25,9 @@ GROUP = "broadcaster"
 
 
 def config_text(url: str, consumer: str, claim_idle: str = "30s") -> str:
-    return f"""
-[broadcaster]
-state_file = "state.toml"
-data_dir = "data"
-templates_dir = "{ROOT / "message_templates"}"
-timezone = "Europe/Paris"
-poll_interval = "50ms"
-
-[channels.x-en]
-platform = "x"
-language = "en"
-consumer_key = "${{UNSET_FOR_DRY_RUN}}"
-
-[intake.redis]
-url = "{url}"
-consumer = "{consumer}"
-claim_idle = "{claim_idle}"
-"""
+    return dry_run_config(
+        f'[intake.redis]\nurl = "{url}"\nconsumer = "{consumer}"\nclaim_idle = "{claim_idle}"'
+    )
 
 
 class Harness:

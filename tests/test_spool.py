@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import opening, wait_for
+from support import dry_run_config, opening, wait_for
 
 from broadcaster.daemon import Daemon
 from broadcaster.sources.spool import SpoolSource
@@ -19,21 +19,7 @@ TITLE = "Power outage in Strasbourg"
 
 
 def config_text(intake: str) -> str:
-    return f"""
-[broadcaster]
-state_file = "state.toml"
-data_dir = "data"
-templates_dir = "{ROOT / "message_templates"}"
-timezone = "Europe/Paris"
-poll_interval = "50ms"
-
-[channels.x-en]
-platform = "x"
-language = "en"
-consumer_key = "${{UNSET_FOR_DRY_RUN}}"
-
-{intake}
-"""
+    return dry_run_config(intake)
 
 
 class Harness:
