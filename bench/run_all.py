@@ -6,7 +6,6 @@ collects them. Every figure is a ratio against a baseline measured in the same r
 
     .venv/bin/python bench/run_all.py                  # the four benchmarks, ~4 min
     .venv/bin/python bench/run_all.py --quick          # each under 10 s
-    .venv/bin/python bench/run_all.py --with-fixes     # also measure the proposed fixes
     .venv/bin/python bench/run_all.py --markdown       # the table for bench/README.md
     .venv/bin/python bench/run_all.py --only latency --strict   # exit 1 if a goal is missed
 """
@@ -32,10 +31,6 @@ BENCHES = {
     "latency": "bench_latency.py",
     "delivery": "bench_delivery.py",
     "intake": "bench_intake.py",
-}
-FIXES = {
-    "planning-fixes": "fixes_planning.py",
-    "delivery-fixes": "fixes_delivery.py",
 }
 
 
@@ -101,18 +96,15 @@ def markdown_table(table: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="every benchmark in its quick mode")
-    p.add_argument("--with-fixes", action="store_true", help="also run fixes_*.py")
-    p.add_argument("--only", choices=[*BENCHES, *FIXES], action="append", help="repeatable")
+    p.add_argument("--only", choices=[*BENCHES], action="append", help="repeatable")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", metavar="FILE", help="write all results to FILE")
     p.add_argument("--strict", action="store_true", help="exit 1 if any goal is missed")
     args = p.parse_args(argv)
 
     chosen = dict(BENCHES)
-    if args.with_fixes:
-        chosen.update(FIXES)
     if args.only:
-        chosen = {name: {**BENCHES, **FIXES}[name] for name in args.only}
+        chosen = {name: BENCHES[name] for name in args.only}
 
     results: list[dict[str, Any]] = []
     failed: list[str] = []
