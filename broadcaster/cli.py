@@ -323,10 +323,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .app import service
 
-    daemon = Daemon(args.config, dry_run=args.dry_run)
-    daemon.run_forever()
+    service(args.config, dry_run=args.dry_run).daemon.run_forever()
     return EXIT_OK
 
 
