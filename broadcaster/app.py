@@ -26,7 +26,6 @@ from .config import ChannelConfig, Config, ConfigError, ConfigProblem
 from .daemon import Daemon, ReloadError
 from .delivery import Backoff, Budget, ChannelWorker, Delivery
 from .editor import Editor
-from .http import HttpIntake
 from .metrics import Metrics
 from .model import ChannelInfo
 from .notify import Notifier
@@ -34,6 +33,7 @@ from .render import Renderer
 from .service import ServiceShell
 from .sources.base import PullSource
 from .sources.file import StateFileSource
+from .sources.http import HttpIntake
 from .store import Store
 from .textfit import LengthRule, rule_for
 

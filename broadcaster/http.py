@@ -8,7 +8,9 @@
 
 It binds loopback by default: /healthz and /metrics need no token, and say nothing secret.
 Every request is answered then the connection closed, so a stop never waits on idle
-keep-alive clients.
+keep-alive clients. The service shell opens it as a push source (``sources/http.py``),
+and the listener asks the shell (an ``IntakeService``) for the settings, health and
+metrics it serves.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .events import EventError
 from .health import Health
 from .logs import redact
 from .metrics import Metrics
-from .sources.base import PushSource, ServiceStopping, Submit
+from .sources.base import ServiceStopping, Submit
 
 log = logging.getLogger("broadcaster.http")
 
@@ -68,33 +70,6 @@ class IntakeService(Protocol):
         """The settings in force (token, body limit); None once the service stopped."""
 
     def inspect(self) -> Health: ...
-
-
-class HttpIntake(PushSource):
-    """The HTTP listener as a push source: bound and served by ``start``, closed by
-    ``close`` (which waits for the requests in progress)."""
-
-    name = SOURCE
-
-    def __init__(self, address: tuple[str, int], service: IntakeService) -> None:
-        self.requested = address
-        self.service = service
-        self._server: IntakeServer | None = None
-
-    def start(self, submit: Submit) -> None:
-        server = IntakeServer(self.requested, self.service, submit)
-        server.start()
-        self._server = server
-
-    @property
-    def bound_address(self) -> tuple[str, int]:
-        assert self._server is not None, "bound by start()"
-        return self._server.bound_address
-
-    def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
 
 
 class IntakeServer(ThreadingHTTPServer):

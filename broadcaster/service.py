@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from .config import Config, ConfigError, ConfigProblem, IntakeConfig
 from .control import DaemonControl
 from .health import ChannelHealth, Health
-from .http import HttpIntake, IntakeService
+from .http import IntakeService
 from .metrics import Metrics
 from .model import PostState, Snapshot
 from .notify import Notifier, Watchdog
 from .planner import due_at
+from .sources.http import HttpIntake
 from .store import Store
 
 __all__ = ["ChannelHealth", "Health", "ServiceShell", "inspect"]
@@ -34,7 +35,7 @@ OVERDUE_GRACE = timedelta(seconds=5)
 # Planning or a pushed event holds the daemon's plan lock for milliseconds; held this long,
 # the daemon is stuck and must be reported (and restarted by the watchdog), not waited on.
 LOCK_TIMEOUT = 5.0
-HTTP_SOURCE = "http"
+HTTP_SOURCE = HttpIntake.name
 
 # Opens the HTTP listener on an address, serving the given shell (``HttpIntake`` itself).
 Listen = Callable[[tuple[str, int], IntakeService], HttpIntake]
