@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import wait_for
 
 from broadcaster import app
-from broadcaster.daemon import Daemon
+from broadcaster.daemon import Daemon, InstanceLock
 from broadcaster.service import ServiceShell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -458,6 +458,10 @@ def test_a_listen_address_in_use_fails_the_start(
         try:
             with pytest.raises(ConfigError, match=r"intake\.http\.listen"):
                 daemon.start()
+            # The failed start undid itself: the data directory is free for the next one.
+            lock = InstanceLock(tmp_path / "data" / "dry-run.lock")
+            lock.acquire()
+            lock.release()
         finally:
             daemon.shutdown()
 
