@@ -76,8 +76,8 @@ from benchlib import (
     wait_until,
 )
 
+from broadcaster.app import service
 from broadcaster.config import load_config
-from broadcaster.daemon import Daemon
 from broadcaster.model import PostState
 
 # tests/redis_server.py: a real redis-server on a free loopback port.
@@ -201,9 +201,10 @@ class Rig:
 
             self.redis = redis.Redis.from_url(str(redis_url))
         self.out = Stamps()
-        self.daemon = Daemon(self.config, dry_run=True, out=self.out)
+        built = service(self.config, dry_run=True, out=self.out)
+        self.daemon = built.daemon
         self.daemon.start()
-        self.address = self.daemon.service.http_address
+        self.address = built.shell.http_address
 
     def close(self) -> None:
         self.daemon.stop()

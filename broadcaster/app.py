@@ -1,27 +1,43 @@
-"""The composition point: the one place where config, store, templates, sources, channels and
-delivery are wired together. Everything else receives what it needs as arguments."""
+"""The composition point: the one place where config, store, templates, sources, channels,
+delivery, the daemon and its service shell are built and wired together. Everything else
+receives what it needs as arguments.
+
+- ``build(config)``: the components that serve one configuration (an ``App``);
+- ``service(config_path)``: the daemon that runs them (rebuilding them at each reload
+  through an ``Assembly``), with its service shell (HTTP intake, health, metrics, systemd).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
 from .channels.base import Channel
 from .channels.dryrun import DryRunChannel, DryRunJournal
+from .clock import Clock, utcnow
+from .components import App
 from .config import ChannelConfig, Config, ConfigError, ConfigProblem
-from .delivery import Backoff, Budget, ChannelWorker, Delivery, utcnow
+from .daemon import Daemon, ReloadError
+from .delivery import Backoff, Budget, ChannelWorker, Delivery
 from .editor import Editor
+from .metrics import Metrics
+from .model import ChannelInfo
+from .notify import Notifier
 from .render import Renderer
-from .sources.base import Source
+from .service import ServiceShell
+from .sources.base import PullSource
 from .sources.file import StateFileSource
+from .sources.http import HttpIntake
 from .store import Store
 from .textfit import LengthRule, rule_for
+
+__all__ = ["App", "Assembly", "Service", "build", "service"]
 
 log = logging.getLogger("broadcaster.app")
 
@@ -100,80 +116,72 @@ def budget_for(channel: ChannelConfig) -> Budget:
     return Budget(max_posts=posts, window=window, min_interval=channel.min_interval)
 
 
-@dataclass
-class App:
-    config: Config
-    store: Store
-    renderer: Renderer
-    editor: Editor
-    channels: dict[str, Channel]
-    delivery: Delivery
-    sources: list[Source]
-    dry_run: bool
-
-    def close(self, *, wait: float = 10.0) -> None:
-        if not self.delivery.stop(wait):
-            log.warning(
-                "a post was still in flight after %.0fs; it will be checked on the "
-                "platform before any re-send",
-                wait,
-            )
-        for source in self.sources:
-            source.close()
-        for channel in self.channels.values():
-            channel.close()
-        self.store.close()
-
-
 def build(
     config: Config,
     *,
     dry_run: bool,
     out: TextIO | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Clock = utcnow,
     store: Store | None = None,
     backoff: Backoff | None = None,
+    renderer: Renderer | None = None,
 ) -> App:
-    if dry_run:
-        journal = DryRunJournal(config.data_dir / DRY_RUN_JOURNAL, out or sys.stdout)
-        limits = seen_limits(config)
-        channels: dict[str, Channel] = {
-            name: DryRunChannel(
-                name, c.platform, c.language, default_rule(c, limits.get(name)), journal
+    """The components that serve ``config``; delivery is not started. Whatever is opened
+    here is closed by ``App.close`` in reverse order (or at once if the build fails)."""
+    with ExitStack() as opened:
+        if dry_run:
+            journal = DryRunJournal(config.data_dir / DRY_RUN_JOURNAL, out or sys.stdout)
+            limits = seen_limits(config)
+        channels: dict[str, Channel] = {}
+        for name, c in config.channels.items():
+            if dry_run:
+                rule = default_rule(c, limits.get(name))
+                channels[name] = DryRunChannel(name, c.platform, c.language, rule, journal)
+            else:
+                channels[name] = real_channel(config, c)
+            opened.callback(channels[name].close)
+        # Reads each server's own limits (Mastodon's max_characters), all at once: a hanging
+        # instance must not hold up the other platforms for its timeout.
+        with ThreadPoolExecutor(max_workers=max(1, len(channels))) as pool:
+            list(pool.map(lambda channel: channel.start(), channels.values()))
+        store = store or Store(store_path(config, dry_run))
+        opened.callback(store.close)
+        renderer = renderer or Renderer(config.templates_dir, config.timezone)
+        rules = {name: channel.length_rule() for name, channel in channels.items()}
+        if not dry_run:
+            now = clock()
+            for name, rule in rules.items():
+                store.set_channel_state(name, max_characters=rule.limit, now=now)
+        editor = Editor(store, renderer, config, rules)
+        sources = sources_for(config)
+        for source in sources:
+            opened.callback(source.close)
+        workers = {
+            name: ChannelWorker(
+                channel,
+                store,
+                clock=clock,
+                backoff=backoff or backoff_for(config.channels[name]),
+                budget=budget_for(config.channels[name]),
             )
-            for name, c in config.channels.items()
+            for name, channel in channels.items()
         }
-    else:
-        channels = {name: real_channel(config, c) for name, c in config.channels.items()}
-    # Reads each server's own limits (Mastodon's max_characters), all at once: a hanging
-    # instance must not hold up the other platforms for its timeout.
-    with ThreadPoolExecutor(max_workers=max(1, len(channels))) as pool:
-        list(pool.map(lambda channel: channel.start(), channels.values()))
-    store = store or Store(store_path(config, dry_run))
-    renderer = Renderer(config.templates_dir, config.timezone)
-    rules = {name: channel.length_rule() for name, channel in channels.items()}
-    if not dry_run:
-        now = clock()
-        for name, rule in rules.items():
-            store.set_channel_state(name, max_characters=rule.limit, now=now)
-    editor = Editor(store, renderer, config, rules)
-    workers = {
-        name: ChannelWorker(
-            channel,
+        return App(
+            config,
             store,
-            clock=clock,
-            backoff=backoff or backoff_for(config.channels[name]),
-            budget=budget_for(config.channels[name]),
+            renderer,
+            editor,
+            channels,
+            Delivery(workers),
+            sources,
+            dry_run,
+            resources=opened.pop_all(),
         )
-        for name, channel in channels.items()
-    }
-    return App(
-        config, store, renderer, editor, channels, Delivery(workers), sources_for(config), dry_run
-    )
 
 
-def sources_for(config: Config) -> list[Source]:
-    sources: list[Source] = [StateFileSource(config.state_file, config.languages())]
+def sources_for(config: Config) -> list[PullSource]:
+    """The polled sources; the HTTP intake (a push source) is opened by the service shell."""
+    sources: list[PullSource] = [StateFileSource(config.state_file, config.languages())]
     intake = config.intake
     if intake.spool_directory is not None:
         from .sources.spool import SpoolSource
@@ -192,3 +200,70 @@ def sources_for(config: Config) -> list[Source]:
             )
         )
     return sources
+
+
+def checked_renderer(config: Config) -> Renderer:
+    """The renderer for ``config``, once every channel's templates are known to render.
+
+    Raises ``ReloadError`` otherwise: better the old config than silence.
+    """
+    renderer = Renderer(config.templates_dir, config.timezone)
+    problems = renderer.check(
+        [ChannelInfo(name, c.platform, c.language) for name, c in config.channels.items()]
+    )
+    if problems:
+        raise ReloadError("\n".join(str(p) for p in problems))
+    return renderer
+
+
+class Assembly:
+    """How the daemon gets an ``App`` for each configuration it loads (start, reload)."""
+
+    def __init__(self, *, dry_run: bool, out: TextIO | None, clock: Clock) -> None:
+        self.dry_run = dry_run
+        self.out = out
+        self.clock = clock
+        # The renderer that ``check`` built, reused by ``build`` for the same config.
+        self._checked: tuple[Config, Renderer] | None = None
+
+    def check(self, config: Config) -> None:
+        self._checked = (config, checked_renderer(config))
+
+    def build(self, config: Config) -> App:
+        checked, self._checked = self._checked, None
+        renderer = checked[1] if checked is not None and checked[0] is config else None
+        return build(
+            config, dry_run=self.dry_run, out=self.out, clock=self.clock, renderer=renderer
+        )
+
+
+@dataclass(frozen=True)
+class Service:
+    """The daemon and the service shell attached to it."""
+
+    daemon: Daemon
+    shell: ServiceShell
+
+
+def service(
+    config_path: Path,
+    *,
+    dry_run: bool,
+    out: TextIO | None = None,
+    clock: Clock = utcnow,
+    environ: Mapping[str, str] | None = None,
+) -> Service:
+    """The daemon for ``config_path`` with its service shell; ``daemon.start()`` (or
+    ``run_forever()``) starts both. ``environ`` is where systemd's variables are read."""
+    metrics = Metrics()
+    daemon = Daemon(
+        config_path,
+        dry_run=dry_run,
+        assembler=Assembly(dry_run=dry_run, out=out, clock=clock),
+        clock=clock,
+        events=metrics,
+    )
+    shell = ServiceShell(daemon, metrics=metrics, notifier=Notifier(environ), listen=HttpIntake)
+    metrics.watch_health(shell.inspect)
+    daemon.attach(shell)
+    return Service(daemon, shell)

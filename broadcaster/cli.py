@@ -7,10 +7,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .clock import utcnow as _now
 from .config import Config, ConfigError, load_config
 from .daemon import AlreadyRunning, ReloadError
 from .model import ChannelInfo, PostState
@@ -23,10 +24,6 @@ EXIT_BAD_INPUT = 2
 
 class UsageError(Exception):
     pass
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(text: str) -> datetime:
@@ -326,10 +323,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .app import service
 
-    daemon = Daemon(args.config, dry_run=args.dry_run)
-    daemon.run_forever()
+    service(args.config, dry_run=args.dry_run).daemon.run_forever()
     return EXIT_OK
 
 

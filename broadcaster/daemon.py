@@ -12,21 +12,20 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol
 
-from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 
-from .app import App, build
+from .clock import Clock, utcnow
+from .components import App
 from .config import Config, load_config
-from .delivery import utcnow
+from .control import Attachment, EventListener
 from .events import EventError, merge
-from .model import ChannelInfo
-from .render import Renderer, TemplateError
-from .service import ServiceShell
-from .sources.base import Batch
+from .sources.base import Batch, ServiceStopping
 
 log = logging.getLogger("broadcaster.daemon")
 
@@ -75,14 +74,22 @@ class InstanceLock:
             self._fd = None
 
 
-def validate(config: Config) -> None:
-    """Refuse a config whose templates cannot render: better the old config than silence."""
-    renderer = Renderer(config.templates_dir, config.timezone)
-    problems: list[TemplateError] = renderer.check(
-        [ChannelInfo(name, c.platform, c.language) for name, c in config.channels.items()]
-    )
-    if problems:
-        raise ReloadError("\n".join(str(p) for p in problems))
+class Assembler(Protocol):
+    """Builds what serves one configuration (``app.py``); the daemon only runs it."""
+
+    def check(self, config: Config) -> None:
+        """Raise ``ReloadError`` if the config cannot serve (templates that cannot render)."""
+
+    def build(self, config: Config) -> App:
+        """The components for ``config``, delivery not yet started."""
+
+
+class _NoListener:
+    def event_accepted(self, source: str) -> None:
+        return None
+
+    def event_rejected(self, source: str) -> None:
+        return None
 
 
 class Daemon:
@@ -91,50 +98,83 @@ class Daemon:
         config_path: Path,
         *,
         dry_run: bool,
-        out: TextIO | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        assembler: Assembler,
+        clock: Clock = utcnow,
+        events: EventListener | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.dry_run = dry_run
-        self.out = out
+        self.assembler = assembler
         self.clock = clock
+        self.events: EventListener = events if events is not None else _NoListener()
         self.app: App | None = None
+        self.shell: Attachment | None = None
         self._plan_lock = threading.RLock()
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
-        self._reload_requested = False
-        self._lock: InstanceLock | None = None
+        # What start() started, undone in reverse order by shutdown().
+        self._running = ExitStack()
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
-        self.service = ServiceShell(self)
+
+    def attach(self, shell: Attachment) -> None:
+        """The service shell: started once the daemon serves, stopped first at shutdown,
+        and asked to reload on SIGHUP."""
+        self.shell = shell
+
+    # -- what the service shell may see --------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @contextmanager
+    def hold(self, timeout: float) -> Iterator[bool]:
+        """Planning, polls and reloads wait while this is held; False if it could not be
+        had within ``timeout`` seconds."""
+        if not self._plan_lock.acquire(timeout=timeout):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._plan_lock.release()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        config = load_config(self.config_path)
-        validate(config)
-        name = "dry-run.lock" if self.dry_run else "broadcaster.lock"
-        self._lock = InstanceLock(config.data_dir / name)
-        self._lock.acquire()
-        self.app = build(config, dry_run=self.dry_run, out=self.out, clock=self.clock)
-        self.app.delivery.start()
-        self.scheduler.start()
-        self._schedule_polling(config)
-        self.scheduler.add_job(
-            self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
-        )
-        self.poll_sources()
-        self.plan()
-        log.info(
-            "broadcaster running%s: %d channel(s), state file %s",
-            " (dry run)" if self.dry_run else "",
-            len(config.channels),
-            config.state_file,
-        )
-        self.service.start()
+        """Start serving; on failure, whatever was started is stopped again."""
+        with ExitStack() as started:
+            config = load_config(self.config_path)
+            self.assembler.check(config)
+            name = "dry-run.lock" if self.dry_run else "broadcaster.lock"
+            lock = InstanceLock(config.data_dir / name)
+            lock.acquire()
+            started.callback(lock.release)
+            self.app = self.assembler.build(config)
+            started.callback(self._close_app)
+            self.app.delivery.start()
+            self.scheduler.start()
+            started.callback(self._stop_scheduler)
+            self._schedule_polling(config)
+            self.scheduler.add_job(
+                self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
+            )
+            self.poll_sources()
+            self.plan()
+            log.info(
+                "broadcaster running%s: %d channel(s), state file %s",
+                " (dry run)" if self.dry_run else "",
+                len(config.channels),
+                config.state_file,
+            )
+            if self.shell is not None:
+                self.shell.start()
+                started.callback(self.shell.stop)
+            self._running = started.pop_all()
 
     def _schedule_polling(self, config: Config) -> None:
         self.scheduler.add_job(
@@ -150,19 +190,19 @@ class Daemon:
         self._wakeup.set()
 
     def shutdown(self) -> None:
-        self.service.stop()
+        """Undo start() in reverse: the shell (refuses new work), the scheduler, the App
+        (delivery gets its deadline), the instance lock."""
+        self._running.close()
+
+    def _stop_scheduler(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+
+    def _close_app(self) -> None:
         with self._plan_lock:
             if self.app is not None:
                 self.app.close()
                 self.app = None
-        if self._lock is not None:
-            self._lock.release()
-
-    def request_reload(self) -> None:
-        self._reload_requested = True
-        self._wakeup.set()
 
     def run_forever(self) -> None:
         """Serve until SIGTERM/SIGINT. Must be called from the main thread."""
@@ -184,9 +224,12 @@ class Daemon:
             while not self._stop.is_set() and not signalled["stop"]:
                 self._wakeup.wait(0.2)
                 self._wakeup.clear()
-                if signalled["reload"] or self._reload_requested:
-                    signalled["reload"] = self._reload_requested = False
-                    self.service.reload()
+                if signalled["reload"]:
+                    signalled["reload"] = False
+                    if self.shell is not None:
+                        self.shell.reload()
+                    else:
+                        self.reload()
         finally:
             self._stop.set()  # the HTTP intake answers 503 from now on
             log.info("stopping")
@@ -239,34 +282,35 @@ class Daemon:
                 changed_ids += self._apply_event(app, event.data, event.origin, source)
             except EventError as e:
                 log.error("event refused: %s", e)
-                self.service.metrics.event_rejected(source)
+                self.events.event_rejected(source)
                 event.reject(str(e))
                 continue
             except Exception:
                 log.exception("could not record %s; will retry", event.origin)
                 break  # keep arrival order: later events wait for this one
             event.ack()
-            self.service.metrics.event_accepted(source)
+            self.events.event_accepted(source)
         if changed_ids:
             log.info("%s: changes to %s", source, ", ".join(sorted(set(changed_ids))))
         return bool(changed_ids)
 
-    def _apply_event(self, app: App, data: dict, origin: str, source: str) -> list[str]:
+    def _apply_event(self, app: App, data: dict[str, Any], origin: str, source: str) -> list[str]:
         incident = merge(app.store, data, origin=origin, languages=app.config.languages())
         # No source mark: an event says what changes now, even if this source said the same
         # thing before and another source said otherwise since. Re-applying a redelivered
         # event is harmless anyway: the merged incident is identical.
         return app.editor.ingest([incident], self.clock())
 
-    def submit(self, data: dict, *, origin: str, source: str) -> str:
+    def submit(self, data: dict[str, Any], *, origin: str, source: str) -> str:
         """Apply one pushed event (HTTP intake) now; returns the incident id once committed.
 
-        Raises ``EventError`` for a refused event; nothing of it is applied then.
+        Raises ``EventError`` for a refused event; nothing of it is applied then, and
+        ``ServiceStopping`` once the service stops.
         """
         with self._plan_lock:
             app = self.app
             if app is None:
-                raise RuntimeError("the service is stopping")
+                raise ServiceStopping("the service is stopping")
             changed = self._apply_event(app, data, origin, source)
             if changed:
                 self.plan()
@@ -326,8 +370,8 @@ class Daemon:
         """SIGHUP: re-read config, templates and state at once, or keep running as before."""
         try:
             config = load_config(self.config_path)
-            validate(config)
-            new = build(config, dry_run=self.dry_run, out=self.out, clock=self.clock)
+            self.assembler.check(config)
+            new = self.assembler.build(config)
         except Exception as e:  # whatever is wrong with the new config, the service stays up
             log.error("reload refused, still running on the previous config:\n%s", e)
             return False

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from .channels.base import (
     Channel,
@@ -26,14 +26,11 @@ from .channels.base import (
     RepliesRefused,
     TransientError,
 )
+from .clock import Clock, utcnow
 from .model import OutboxPost, PostState
 from .store import Store
 
 log = logging.getLogger("broadcaster.delivery")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class Backoff:
     unhealthy_retry: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        ceiling = min(self.cap, self.base * (2.0 ** max(0, attempt - 1)))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
@@ -80,7 +77,7 @@ class ChannelWorker:
         channel: Channel,
         store: Store,
         *,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
         backoff: Backoff | None = None,
         budget: Budget | None = None,
         on_sent: Callable[[OutboxPost, str], None] | None = None,
@@ -97,8 +94,9 @@ class ChannelWorker:
         # Kept in memory so any later success marks the channel healthy again, even when
         # the post that met the refusal was itself refused for good or superseded.
         self._healthy: bool = known.get("healthy", True)
-        if known.get("replies_refused"):
-            channel.replies_refused = True
+        # Once the platform refused a reply, later posts go standalone (each request says
+        # so); remembered across restarts.
+        self._replies_refused: bool = bool(known.get("replies_refused", False))
         # Consecutive failures on this channel: the backoff grows with them even while only
         # the look-up of an unknown outcome fails (which does not count as an attempt).
         self._failures = 0
@@ -115,6 +113,16 @@ class ChannelWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def replies_refused(self) -> bool:
+        """Whether this channel's posts go standalone because replies were refused."""
+        return self._replies_refused
+
+    def request_stop(self) -> None:
+        """Stop between posts, without waiting (see ``stop`` and ``join``)."""
+        self._stop.set()
+        self._wake.set()
+
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -123,10 +131,8 @@ class ChannelWorker:
             self._thread.join(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.request_stop()
+        self.join(timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -165,6 +171,7 @@ class ChannelWorker:
             parent_key=parent.key if parent else None,
             thread_root=root.remote_id if root else None,
             thread_root_url=root.remote_url if root else None,
+            replies_refused=self._replies_refused,
         )
         # Whether an earlier attempt may have published this post. Until the platform has
         # been looked at, every refusal below must keep it "sending", or a later try would
@@ -206,7 +213,7 @@ class ChannelWorker:
             return self.backoff.unhealthy_retry
         except RepliesRefused as e:
             # The platform no longer accepts our replies: post standalone from now on.
-            self.channel.replies_refused = True
+            self._replies_refused = True
             self.store.retry_later(post.key, str(e), now, outcome_unknown=unknown)
             self.store.set_channel_state(
                 self.channel.name, replies_refused=True, last_error=str(e), now=now
@@ -283,10 +290,8 @@ class Delivery:
         and looked for on the platform at the next start, never blindly re-sent.
         """
         for worker in self.workers.values():
-            worker._stop.set()
-            worker.wake()
+            worker.request_stop()
         deadline = time.monotonic() + timeout
         for worker in self.workers.values():
-            if worker._thread.is_alive():
-                worker._thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(w._thread.is_alive() for w in self.workers.values())
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(w.is_alive() for w in self.workers.values())

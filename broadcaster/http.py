@@ -8,7 +8,9 @@
 
 It binds loopback by default: /healthz and /metrics need no token, and say nothing secret.
 Every request is answered then the connection closed, so a stop never waits on idle
-keep-alive clients.
+keep-alive clients. The service shell opens it as a push source (``sources/http.py``),
+and the listener asks the shell (an ``IntakeService``) for the settings, health and
+metrics it serves.
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from .config import IntakeConfig, Secret
 from .events import EventError
+from .health import Health
 from .logs import redact
-
-if TYPE_CHECKING:
-    from .config import Secret
-    from .service import ServiceShell
+from .metrics import Metrics
+from .sources.base import ServiceStopping, Submit
 
 log = logging.getLogger("broadcaster.http")
 
@@ -55,6 +57,21 @@ BUSY = (
 SOURCE = "http"
 
 
+class IntakeService(Protocol):
+    """What the listener asks of the service around it, at each request."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def intake_config(self) -> IntakeConfig | None:
+        """The settings in force (token, body limit); None once the service stopped."""
+
+    def inspect(self) -> Health: ...
+
+
 class IntakeServer(ThreadingHTTPServer):
     # Handlers are joined on close: an event being committed during a stop still gets its
     # answer, and the store is not closed under it.
@@ -62,10 +79,10 @@ class IntakeServer(ThreadingHTTPServer):
     block_on_close = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], shell: ServiceShell) -> None:
+    def __init__(self, address: tuple[str, int], service: IntakeService, submit: Submit) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.shell = shell
-        self.requested = address
+        self.service = service
+        self.submit = submit
         self._thread: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, IntakeHandler)
@@ -187,11 +204,11 @@ class IntakeHandler(BaseHTTPRequestHandler):
     # -- endpoints -----------------------------------------------------------------------
 
     def _healthz(self) -> None:
-        health = self.server.shell.inspect()
+        health = self.server.service.inspect()
         self._reply(200 if health.ok else 503, health.to_json())
 
     def _metrics(self) -> None:
-        body, content_type = self.server.shell.metrics.render(self.headers.get("Accept"))
+        body, content_type = self.server.service.metrics.render(self.headers.get("Accept"))
         self._send(200, body, content_type)
 
     def _check_headers(self) -> int:
@@ -200,15 +217,15 @@ class IntakeHandler(BaseHTTPRequestHandler):
             return self._body_length()
         except RequestRefused as e:
             if e.code in (400, 413):  # an event after all, only a malformed or oversized one
-                self.server.shell.metrics.event_rejected(SOURCE)
+                self.server.service.metrics.event_rejected(SOURCE)
             raise
 
     def _body_length(self) -> int:
-        shell = self.server.shell
-        if shell.stopping:
+        service = self.server.service
+        if service.stopping:
             raise RequestRefused(503, "the service is stopping", {"Retry-After": "5"})
-        app = shell.daemon.app
-        token = app.config.intake.http_token if app is not None else None
+        intake = service.intake_config()
+        token = intake.http_token if intake is not None else None
         if not self._authorized(token):
             value = 'Bearer realm="broadcaster"'
             if self.headers.get("Authorization"):
@@ -226,7 +243,7 @@ class IntakeHandler(BaseHTTPRequestHandler):
         if len(set(lengths)) != 1 or not lengths[0].strip().isdigit():
             raise RequestRefused(400, "invalid Content-Length")
         length = int(lengths[0])
-        limit = app.config.intake.http_max_body if app is not None else 0
+        limit = intake.http_max_body if intake is not None else 0
         if length > limit:
             raise RequestRefused(413, f"the body is larger than {limit} bytes")
         return length
@@ -241,7 +258,7 @@ class IntakeHandler(BaseHTTPRequestHandler):
         return hmac.compare_digest(given.strip().encode(), token.reveal().encode())
 
     def _events(self) -> None:
-        shell = self.server.shell
+        service = self.server.service
         length = self._check_headers()
         body = self.rfile.read(length)
         self._body_read = True
@@ -252,29 +269,27 @@ class IntakeHandler(BaseHTTPRequestHandler):
         try:
             data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError) as e:
-            shell.metrics.event_rejected(SOURCE)
+            service.metrics.event_rejected(SOURCE)
             log.warning("event refused from %s: invalid JSON: %s", host, e)
             raise RequestRefused(400, f"invalid JSON: {e}") from None
         if not isinstance(data, dict):
-            shell.metrics.event_rejected(SOURCE)
+            service.metrics.event_rejected(SOURCE)
             raise RequestRefused(400, "an event must be one JSON object with an 'id'")
         started = time.perf_counter()
         try:
-            incident_id = shell.daemon.submit(data, origin=origin, source=SOURCE)
+            incident_id = self.server.submit(data, origin)
         except EventError as e:
-            shell.metrics.event_rejected(SOURCE)
+            service.metrics.event_rejected(SOURCE)
             log.warning("event refused from %s:\n%s", host, e)
             errors = [{"field": p.field, "message": p.message} for p in e.problems]
             self._reply(422, {"errors": errors})
             return
-        except RuntimeError:
-            if shell.daemon.app is None:  # Daemon.submit's way of saying it is stopping
-                raise RequestRefused(503, "the service is stopping", {"Retry-After": "5"}) from None
-            raise
+        except ServiceStopping:
+            raise RequestRefused(503, "the service is stopping", {"Retry-After": "5"}) from None
         except Exception:
             log.exception("event from %s could not be applied", host)
             raise RequestRefused(500, "internal error; the event was not applied") from None
-        shell.metrics.event_accepted(SOURCE)
+        service.metrics.event_accepted(SOURCE)
         log.info(
             "event for %s accepted from %s (%.1f ms)",
             incident_id,
@@ -308,7 +323,7 @@ class IntakeHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
         self.close_connection = True
-        self.server.shell.metrics.http_request(self._route, code)
+        self.server.service.metrics.http_request(self._route, code)
         if self.command == "POST" and not self._body_read:
             self._linger()
 

@@ -9,25 +9,24 @@ in memory here.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .service import Health
+from .clock import utcnow
+from .health import Health
 
 HTTP_ROUTES = ("/v1/events", "/healthz", "/metrics")
 
 
 class Metrics:
-    """The daemon's metrics. ``event_accepted``/``event_rejected`` are called per event."""
+    """The daemon's metrics. ``event_accepted``/``event_rejected`` are called per event;
+    the store's series come from the health check given to ``watch_health``."""
 
-    def __init__(self, inspect: Callable[[], Health | None]) -> None:
+    def __init__(self) -> None:
         # Private, not prometheus_client's global REGISTRY: two daemons in one process (tests,
         # benchmarks) must not collide, and nothing else's metrics leak into ours.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -64,6 +63,10 @@ class Metrics:
             ["route", "code"],
             registry=self.registry,
         )
+
+    def watch_health(self, inspect: Callable[[], Health | None]) -> None:
+        """Read the store's series (and ``broadcaster_healthy``) from this check at scrape
+        time. Once: the service shell's check, wired by ``app.py``."""
         self.registry.register(_StoreCollector(inspect))
 
     def event_accepted(self, source: str) -> None:
@@ -78,7 +81,7 @@ class Metrics:
             self._events_rejected.labels(source=source)
 
     def reloaded(self, ok: bool, at: float | None = None) -> None:
-        at = time.time() if at is None else at
+        at = utcnow().timestamp() if at is None else at
         self._reload_ok.set(1 if ok else 0)
         self._reload_at.set(at)
         if ok:

@@ -34,6 +34,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from . import i18n
+from .clock import utcnow
 from .model import (
     ChannelInfo,
     Incident,
@@ -289,7 +290,7 @@ class Renderer:
 
         def now_of(context: Context) -> datetime:
             value = context.get("now")
-            return value if isinstance(value, datetime) else datetime.now(tz)
+            return value if isinstance(value, datetime) else utcnow().astimezone(tz)
 
         def relative(fn: Callable[[datetime, datetime, str], str]) -> Callable[..., str]:
             # Filters whose wording depends on whether a time is today need the render's now.

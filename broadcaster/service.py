@@ -1,34 +1,31 @@
 """What makes the daemon a well-kept service: health, HTTP intake, metrics, systemd.
 
-``ServiceShell`` wraps a ``Daemon`` without the daemon knowing much about it: the daemon
-creates one, calls ``start()`` once it serves, ``stop()`` first thing when it shuts down and
-``reload()`` instead of reloading itself, and reports queue events to ``metrics``. One health
-check (``inspect``) answers ``/healthz``, feeds ``/metrics`` and decides whether the systemd
-watchdog is pinged, so the three can never disagree.
+``ServiceShell`` wraps a daemon it sees only through ``DaemonControl``: ``app.py`` builds
+both and attaches the shell, which the daemon then calls ``start()`` once it serves,
+``stop()`` first thing when it shuts down and ``reload()`` instead of reloading itself.
+One health check (``inspect``) answers ``/healthz``, feeds ``/metrics`` and decides whether
+the systemd watchdog is pinged, so the three can never disagree.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError, ConfigProblem
-from .http import IntakeServer
-from .logs import redact
+from .config import Config, ConfigError, ConfigProblem, IntakeConfig
+from .control import DaemonControl
+from .health import ChannelHealth, Health
+from .http import IntakeService
 from .metrics import Metrics
-from .model import PostState
+from .model import PostState, Snapshot
 from .notify import Notifier, Watchdog
 from .planner import due_at
+from .sources.http import HttpIntake
+from .store import Store
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from .daemon import Daemon
-    from .model import Snapshot
-    from .store import Store
+__all__ = ["ChannelHealth", "Health", "ServiceShell", "inspect"]
 
 log = logging.getLogger("broadcaster.service")
 
@@ -38,89 +35,13 @@ OVERDUE_GRACE = timedelta(seconds=5)
 # Planning or a pushed event holds the daemon's plan lock for milliseconds; held this long,
 # the daemon is stuck and must be reported (and restarted by the watchdog), not waited on.
 LOCK_TIMEOUT = 5.0
-HTTP_SOURCE = "http"
+HTTP_SOURCE = HttpIntake.name
+
+# Opens the HTTP listener on an address, serving the given shell (``HttpIntake`` itself).
+Listen = Callable[[tuple[str, int], IntakeService], HttpIntake]
 
 
-@dataclass(frozen=True)
-class ChannelHealth:
-    name: str
-    platform: str
-    worker_alive: bool
-    platform_healthy: bool  # false once the platform refused our credentials
-    paused_until: datetime | None  # a rate-limit pause
-    sent: int
-    failed: int
-    undelivered: int  # pending + sending
-    oldest_undelivered_seconds: float
-    overdue: int  # open threads whose promised update was not even planned on time
-    last_error: str | None
-
-    @property
-    def healthy(self) -> bool:
-        return self.worker_alive and self.platform_healthy
-
-    def pause_remaining(self, now: datetime) -> float:
-        if self.paused_until is None or self.paused_until <= now:
-            return 0.0
-        return (self.paused_until - now).total_seconds()
-
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        return {
-            "healthy": self.healthy,
-            "worker_alive": self.worker_alive,
-            "platform_healthy": self.platform_healthy,
-            "paused": self.pause_remaining(now) > 0,
-            "paused_until": self.paused_until.isoformat() if self.pause_remaining(now) else None,
-            "sent": self.sent,
-            "failed": self.failed,
-            "undelivered": self.undelivered,
-            "oldest_undelivered_seconds": round(self.oldest_undelivered_seconds, 3),
-            "overdue": self.overdue,
-            # Platform errors never carry our credentials, but redact as the logs do.
-            "last_error": redact(self.last_error)[:300] if self.last_error else None,
-        }
-
-
-@dataclass(frozen=True)
-class Health:
-    state: str  # "ok" | "unhealthy" | "stopping"
-    reasons: tuple[str, ...]
-    checked_at: datetime
-    channels: Mapping[str, ChannelHealth] = field(default_factory=dict)
-    sources: Mapping[str, str | None] = field(default_factory=dict)  # name → last error
-    dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "ok"
-
-    def summary(self) -> str:
-        """One line for systemd's STATUS= and the logs."""
-        if not self.ok:
-            return f"{self.state}: {'; '.join(self.reasons)}"
-        undelivered = sum(c.undelivered for c in self.channels.values())
-        overdue = sum(c.overdue for c in self.channels.values())
-        degraded = [n for n, c in self.channels.items() if not c.healthy]
-        text = (
-            f"serving {len(self.channels)} channel(s): {undelivered} undelivered, {overdue} overdue"
-        )
-        return text + (f"; unhealthy channel(s): {', '.join(degraded)}" if degraded else "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.state,
-            "reasons": list(self.reasons),
-            "checked_at": self.checked_at.isoformat(),
-            "dry_run": self.dry_run,
-            "channels": {n: c.to_json(self.checked_at) for n, c in self.channels.items()},
-            "sources": {
-                n: {"ok": e is None, "last_error": redact(e)[:300] if e else None}
-                for n, e in self.sources.items()
-            },
-        }
-
-
-def inspect(daemon: Daemon, *, stopping: bool = False) -> Health:
+def inspect(daemon: DaemonControl, *, stopping: bool = False) -> Health:
     """The daemon's health: is it doing its job, and how is each channel doing.
 
     Only what a restart could fix makes the daemon unhealthy (a dead scheduler or delivery
@@ -130,25 +51,22 @@ def inspect(daemon: Daemon, *, stopping: bool = False) -> Health:
     otherwise kill the one process that keeps the outbox until it does.
     """
     now = daemon.clock()
-    # The daemon's own lock and stop flag: no public accessor exists, and taking the lock is
-    # what makes the answer consistent across a reload that swaps the whole App.
-    if stopping or daemon._stop.is_set():
+    if stopping or daemon.stopping:
         return Health("stopping", ("the service is stopping",), now, dry_run=daemon.dry_run)
-    lock = daemon._plan_lock
-    if not lock.acquire(timeout=LOCK_TIMEOUT):
-        return Health(
-            "unhealthy",
-            (f"planning has been stuck for more than {LOCK_TIMEOUT:g}s",),
-            now,
-            dry_run=daemon.dry_run,
-        )
-    try:
+    # Holding the daemon still is what makes the answer consistent across a reload that
+    # swaps the whole App.
+    with daemon.hold(LOCK_TIMEOUT) as held:
+        if not held:
+            return Health(
+                "unhealthy",
+                (f"planning has been stuck for more than {LOCK_TIMEOUT:g}s",),
+                now,
+                dry_run=daemon.dry_run,
+            )
         return _inspect_locked(daemon, now)
-    finally:
-        lock.release()
 
 
-def _inspect_locked(daemon: Daemon, now: datetime) -> Health:
+def _inspect_locked(daemon: DaemonControl, now: datetime) -> Health:
     app = daemon.app
     if app is None:
         return Health("stopping", ("the service is not running",), now, dry_run=daemon.dry_run)
@@ -216,26 +134,40 @@ def _overdue(store: Store, now: datetime) -> dict[str, int]:
 
 
 class ServiceShell:
-    """HTTP intake, /healthz, /metrics and sd_notify around one ``Daemon``."""
+    """HTTP intake, /healthz, /metrics and sd_notify around one daemon."""
 
-    def __init__(self, daemon: Daemon, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        daemon: DaemonControl,
+        *,
+        metrics: Metrics,
+        notifier: Notifier,
+        listen: Listen,
+    ) -> None:
         self.daemon = daemon
-        self.metrics = Metrics(self.inspect)
-        self.notifier = Notifier(environ)
-        self.watchdog = Watchdog(self.notifier, self._watchdog_check)
-        self.http: IntakeServer | None = None
+        self.metrics = metrics
+        self.notifier = notifier
+        self._listen_on = listen
+        # Pings only while the shell's own health check says so.
+        self.watchdog = Watchdog(notifier, self._watchdog_check)
+        self.http: HttpIntake | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # the listener is swapped by start, reload and stop
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set() or self.daemon._stop.is_set()
+        return self._stopping.is_set() or self.daemon.stopping
 
     @property
     def http_address(self) -> tuple[str, int] | None:
         """Where the listener is bound (the real port when the config said port 0)."""
         server = self.http
         return server.bound_address if server is not None else None
+
+    def intake_config(self) -> IntakeConfig | None:
+        """The intake settings in force (read per request: a reload rotates the token)."""
+        app = self.daemon.app
+        return app.config.intake if app is not None else None
 
     def inspect(self) -> Health:
         return inspect(self.daemon, stopping=self._stopping.is_set())
@@ -273,15 +205,11 @@ class ServiceShell:
             server.close()  # waits for requests in progress: an accepted event gets its 202
 
     def reload(self) -> bool:
-        """SIGHUP: ``Daemon.reload()`` with systemd told, the result counted, HTTP re-bound."""
+        """SIGHUP: the daemon's reload with systemd told, the result counted, HTTP re-bound."""
         self.notifier.reloading()
-        before = self.daemon.app
         ok = False
         try:
-            result = self.daemon.reload()
-            # Daemon.reload() keeps the old App when it refuses the new config, so a new App
-            # object is the sign of success (a bool result, if it ever returns one, wins).
-            ok = result if isinstance(result, bool) else self.daemon.app is not before
+            ok = self.daemon.reload()
             app = self.daemon.app
             if ok and app is not None:
                 self._touch_sources(app.config, [s.name for s in app.sources])
@@ -302,6 +230,15 @@ class ServiceShell:
             names = [*names, HTTP_SOURCE]
         self.metrics.touch_sources(names)
 
+    def _open(self, address: tuple[str, int]) -> HttpIntake:
+        """Bind ``address`` and start serving; raises ``OSError`` if it cannot be bound."""
+        intake = self._listen_on(address, self)
+        intake.start(self._submit)
+        return intake
+
+    def _submit(self, data: dict[str, object], origin: str) -> str:
+        return self.daemon.submit(data, origin=origin, source=HTTP_SOURCE)
+
     def _listen(self, config: Config, *, starting: bool = False) -> None:
         """Bind the configured address, or move the listener after a reload changed it."""
         wanted = config.intake.http_address
@@ -319,7 +256,7 @@ class ServiceShell:
                 log.info("HTTP intake closed")
                 return
             try:
-                server = IntakeServer(wanted, self)
+                server = self._open(wanted)
             except OSError as e:
                 problem = f"cannot listen on {_fmt(wanted)}: {e.strerror or e}"
                 if starting:
@@ -329,13 +266,12 @@ class ServiceShell:
                 log.error("reload: %s", problem)
                 if current is not None:
                     try:
-                        server = IntakeServer(current.requested, self)
+                        server = self._open(current.requested)
                     except OSError:
                         log.error("HTTP intake is down until the next reload or restart")
                         return
                 else:
                     return
-            server.start()
             self.http = server
         log.info(
             "HTTP intake listening on http://%s (POST /v1/events, GET /healthz, GET /metrics)",

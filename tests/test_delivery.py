@@ -60,12 +60,14 @@ class ScriptedChannel(Channel):
         self.publishes: list[Outcome] = []
         self.finds: list[Outcome] = []
         self.calls: list[tuple[str, str]] = []
+        self.requests: list[PublishRequest] = []
 
     def length_rule(self) -> LengthRule:
         return rule_for("dryrun", 500)
 
     def publish(self, request: PublishRequest) -> PublishResult:
         self.calls.append(("publish", request.post.key))
+        self.requests.append(request)
         outcome = self.publishes.pop(0) if self.publishes else None
         result = self._play(outcome)
         return result or PublishResult(remote_id=f"id-{len(self.calls)}")
@@ -230,10 +232,15 @@ def test_replies_refused_are_remembered_across_a_restart(store, channel, clock):
     channel.publishes = [RepliesRefused("403 reply to this conversation is not allowed")]
     w = worker(store, channel, clock)
     assert w.step() == 0
-    assert channel.replies_refused
+    assert w.step() == 0
+    # The refused post goes again, this time asked to go standalone.
+    assert [r.replies_refused for r in channel.requests] == [False, True]
+    record(store, "b")
     fresh = ScriptedChannel()
-    worker(store, fresh, clock)
-    assert fresh.replies_refused
+    restarted = worker(store, fresh, clock)
+    assert restarted.replies_refused
+    restarted.step()
+    assert [r.replies_refused for r in fresh.requests] == [True]
 
 
 # -- backoff ------------------------------------------------------------------------------

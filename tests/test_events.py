@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from support import opening
 
+from broadcaster.app import service
 from broadcaster.daemon import Daemon
 from broadcaster.events import EventError, decode
 
@@ -25,7 +26,7 @@ templates_dir = "{ROOT / "message_templates"}"
 platform = "dryrun"
 language = "en"
 """)
-    d = Daemon(tmp_path / "config.toml", dry_run=True, out=io.StringIO())
+    d = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
     d.start()
     yield d
     d.shutdown()
@@ -71,7 +72,7 @@ language = "en"
 [intake.spool]
 directory = "spool"
 """)
-    d = Daemon(tmp_path / "config.toml", dry_run=True, out=io.StringIO())
+    d = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
     d.start()
     try:
         incoming = tmp_path / "spool" / "incoming"

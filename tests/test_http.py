@@ -16,7 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_for
 
-from broadcaster.daemon import Daemon
+from broadcaster import app
+from broadcaster.daemon import Daemon, InstanceLock
+from broadcaster.service import ServiceShell
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
@@ -77,6 +79,7 @@ class Response:
 @dataclass
 class Service:
     daemon: Daemon
+    shell: ServiceShell
     config: Path
     journal: Path
     out: io.StringIO
@@ -84,7 +87,7 @@ class Service:
 
     @property
     def address(self) -> tuple[str, int]:
-        address = self.daemon.service.http_address
+        address = self.shell.http_address
         assert address is not None
         return address
 
@@ -141,9 +144,10 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
     config.write_text(config_text())
     (tmp_path / "state.toml").write_text("")
     out = io.StringIO()
-    daemon = Daemon(config, dry_run=True, out=out)
+    built = app.service(config, dry_run=True, out=out)
+    daemon = built.daemon
     daemon.start()
-    s = Service(daemon, config, tmp_path / "data" / "dry-run.jsonl", out, [])
+    s = Service(daemon, built.shell, config, tmp_path / "data" / "dry-run.jsonl", out, [])
     try:
         yield s
     finally:
@@ -329,7 +333,7 @@ def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:
     assert r.status == 503 and r.headers["Retry-After"]
     address = service.address
     service.daemon.shutdown()
-    assert service.daemon.service.http_address is None
+    assert service.shell.http_address is None
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=1).close()
 
@@ -412,13 +416,13 @@ def test_reload_rotates_the_token_and_counts_refused_reloads(
 ) -> None:
     new_token = "rotated-token-8d41f0a9c3e2b7d5"
     monkeypatch.setenv(TOKEN_VAR, new_token)
-    assert service.daemon.service.reload() is True
+    assert service.shell.reload() is True
     assert service.post(opening(), token=TOKEN).status == 401
     assert service.post(opening(), token=new_token).status == 202
 
     good = service.config.read_text()
     service.config.write_text(good.replace('language = "fr"', 'language = "french"'))
-    assert service.daemon.service.reload() is False
+    assert service.shell.reload() is False
     values = service.metrics()
     assert metric(values, "broadcaster_config_last_reload_successful") == 0
     assert metric(values, "broadcaster_config_last_reload_timestamp_seconds") >= metric(
@@ -429,7 +433,7 @@ def test_reload_rotates_the_token_and_counts_refused_reloads(
     # A new address moves the listener; the old one stops answering.
     old = service.address
     service.config.write_text(good.replace("127.0.0.1:0", "127.0.0.2:0"))
-    assert service.daemon.service.reload() is True
+    assert service.shell.reload() is True
     assert service.address[0] == "127.0.0.2" and service.address != old
     assert service.request("GET", "/healthz").status == 200
     with pytest.raises(OSError):
@@ -450,10 +454,14 @@ def test_a_listen_address_in_use_fails_the_start(
         config = tmp_path / "config.toml"
         config.write_text(config_text(listen=f"127.0.0.1:{port}"))
         (tmp_path / "state.toml").write_text("")
-        daemon = Daemon(config, dry_run=True, out=io.StringIO())
+        daemon = app.service(config, dry_run=True, out=io.StringIO()).daemon
         try:
             with pytest.raises(ConfigError, match=r"intake\.http\.listen"):
                 daemon.start()
+            # The failed start undid itself: the data directory is free for the next one.
+            lock = InstanceLock(tmp_path / "data" / "dry-run.lock")
+            lock.acquire()
+            lock.release()
         finally:
             daemon.shutdown()
 
@@ -464,10 +472,10 @@ def test_no_listener_without_an_http_intake(
     config = tmp_path / "config.toml"
     config.write_text(config_text().split("[intake.http]")[0])
     (tmp_path / "state.toml").write_text("")
-    daemon = Daemon(config, dry_run=True, out=io.StringIO())
-    daemon.start()
+    built = app.service(config, dry_run=True, out=io.StringIO())
+    built.daemon.start()
     try:
-        assert daemon.service.http_address is None
-        assert daemon.service.inspect().ok
+        assert built.shell.http_address is None
+        assert built.shell.inspect().ok
     finally:
-        daemon.shutdown()
+        built.daemon.shutdown()

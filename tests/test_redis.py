@@ -14,6 +14,7 @@ import pytest
 from redis_server import RedisServer
 from support import dry_run_config, opening, wait_for
 
+from broadcaster.app import service
 from broadcaster.daemon import Daemon
 from broadcaster.sources.redis import RedisStreamSource
 
@@ -50,7 +51,7 @@ class Harness:
         self.daemon: Daemon | None = None
 
     def start(self) -> Daemon:
-        self.daemon = Daemon(self.config, dry_run=True, out=io.StringIO())
+        self.daemon = service(self.config, dry_run=True, out=io.StringIO()).daemon
         self.daemon.start()
         return self.daemon
 

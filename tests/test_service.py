@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from support import wait_for
 
-from broadcaster.daemon import Daemon
+from broadcaster.app import service
 from broadcaster.notify import Notifier, Watchdog
 from broadcaster.sandbox import DEFAULT_MASTODON_ACCOUNT, Faults, MastodonSandbox
 
@@ -234,7 +234,7 @@ def test_the_watchdog_is_withheld_while_a_delivery_worker_is_dead(
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
     (tmp_path / "config.toml").write_text(config_text())
     (tmp_path / "state.toml").write_text("")
-    daemon = Daemon(tmp_path / "config.toml", dry_run=True, out=io.StringIO())
+    daemon = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
     daemon.start()
     try:
         notify.wait(lambda m: m.get("READY") == "1", 5, "READY=1")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from support import dry_run_config, opening, wait_for
 
+from broadcaster.app import service
 from broadcaster.daemon import Daemon
 from broadcaster.sources.spool import SpoolSource
 
@@ -38,7 +39,7 @@ class Harness:
         self.daemon: Daemon | None = None
 
     def start(self) -> Daemon:
-        self.daemon = Daemon(self.config, dry_run=True, out=io.StringIO())
+        self.daemon = service(self.config, dry_run=True, out=io.StringIO()).daemon
         self.daemon.start()
         return self.daemon
 

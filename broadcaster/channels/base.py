@@ -23,6 +23,10 @@ class PublishRequest:
     parent_key: str | None  # the idempotency key of that parent
     thread_root: str | None  # the platform's id of the thread's first post, or None
     thread_root_url: str | None = None
+    # The platform refused a reply on this channel before: post standalone, linking the
+    # thread. A channel that meets the refusal raises ``RepliesRefused``; delivery records
+    # it and sets this on every later request.
+    replies_refused: bool = False
 
     @property
     def text(self) -> str:
@@ -56,8 +60,6 @@ class DeliveryError(Exception):
 class TransientError(DeliveryError):
     """Network error, timeout or 5xx: the post may or may not exist; retry after a check."""
 
-    outcome_unknown = True
-
 
 class RateLimited(DeliveryError):
     """429 or a spent budget: the channel must not send before ``until``."""
@@ -85,8 +87,6 @@ class Channel(abc.ABC):
     name: str
     platform: str
     language: str
-    # Set once the platform refused a reply: later posts go standalone, linking the thread.
-    replies_refused: bool = False
 
     @abc.abstractmethod
     def length_rule(self) -> LengthRule:

@@ -10,10 +10,10 @@ import json
 import os
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from ..clock import utcnow
 from ..textfit import LengthRule
 from .base import Channel, PublishRequest, PublishResult
 
@@ -41,7 +41,7 @@ class DryRunJournal:
         with self._lock:
             return self._keys.get(key)
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False)
         with self._lock:
             with self.path.open("a", encoding="utf-8") as f:
@@ -53,7 +53,7 @@ class DryRunJournal:
             self.out.flush()
 
 
-def _pretty(r: dict) -> str:
+def _pretty(r: dict[str, Any]) -> str:
     part = f" · part {r['part']}/{r['parts']}" if r["parts"] > 1 else ""
     thread = f"reply to {r['reply_to']}" if r["reply_to"] else "new thread"
     head = (
@@ -86,7 +86,7 @@ class DryRunChannel(Channel):
         remote_id = f"dry-{post.key}"
         self.journal.append(
             {
-                "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "at": utcnow().isoformat(timespec="milliseconds"),
                 "channel": self.name,
                 "platform": self.platform,
                 "language": self.language,

@@ -25,6 +25,7 @@ from mastodon import (
     MastodonUnauthorizedError,
 )
 
+from ..clock import utcnow
 from ..config import ChannelConfig
 from ..textfit import LengthRule, rule_for
 from .base import (
@@ -106,7 +107,7 @@ class MastodonChannel(Channel):
         reset = self.api.ratelimit_reset
         if reset:
             return datetime.fromtimestamp(float(reset), UTC)
-        return datetime.now(UTC) + timedelta(seconds=60)
+        return utcnow() + timedelta(seconds=60)
 
     def _classify(self, e: MastodonError) -> DeliveryError:
         if isinstance(e, MastodonRatelimitError):

@@ -86,7 +86,12 @@ class RebasingAdapter(HTTPAdapter):
                 # must never be reached through them.
                 proxies = {}
         return super().send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            request,
+            stream=stream,
+            timeout=timeout,
+            verify=verify,
+            cert=cert,
+            proxies=dict(proxies) if proxies is not None else None,
         )
 
 

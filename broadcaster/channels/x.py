@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
-import tweepy
+import tweepy  # type: ignore[import-untyped]
 
+from ..clock import utcnow
 from ..config import ChannelConfig
 from ..textfit import LengthRule, rule_for
 from .base import (
@@ -64,7 +65,7 @@ def _detail(e: tweepy.HTTPException) -> str:
     try:
         body = e.response.json()
     except ValueError:
-        return e.response.text[:200]
+        return str(e.response.text)[:200]
     if isinstance(body, dict):
         if body.get("detail"):
             return str(body["detail"])
@@ -145,7 +146,6 @@ class XChannel(Channel):
         )
         self._rule = rule_for("x", config.max_characters)
         self._user_id: str | None = None
-        self.replies_refused = False
 
     def length_rule(self) -> LengthRule:
         return self._rule
@@ -155,11 +155,12 @@ class XChannel(Channel):
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> requests.Response:
         try:
-            return fn(*args, **kwargs)
+            response: requests.Response = fn(*args, **kwargs)
+            return response
         except requests.RequestException as e:
             raise TransientError(f"network: {type(e).__name__}") from None
         except tweepy.TooManyRequests as e:
-            now = datetime.now(UTC)
+            now = utcnow()
             until = _pause_until(e.response.headers, now) or now + timedelta(minutes=15)
             raise RateLimited(f"429 {_detail(e)}", until=until) from None
         except tweepy.Unauthorized as e:
@@ -188,7 +189,7 @@ class XChannel(Channel):
     def publish(self, request: PublishRequest) -> PublishResult:
         text = request.text
         reply_to = request.in_reply_to
-        if self.replies_refused and reply_to is not None:
+        if request.replies_refused and reply_to is not None:
             reply_to = None
             text = self._with_thread_link(text, request)
         try:
@@ -215,7 +216,7 @@ class XChannel(Channel):
                 found = self.find_published(request)
                 if found is not None:
                     return found
-                if datetime.now(UTC) - request.post.planned_at < DUPLICATE_PATIENCE:
+                if utcnow() - request.post.planned_at < DUPLICATE_PATIENCE:
                     # X's timeline can lag behind its duplicate check: look again later
                     # rather than record as failed a post that is probably published.
                     raise TransientError(
@@ -226,7 +227,7 @@ class XChannel(Channel):
         return PublishResult(
             remote_id=str(data["id"]),
             url=self._url(str(data["id"])),
-            not_before=_pause_until(response.headers, datetime.now(UTC)),
+            not_before=_pause_until(response.headers, utcnow()),
         )
 
     def _with_thread_link(self, text: str, request: PublishRequest) -> str:

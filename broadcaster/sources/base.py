@@ -1,7 +1,15 @@
 """The contract every source of incident descriptions fulfils (state file, spool, Redis, HTTP).
 
-A source is polled by the daemon. It hands over a ``Batch`` and is told, through
-``Batch.ack``, once the store has committed it: only then may a queue forget the events.
+Two kinds:
+
+- a ``PullSource`` (state file, spool, Redis) is polled by the daemon. It hands over a
+  ``Batch`` and is told, through ``Batch.ack``, once the store has committed it: only then
+  may a queue forget the events;
+- a ``PushSource`` (the HTTP intake) is started with a ``Submit`` callback and hands each
+  event over as it arrives; ``submit`` returns once the store committed it, so the sender
+  can be told.
+
+Both are closed at shutdown and report their last problem in ``last_error``.
 """
 
 from __future__ import annotations
@@ -42,12 +50,20 @@ class Batch:
     ack: Callable[[], None] = field(default=_nothing)
 
 
-class Source(abc.ABC):
-    name: str
+class ServiceStopping(RuntimeError):
+    """Raised by ``Submit`` once the service stops: the event was not applied."""
 
-    @abc.abstractmethod
-    def poll(self) -> Batch | None:
-        """New incident descriptions since the last poll, or None. Never blocks for long."""
+
+# Applies one pushed event (its data and where it came from, for messages) and returns the
+# incident id once the store committed it. Raises ``EventError`` for a refused event (nothing
+# of it applied) and ``ServiceStopping`` once the service stops.
+Submit = Callable[[dict[str, Any], str], str]
+
+
+class Source(abc.ABC):
+    """What every source has: a name (for logs, metrics, health) and a close."""
+
+    name: str
 
     @property
     def last_error(self) -> str | None:
@@ -57,3 +73,16 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Release files, sockets, connections."""
         return None
+
+
+class PullSource(Source):
+    @abc.abstractmethod
+    def poll(self) -> Batch | None:
+        """New incident descriptions since the last poll, or None. Never blocks for long."""
+
+
+class PushSource(Source):
+    @abc.abstractmethod
+    def start(self, submit: Submit) -> None:
+        """Start accepting events, handing each to ``submit``. Raises ``OSError`` if it
+        cannot (an address in use)."""

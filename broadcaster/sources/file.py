@@ -15,18 +15,18 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..statefile import StateFileError, load_state
-from .base import Batch, Source
+from .base import Batch, PullSource
 
 log = logging.getLogger("broadcaster.sources.file")
 
 
-class StateFileSource(Source):
+class StateFileSource(PullSource):
     name = "file"
 
     def __init__(self, path: Path, languages: Collection[str] = ()) -> None:
         self.path = Path(path)
         self.languages = tuple(languages)
-        self._signature: tuple | None = None
+        self._signature: tuple[int, int, int, int] | None = None
         self._digest: str | None = None
         self._error: str | None = None
 
@@ -34,7 +34,7 @@ class StateFileSource(Source):
     def last_error(self) -> str | None:
         return self._error
 
-    def _stat(self) -> tuple | None:
+    def _stat(self) -> tuple[int, int, int, int] | None:
         try:
             st = os.stat(self.path)  # follows symlinks: a ConfigMap swap changes the target
         except OSError:

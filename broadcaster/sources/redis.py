@@ -42,7 +42,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..events import EventError, decode
-from .base import Batch, Event, Source
+from .base import Batch, Event, PullSource
 
 log = logging.getLogger("broadcaster.sources.redis")
 
@@ -65,7 +65,7 @@ DEFAULT_SOCKET_TIMEOUT = timedelta(seconds=1)
 REMEMBERED_IDS = 65536
 
 
-class RedisStreamSource(Source):
+class RedisStreamSource(PullSource):
     name = "redis"
 
     def __init__(
@@ -166,10 +166,11 @@ class RedisStreamSource(Source):
         examined = 0
         while examined < self.batch_size:
             wanted = self.batch_size - examined
-            backlog = self._cursor is not None
-            if backlog:
+            cursor = self._cursor
+            backlog = cursor is not None
+            if cursor is not None:
                 reply = self._client.xreadgroup(
-                    self.group, self.consumer, {self.stream: self._cursor}, count=wanted
+                    self.group, self.consumer, {self.stream: cursor}, count=wanted
                 )
                 entries = _entries(reply)
                 # Fewer than asked: our backlog is done, new entries come next.

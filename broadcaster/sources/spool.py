@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from ..events import MAX_EVENT_BYTES, EventError, decode
-from .base import Batch, Event, Source
+from .base import Batch, Event, PullSource
 
 log = logging.getLogger("broadcaster.sources.spool")
 
@@ -37,7 +37,7 @@ log = logging.getLogger("broadcaster.sources.spool")
 DEFAULT_BATCH_SIZE = 100
 
 
-class SpoolSource(Source):
+class SpoolSource(PullSource):
     name = "spool"
 
     def __init__(self, directory: Path, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
