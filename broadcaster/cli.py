@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import Config, ConfigError, load_config
 from .daemon import AlreadyRunning, ReloadError
-from .model import ChannelInfo, PostState
+from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, PostState
 from .render import Renderer, TemplateError
 from .statefile import StateFileError, load_state, load_timeline
 
@@ -34,6 +34,13 @@ def _aware(text: str) -> datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
     return value
+
+
+# The incident fields ``draft`` can change, each with its option (declared in the model).
+_DRAFT_FIELDS = sorted(
+    ((name, rule) for name, rule in INCIDENT_FIELDS.items() if rule.draft_option),
+    key=lambda item: item[1].draft_order,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,13 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
     d.add_argument("incident_id")
-    d.add_argument("--status")
-    d.add_argument("--message")
-    d.add_argument("--cause")
-    d.add_argument("--workaround")
-    d.add_argument("--severity")
-    d.add_argument("--next-update", type=_aware, dest="next_update_at")
-    d.add_argument("--lang", help="language of --message/--cause/--workaround (default: all)")
+    for name, rule in _DRAFT_FIELDS:
+        d.add_argument(
+            rule.draft_option, dest=name, type=_aware if rule.kind is FieldKind.DATETIME else str
+        )
+    texts = "/".join(r.draft_option for _, r in _DRAFT_FIELDS if r.kind is FieldKind.LOCALIZED)
+    d.add_argument("--lang", help=f"language of {texts} (default: all)")
     d.add_argument("--write", action="store_true", help="apply the changes to the state file")
     d.add_argument("--at", type=_aware)
 
@@ -254,19 +260,15 @@ def cmd_draft(args: argparse.Namespace) -> int:
 
     config, incidents = _load(args)
     changes: dict[str, Any] = {}
-    for name in ("status", "message", "cause", "workaround"):
+    for name, rule in _DRAFT_FIELDS:
         value = getattr(args, name)
-        if value is not None:
-            changes[name] = {args.lang: value} if args.lang and name != "status" else value
-    if args.severity:
-        changes["severity"] = args.severity
-    if args.next_update_at:
-        changes["next_update_at"] = args.next_update_at
+        if value is None:
+            continue
+        localized = rule.kind is FieldKind.LOCALIZED
+        changes[name] = {args.lang: value} if args.lang and localized else value
     if not changes:
-        raise UsageError(
-            "nothing to draft: give --status, --message, --cause, --workaround, "
-            "--severity or --next-update"
-        )
+        options = [rule.draft_option for _, rule in _DRAFT_FIELDS]
+        raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
     if args.incident_id not in {i.id for i in incidents}:
         raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
     _validate_changes(config, incidents, args.incident_id, changes)
@@ -283,17 +285,15 @@ def cmd_draft(args: argparse.Namespace) -> int:
 
 def _validate_changes(config: Config, incidents: list, incident_id: str, changes: dict) -> None:
     """Changes must make a valid incident, checked as the state file would be."""
-    from .rehearsal import apply_changes as merged
     from .statefile import parse_incident
-    from .store import incident_to_json
 
     incident = next(i for i in incidents if i.id == incident_id)
-    data = incident_to_json(merged(incident, changes))
-    data.pop("origin", None)
-    for key in list(data):
-        if data[key] is None or data[key] == []:
-            del data[key]
-    parse_incident(data, origin=f"draft {incident_id}", languages=config.languages())
+    parse_incident(
+        {},
+        origin=f"draft {incident_id}",
+        languages=config.languages(),
+        current=incident.with_changes(changes),
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -20,7 +20,9 @@ import stat
 import tempfile
 import tomllib
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import MISSING as dataclass_missing
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,10 @@ import tomlkit
 
 from .model import (
     ALL_LANGUAGES,
-    INCIDENT_STATUSES,
-    MAINTENANCE_STATUSES,
-    SEVERITIES,
+    ID_FIELD,
+    INCIDENT_FIELDS,
+    FieldKind,
+    FieldRule,
     Incident,
     IncidentKind,
     Localized,
@@ -51,29 +54,7 @@ __all__ = [
 # A path from the document root to a value: ("incidents", 0, "title", "fr").
 Address = tuple[str | int, ...]
 
-INCIDENT_KEYS = (
-    "id",
-    "kind",
-    "title",
-    "status",
-    "severity",
-    "services",
-    "regions",
-    "started_at",
-    "message",
-    "cause",
-    "workaround",
-    "next_update_at",
-    "url",
-    "resolved_at",
-    "data_loss",
-    "postmortem_url",
-    "starts_at",
-    "ends_at",
-)
-_LOCALIZED_KEYS = ("title", "message", "cause", "workaround")
-_DATETIME_KEYS = ("started_at", "next_update_at", "resolved_at", "starts_at", "ends_at")
-_URL_KEYS = ("url", "postmortem_url")
+INCIDENT_KEYS = tuple(INCIDENT_FIELDS)
 _STATE_TOP_KEYS = ("incidents",)
 _TIMELINE_TOP_KEYS = ("step",)
 _STEP_KEYS = ("at", "incidents")
@@ -141,16 +122,22 @@ def load_timeline(
 
 
 def parse_incident(
-    data: Mapping[str, Any], *, origin: str, languages: Collection[str] = ()
+    data: Mapping[str, Any],
+    *,
+    origin: str,
+    languages: Collection[str] = (),
+    current: Incident | None = None,
 ) -> Incident:
     """Validate one incident given as plain data; problems are located at ``origin``.
 
-    ``origin`` is ``"path:line"`` (or any label); it becomes ``Incident.origin``.
+    ``origin`` is ``"path:line"`` (or any label); it becomes ``Incident.origin``. With
+    ``current``, ``data`` updates that incident: fields it does not carry keep their value,
+    and the whole result is validated.
     """
     path_str, line = _split_origin(origin)
     with _no_surprises(path_str):
         report = _Report(path_str, None, fallback_line=line)
-        incident = _check_incident(data, report, (), origin, languages)
+        incident = _check_incident(data, report, (), origin, languages, current=current)
         report.raise_if_any()
         assert incident is not None  # no problems means it was built
         return incident
@@ -471,7 +458,7 @@ def _toml_source_map(text: str) -> _SourceMap:
             smap.lines.setdefault(address[:k], n)
         smap.by_line[n] = address
         smap.sections[n] = table
-        if keys == ("id",):
+        if keys == (ID_FIELD,):
             m = _TOML_STRING_VALUE.match(line, after + 1)
             if m:
                 basic, literal = m.groups()
@@ -536,7 +523,7 @@ def _json_source_map(text: str) -> tuple[_SourceMap, Address]:
                 smap.by_line[line] = address
             else:
                 value_address(line)
-                if top is not None and top.is_object and top.key == "id":
+                if top is not None and top.is_object and top.key == ID_FIELD:
                     smap.ids[top.address] = decoded
         elif punct in ("{", "["):
             stack.append(_JsonFrame(value_address(line), is_object=punct == "{"))
@@ -1069,31 +1056,36 @@ def _check_incidents(
     entries: list[Any], base: Address, report: _Report, languages: Collection[str]
 ) -> list[Incident]:
     incidents: list[Incident] = []
-    # id -> address of its first "id" key; lines are looked up only to report a problem.
+    # id -> address of its first id key; lines are looked up only to report a problem.
     first_seen: dict[str, Address] = {}
     for i, entry in enumerate(entries):
         address = (*base, i)
         line = report.origin_line(address)
         origin = f"{report.path}:{line}" if line is not None else report.path
         incident = _check_incident(entry, report, address, origin, languages, number=i + 1)
-        raw_id = entry.get("id") if isinstance(entry, Mapping) else None
+        raw_id = entry.get(ID_FIELD) if isinstance(entry, Mapping) else None
         if isinstance(raw_id, str) and raw_id:
             if raw_id in first_seen:
                 where = report.line_of(first_seen[raw_id])
                 report.add(
-                    (*address, "id"),
+                    (*address, ID_FIELD),
                     f"duplicate id {raw_id!r}: already used by the incident at line {where}"
                     if where is not None
                     else f"duplicate id {raw_id!r}: already used by another incident",
                     incident_id=raw_id,
-                    field="id",
-                    line=report.line_of((*address, "id")),
+                    field=ID_FIELD,
+                    line=report.line_of((*address, ID_FIELD)),
                 )
                 continue
-            first_seen[raw_id] = (*address, "id")
+            first_seen[raw_id] = (*address, ID_FIELD)
         if incident is not None:
             incidents.append(incident)
     return incidents
+
+
+# A field whose value was refused: the incident is not built, other fields are still checked.
+_INVALID: Any = object()
+_Bad = Callable[[str, str], None]
 
 
 def _check_incident(
@@ -1104,165 +1096,240 @@ def _check_incident(
     languages: Collection[str],
     *,
     number: int | None = None,
+    current: Incident | None = None,
 ) -> Incident | None:
+    """The incident ``data`` describes, or None after reporting every problem with it.
+
+    With ``current``, ``data`` is a partial update of it: the fields it does not carry keep
+    their current values, and the result is checked as a whole.
+    """
     before = len(report.problems)
     label = f"incident #{number}" if number is not None else "incident"
     if not isinstance(data, Mapping):
         report.add(base, f"{label}: expected a table (JSON object), got {_kind_of(data)}")
         return None
 
-    raw_id = data.get("id")
+    # The raw value of every field; None when not written (JSON writers emit null for
+    # "not set"). A current value is checked again, as written data would be.
+    raw: dict[str, Any] = {}
+    for name in INCIDENT_FIELDS:
+        if name in data or current is None:
+            raw[name] = data.get(name)
+        else:
+            raw[name] = _as_written(getattr(current, name))
+    raw_id = raw[ID_FIELD]
     incident_id = raw_id if isinstance(raw_id, str) and raw_id else None
 
     def bad(name: str, message: str) -> None:
         report.add(base + tuple(name.split(".")), message, incident_id=incident_id, field=name)
 
-    def present(name: str) -> bool:
-        # JSON writers emit null for "not set"; treat it as absent.
-        return data.get(name) is not None
-
     for key in data:
-        if key not in INCIDENT_KEYS:
+        if key not in INCIDENT_FIELDS:
             bad(str(key), _unknown_key_message(str(key), INCIDENT_KEYS))
 
-    # id
-    if raw_id is None:
-        bad("id", f'{label} has no id (add a stable one, e.g. id = "sbg-power-2017-11-09")')
-    elif not isinstance(raw_id, str):
-        bad("id", f"expected a string, got {_kind_of(raw_id)}")
-    elif not _ID_RE.fullmatch(raw_id):
-        wrong = sorted({c for c in raw_id if not _ID_RE.fullmatch(c)})
-        shown = ", ".join(repr(c) for c in wrong) if wrong else "none"
-        suggestion = re.sub(r"[^a-z0-9._-]+", "-", raw_id.lower()).strip("-")
-        bad(
-            "id",
-            f"invalid id {raw_id!r}: use only lowercase letters, digits, '.', '_' and '-' "
-            f"(not allowed: {shown})" + (f"; e.g. {suggestion!r}" if suggestion else ""),
-        )
+    # Field by field, in the order of the kinds below (problems on one line keep it).
+    kind: IncidentKind | None = IncidentKind.INCIDENT
+    values: dict[str, Any] = {}
+    for field_kind in _CHECK_ORDER:
+        for name, rule in INCIDENT_FIELDS.items():
+            if rule.kind is not field_kind:
+                continue
+            value = raw[name]
+            if value is None:
+                values[name] = _DEFAULTS.get(name)
+                if rule.required_for == _EVERY_KIND:
+                    bad(name, _missing(name, rule, label, kind))
+                continue
+            check = _CHECKERS[field_kind]
+            values[name] = check(value, name, rule, bad, _Context(kind, languages))
+            if field_kind is FieldKind.KIND:
+                kind = values[name] if values[name] is not _INVALID else None
 
-    # kind, status, severity
-    kind: IncidentKind | None = None
-    raw_kind = data["kind"] if present("kind") else "incident"
-    if not isinstance(raw_kind, str):
-        bad("kind", f"expected a string, got {_kind_of(raw_kind)}")
-    elif raw_kind not in tuple(IncidentKind):
-        bad("kind", f"unknown kind {raw_kind!r} (expected one of: incident, maintenance)")
-    else:
-        kind = IncidentKind(raw_kind)
-
-    status = data.get("status")
-    if status is None:
-        bad("status", "missing status" + (f" (expected one of: {_statuses(kind)})" if kind else ""))
-    elif not isinstance(status, str):
-        bad("status", f"expected a string, got {_kind_of(status)}")
-    elif kind is not None:
-        allowed = INCIDENT_STATUSES if kind is IncidentKind.INCIDENT else MAINTENANCE_STATUSES
-        if status not in allowed:
-            message = f"unknown status {status!r} (expected one of: {', '.join(allowed)})"
-            if kind is IncidentKind.INCIDENT and status in MAINTENANCE_STATUSES:
-                message += '; for a maintenance, add kind = "maintenance"'
-            elif kind is IncidentKind.MAINTENANCE and status in INCIDENT_STATUSES:
-                message += f"; {status!r} is an incident status"
-            bad("status", message)
-
-    severity = data.get("severity") if present("severity") else "major"
-    if not isinstance(severity, str):
-        bad("severity", f"expected a string, got {_kind_of(severity)}")
-    elif severity not in SEVERITIES:
-        bad("severity", f"unknown severity {severity!r} (expected one of: {', '.join(SEVERITIES)})")
-
-    # texts
-    texts: dict[str, Localized | None] = {}
-    if not present("title"):
-        bad("title", "missing title (a short public title, in every posting language)")
-    for name in _LOCALIZED_KEYS:
-        texts[name] = _check_localized(data.get(name), name, bad, languages)
-
-    # lists
-    lists: dict[str, tuple[str, ...]] = {}
-    for name in ("services", "regions"):
-        lists[name] = _check_string_list(data.get(name), name, bad)
-
-    # datetimes
-    times: dict[str, datetime | None] = {}
-    for name in _DATETIME_KEYS:
-        value = data.get(name)
-        times[name] = None
-        if value is not None:
-            times[name], error = _to_datetime(value)
-            if error:
-                bad(name, error)
-
-    if kind is IncidentKind.MAINTENANCE:
-        for name in ("starts_at", "ends_at"):
-            if not present(name):
+    # Rules across fields: what a kind requires or forbids, defaults, order in time.
+    if kind is not None:
+        for name, rule in INCIDENT_FIELDS.items():
+            if rule.required_for == _EVERY_KIND:
+                continue
+            if kind in rule.required_for and raw[name] is None:
+                bad(name, _missing(name, rule, label, kind))
+            if rule.only_for is not None and rule.only_for is not kind and raw[name] is not None:
                 bad(
                     name,
-                    f"missing {name} (required for a maintenance), e.g. "
-                    f"{name} = {_DATETIME_EXAMPLE}",
+                    f"{name} is only for a {rule.only_for.value} "
+                    f'({_KIND_FIELD} = "{rule.only_for.value}")',
                 )
-        starts, ends = times["starts_at"], times["ends_at"]
-        if starts is not None and ends is not None and ends <= starts:
-            bad(
-                "ends_at",
-                f"ends_at ({ends.isoformat()}) must be after starts_at ({starts.isoformat()})",
-            )
-        if times["started_at"] is None and not present("started_at"):
-            times["started_at"] = starts
-    elif kind is IncidentKind.INCIDENT:
-        if not present("started_at"):
-            bad(
-                "started_at",
-                f"missing started_at (when it began), e.g. started_at = {_DATETIME_EXAMPLE}",
-            )
-        for name in ("starts_at", "ends_at"):
-            if present(name):
-                bad(name, f'{name} is only for a maintenance (kind = "maintenance")')
-    started, resolved = times["started_at"], times["resolved_at"]
-    if started is not None and resolved is not None and resolved < started:
-        bad(
-            "resolved_at",
-            f"resolved_at ({resolved.isoformat()}) is before started_at ({started.isoformat()})",
-        )
-
-    # the rest
-    urls: dict[str, str | None] = {}
-    for name in _URL_KEYS:
-        urls[name] = _check_url(data.get(name), name, bad)
-    data_loss = data.get("data_loss")
-    if data_loss is not None and not isinstance(data_loss, bool):
-        bad("data_loss", f"expected true or false, got {_kind_of(data_loss)}")
-        data_loss = None
+        for name, rule in INCIDENT_FIELDS.items():
+            if rule.default_from is not None and raw[name] is None and values[name] is None:
+                values[name] = values[rule.default_from]
+    for name, rule in INCIDENT_FIELDS.items():
+        if rule.only_for is not None and rule.only_for is not kind:
+            continue  # refused above (or the kind was)
+        late = values[name]
+        for other, strict in ((rule.after, True), (rule.not_before, False)):
+            early = values.get(other) if other is not None else None
+            if not isinstance(late, datetime) or not isinstance(early, datetime):
+                continue
+            if strict and late <= early:
+                bad(
+                    name,
+                    f"{name} ({late.isoformat()}) must be after {other} ({early.isoformat()})",
+                )
+            elif not strict and late < early:
+                bad(name, f"{name} ({late.isoformat()}) is before {other} ({early.isoformat()})")
 
     if len(report.problems) > before:
         return None
-    assert kind is not None and started is not None and texts["title"] is not None
-    return Incident(
-        id=raw_id,
-        title=texts["title"],
-        status=status,
-        started_at=started,
-        kind=kind,
-        severity=severity,
-        services=lists["services"],
-        regions=lists["regions"],
-        message=texts["message"],
-        cause=texts["cause"],
-        workaround=texts["workaround"],
-        next_update_at=times["next_update_at"],
-        url=urls["url"],
-        starts_at=times["starts_at"],
-        ends_at=times["ends_at"],
-        resolved_at=resolved,
-        data_loss=data_loss,
-        postmortem_url=urls["postmortem_url"],
-        origin=origin,
-    )
+    return Incident(**values, origin=origin)
 
 
-def _statuses(kind: IncidentKind) -> str:
-    allowed = INCIDENT_STATUSES if kind is IncidentKind.INCIDENT else MAINTENANCE_STATUSES
-    return ", ".join(allowed)
+@dataclass(frozen=True)
+class _Context:
+    kind: IncidentKind | None  # None when the kind itself was refused
+    languages: Collection[str]
+
+
+def _missing(name: str, rule: FieldRule, label: str, kind: IncidentKind | None) -> str:
+    if rule.kind is FieldKind.ID:
+        return f"{label} has no {name} {rule.missing}".rstrip()
+    message = f"missing {name}"
+    if rule.missing:
+        message += f" {rule.missing}"
+    if rule.kind is FieldKind.ENUM and kind is not None:
+        message += f" (expected one of: {', '.join(_choices(rule, kind))})"
+    if rule.kind is FieldKind.DATETIME:
+        message += f", e.g. {name} = {_DATETIME_EXAMPLE}"
+    return message
+
+
+def _choices(rule: FieldRule, kind: IncidentKind | None) -> tuple[str, ...]:
+    if isinstance(rule.choices, Mapping):
+        return rule.choices[kind] if kind is not None else ()
+    return rule.choices
+
+
+def _as_written(value: Any) -> Any:
+    """A current field value as a file would hold it, for the checks (None if not set)."""
+    if isinstance(value, Localized):
+        return dict(value.values)
+    if value == ():
+        return None
+    return value
+
+
+def _check_id(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if not isinstance(value, str):
+        bad(name, f"expected a string, got {_kind_of(value)}")
+        return _INVALID
+    if not _ID_RE.fullmatch(value):
+        wrong = sorted({c for c in value if not _ID_RE.fullmatch(c)})
+        shown = ", ".join(repr(c) for c in wrong) if wrong else "none"
+        suggestion = re.sub(r"[^a-z0-9._-]+", "-", value.lower()).strip("-")
+        bad(
+            name,
+            f"invalid id {value!r}: use only lowercase letters, digits, '.', '_' and '-' "
+            f"(not allowed: {shown})" + (f"; e.g. {suggestion!r}" if suggestion else ""),
+        )
+        return _INVALID
+    return value
+
+
+def _check_kind(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if not isinstance(value, str):
+        bad(name, f"expected a string, got {_kind_of(value)}")
+        return _INVALID
+    if value not in tuple(IncidentKind):
+        expected = ", ".join(k.value for k in IncidentKind)
+        bad(name, f"unknown {name} {value!r} (expected one of: {expected})")
+        return _INVALID
+    return IncidentKind(value)
+
+
+def _check_enum(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if not isinstance(value, str):
+        bad(name, f"expected a string, got {_kind_of(value)}")
+        return _INVALID
+    if ctx.kind is None and isinstance(rule.choices, Mapping):
+        return _INVALID  # the words allowed depend on the kind, which was refused
+    allowed = _choices(rule, ctx.kind)
+    if value in allowed:
+        return value
+    message = f"unknown {name} {value!r} (expected one of: {', '.join(allowed)})"
+    if isinstance(rule.choices, Mapping):
+        # A word of another kind: say which kind it belongs to.
+        for other, words in rule.choices.items():
+            if other is ctx.kind or value not in words:
+                continue
+            if ctx.kind is IncidentKind.INCIDENT:
+                message += f'; for a {other.value}, add {_KIND_FIELD} = "{other.value}"'
+            else:
+                message += f"; {value!r} is an {other.value} {name}"
+            break
+    bad(name, message)
+    return _INVALID
+
+
+def _check_localized_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    localized = _check_localized(value, name, bad, ctx.languages)
+    return _INVALID if localized is None else localized
+
+
+def _check_strings_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    before = [0]
+
+    def counting(field_name: str, message: str) -> None:
+        before[0] += 1
+        bad(field_name, message)
+
+    strings = _check_string_list(value, name, counting)
+    return _INVALID if before[0] else strings
+
+
+def _check_datetime_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    parsed, error = _to_datetime(value)
+    if error:
+        bad(name, error)
+        return _INVALID
+    return parsed
+
+
+def _check_url_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    url = _check_url(value, name, bad)
+    return _INVALID if url is None else url
+
+
+def _check_bool(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if not isinstance(value, bool):
+        bad(name, f"expected true or false, got {_kind_of(value)}")
+        return _INVALID
+    return value
+
+
+_CHECKERS: dict[FieldKind, Callable[[Any, str, FieldRule, _Bad, _Context], Any]] = {
+    FieldKind.ID: _check_id,
+    FieldKind.KIND: _check_kind,
+    FieldKind.ENUM: _check_enum,
+    FieldKind.LOCALIZED: _check_localized_field,
+    FieldKind.STRINGS: _check_strings_field,
+    FieldKind.DATETIME: _check_datetime_field,
+    FieldKind.URL: _check_url_field,
+    FieldKind.BOOL: _check_bool,
+}
+# Problems written on one line are reported in this order of kinds.
+_CHECK_ORDER = (
+    FieldKind.ID,
+    FieldKind.KIND,
+    FieldKind.ENUM,
+    FieldKind.LOCALIZED,
+    FieldKind.STRINGS,
+    FieldKind.DATETIME,
+    FieldKind.URL,
+    FieldKind.BOOL,
+)
+_DEFAULTS = {
+    f.name: f.default for f in dataclass_fields(Incident) if f.default is not dataclass_missing
+}
+_KIND_FIELD = next(n for n, r in INCIDENT_FIELDS.items() if r.kind is FieldKind.KIND)
+_EVERY_KIND = frozenset(IncidentKind)
 
 
 def _check_localized(
@@ -1367,7 +1434,7 @@ def _check_change_keys(path_str: str, incident_id: str, changes: Mapping[str, An
     for key in changes:
         if key not in INCIDENT_KEYS:
             message = _unknown_key_message(str(key), INCIDENT_KEYS)
-        elif key == "id":
+        elif key == ID_FIELD:
             # Posts are threaded by id: a new id would start a new thread on every channel.
             message = "the id cannot be changed"
         else:
@@ -1401,7 +1468,7 @@ def _unknown_incident(path_str: str, incident_id: str, known: list[str]) -> Stat
     close = difflib.get_close_matches(incident_id, known, n=1)
     if close:
         message += f"; did you mean {close[0]!r}?"
-    return StateFileError([Problem(path_str, None, incident_id, "id", message)])
+    return StateFileError([Problem(path_str, None, incident_id, ID_FIELD, message)])
 
 
 def _unwritable(
@@ -1446,11 +1513,15 @@ def _apply_toml(text: str, path_str: str, incident_id: str, changes: Mapping[str
     entries = doc.get("incidents")
     entries = list(entries) if isinstance(entries, list) else []
     index = next(
-        (i for i, t in enumerate(entries) if isinstance(t, Mapping) and t.get("id") == incident_id),
+        (
+            i
+            for i, t in enumerate(entries)
+            if isinstance(t, Mapping) and t.get(ID_FIELD) == incident_id
+        ),
         None,
     )
     if index is None:
-        ids = [str(t.get("id")) for t in entries if isinstance(t, Mapping)]
+        ids = [str(t.get(ID_FIELD)) for t in entries if isinstance(t, Mapping)]
         raise _unknown_incident(path_str, incident_id, ids)
     table = entries[index]
     added: dict[str, Any] = {}
@@ -1507,9 +1578,11 @@ def _apply_json(text: str, path_str: str, incident_id: str, changes: Mapping[str
     data, _ = _parse_json(text, path_str)
     entries = data.get("incidents") if isinstance(data, dict) else None
     entries = entries if isinstance(entries, list) else []
-    target = next((e for e in entries if isinstance(e, dict) and e.get("id") == incident_id), None)
+    target = next(
+        (e for e in entries if isinstance(e, dict) and e.get(ID_FIELD) == incident_id), None
+    )
     if target is None:
-        ids = [str(e.get("id")) for e in entries if isinstance(e, dict)]
+        ids = [str(e.get(ID_FIELD)) for e in entries if isinstance(e, dict)]
         raise _unknown_incident(path_str, incident_id, ids)
     for key, raw in changes.items():
         value = _plain(raw, for_json=True)
