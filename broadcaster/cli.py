@@ -9,13 +9,16 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, load_config
 from .daemon import AlreadyRunning, ReloadError
-from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, PostState
+from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
 from .render import Renderer, TemplateError
 from .statefile import StateFileError, load_state, load_timeline
+
+if TYPE_CHECKING:
+    from .rehearsal import Shown
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -36,11 +39,12 @@ def _aware(text: str) -> datetime:
     return value
 
 
-# The incident fields ``draft`` can change, each with its option (declared in the model).
-_DRAFT_FIELDS = sorted(
-    ((name, rule) for name, rule in INCIDENT_FIELDS.items() if rule.draft_option),
-    key=lambda item: item[1].draft_order,
-)
+# The incident fields ``draft`` can change: (name, option, kind), as declared in the model.
+_DRAFT_FIELDS = [
+    (name, rule.draft_option, rule.kind)
+    for name, rule in sorted(INCIDENT_FIELDS.items(), key=lambda item: item[1].draft_order)
+    if rule.draft_option is not None
+]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,11 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
     d.add_argument("incident_id")
-    for name, rule in _DRAFT_FIELDS:
-        d.add_argument(
-            rule.draft_option, dest=name, type=_aware if rule.kind is FieldKind.DATETIME else str
-        )
-    texts = "/".join(r.draft_option for _, r in _DRAFT_FIELDS if r.kind is FieldKind.LOCALIZED)
+    for name, option, kind in _DRAFT_FIELDS:
+        d.add_argument(option, dest=name, type=_aware if kind is FieldKind.DATETIME else str)
+    texts = "/".join(option for _, option, kind in _DRAFT_FIELDS if kind is FieldKind.LOCALIZED)
     d.add_argument("--lang", help=f"language of {texts} (default: all)")
     d.add_argument("--write", action="store_true", help="apply the changes to the state file")
     d.add_argument("--at", type=_aware)
@@ -137,7 +139,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(text, end="" if text.endswith("\n") or not text else "\n")
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, list]:
+def _load(args: argparse.Namespace) -> tuple[Config, list[Incident]]:
     config = load_config(args.config)
     incidents = load_state(config.state_file, config.languages())
     return config, incidents
@@ -220,7 +222,7 @@ def _minutes(delta: timedelta) -> str:
     return f"{minutes:.0f} min"
 
 
-def _text_posts(shown: list, *, with_time: bool) -> str:
+def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
     blocks = []
     for s in shown:
         d = s.to_json()
@@ -260,14 +262,14 @@ def cmd_draft(args: argparse.Namespace) -> int:
 
     config, incidents = _load(args)
     changes: dict[str, Any] = {}
-    for name, rule in _DRAFT_FIELDS:
+    for name, _, kind in _DRAFT_FIELDS:
         value = getattr(args, name)
         if value is None:
             continue
-        localized = rule.kind is FieldKind.LOCALIZED
+        localized = kind is FieldKind.LOCALIZED
         changes[name] = {args.lang: value} if args.lang and localized else value
     if not changes:
-        options = [rule.draft_option for _, rule in _DRAFT_FIELDS]
+        options = [option for _, option, _ in _DRAFT_FIELDS]
         raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
     if args.incident_id not in {i.id for i in incidents}:
         raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
@@ -283,7 +285,9 @@ def cmd_draft(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _validate_changes(config: Config, incidents: list, incident_id: str, changes: dict) -> None:
+def _validate_changes(
+    config: Config, incidents: list[Incident], incident_id: str, changes: dict[str, Any]
+) -> None:
     """Changes must make a valid incident, checked as the state file would be."""
     from .statefile import parse_incident
 

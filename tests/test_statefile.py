@@ -148,8 +148,8 @@ def _no_full_map(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the full source map was built for a valid file")
 
-    monkeypatch.setattr(statefile, "_toml_source_map", refuse)
-    monkeypatch.setattr(statefile, "_json_source_map", refuse)
+    monkeypatch.setattr(statefile.sourcemap, "toml_source_map", refuse)
+    monkeypatch.setattr(statefile.sourcemap, "json_source_map", refuse)
 
 
 def test_valid_files_do_not_build_the_full_source_map(tmp_path, monkeypatch):
