@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError, load_config
-from .daemon import AlreadyRunning, ReloadError
+from .config import Config, load_config
+from .daemon import AlreadyRunning
 from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
-from .render import Renderer, TemplateError
+from .problems import ProblemsError
+from .render import Renderer
 from .statefile import StateFileError, load_state, load_timeline
 
 if TYPE_CHECKING:
@@ -108,13 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_format, args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, StateFileError, UsageError) as e:
-        _error(args, str(e))
-        return EXIT_BAD_INPUT
-    except TemplateError as e:
-        _error(args, str(e))
-        return EXIT_BAD_INPUT
-    except (ReloadError, AlreadyRunning) as e:  # refuse to start
+    # Bad config, state file, event or template (each a ProblemsError), a bad command line,
+    # or a daemon that refuses to start.
+    except (ProblemsError, UsageError, AlreadyRunning) as e:
         _error(args, str(e))
         return EXIT_BAD_INPUT
 

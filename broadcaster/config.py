@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .logs import register_secret
 from .model import INCIDENT_STATUSES, SEVERITIES
+from .problems import Problem, ProblemsError
 from .statefile.sourcemap import SourceMap, toml_source_map
 
 PLATFORMS = ("x", "mastodon", "dryrun")
@@ -52,21 +53,20 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class ConfigProblem:
+class ConfigProblem(Problem):
+    """One thing wrong with the config file, naming the (dotted) key."""
+
     path: str
     line: int | None
     key: str
     message: str
 
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.key}: {self.message}"
+    def subject(self) -> str | None:
+        return self.key
 
 
-class ConfigError(Exception):
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+class ConfigError(ProblemsError[ConfigProblem]):
+    """The config cannot be used; ``problems`` says why."""
 
 
 @dataclass(frozen=True)

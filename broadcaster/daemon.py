@@ -24,7 +24,8 @@ from .config import Config, load_config
 from .delivery import utcnow
 from .events import EventError, merge
 from .model import ChannelInfo
-from .render import Renderer, TemplateError
+from .problems import ProblemsError
+from .render import Renderer, TemplateError, TemplateProblem
 from .service import ServiceShell
 from .sources.base import Batch
 
@@ -35,8 +36,8 @@ log = logging.getLogger("broadcaster.daemon")
 REPLAN_EVERY = timedelta(seconds=30)
 
 
-class ReloadError(Exception):
-    pass
+class ReloadError(ProblemsError[TemplateProblem]):
+    """A config refused on start or reload: its templates do not all render."""
 
 
 class AlreadyRunning(Exception):
@@ -82,7 +83,7 @@ def validate(config: Config) -> None:
         [ChannelInfo(name, c.platform, c.language) for name, c in config.channels.items()]
     )
     if problems:
-        raise ReloadError("\n".join(str(p) for p in problems))
+        raise ReloadError(p for error in problems for p in error.problems)
 
 
 class Daemon:

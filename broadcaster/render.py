@@ -46,25 +46,31 @@ from .model import (
     Snapshot,
     sample_incident,
 )
+from .problems import Problem, ProblemsError
 
 # Languages and platforms become path components: no separators, no "..".
 _PATH_PIECE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
-class TemplateError(Exception):
+@dataclass(frozen=True)
+class TemplateProblem(Problem):
+    """One thing wrong with a template, at a line of its file."""
+
+    path: str
+    line: int | None
+    message: str
+
+
+class TemplateError(ProblemsError[TemplateProblem]):
     """A template that cannot be found, compiled or rendered. ``str()`` reads like a compiler
     error: ``message_templates/en/opened.j2:4: 'incident.titel' is undefined``."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
-        super().__init__(path, line, message)
         self.path = path
         self.line = line
         self.message = message
-
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.message}"
+        super().__init__([TemplateProblem(path, line, message)])
 
 
 class IncidentView:

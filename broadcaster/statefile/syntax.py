@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import problems
 from . import sourcemap
 from .sourcemap import Address, LazySourceMap, SourceMap, describe_address
 
@@ -18,8 +19,8 @@ DATETIME_EXAMPLE = "2017-11-09T07:23:00+01:00"
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a state file, located as precisely as the source allows."""
+class Problem(problems.Problem):
+    """One thing wrong with a state file (or an event), naming the incident and the field."""
 
     path: str
     line: int | None
@@ -27,29 +28,17 @@ class Problem:
     field: str | None
     message: str
 
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        parts = [where]
+    def subject(self) -> str | None:
         subject = []
         if self.incident_id is not None:
             subject.append(f"incident {self.incident_id!r}")
         if self.field is not None:
             subject.append(f"field {self.field!r}")
-        if subject:
-            parts.append(" ".join(subject))
-        parts.append(self.message)
-        return ": ".join(parts)
+        return " ".join(subject) or None
 
 
-class StateFileError(Exception):
+class StateFileError(problems.ProblemsError[Problem]):
     """The state file (or an incident given as data) cannot be used; ``problems`` says why."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-    def __str__(self) -> str:
-        return "\n".join(str(p) for p in self.problems)
 
 
 # --------------------------------------------------------------------------------------
