@@ -127,6 +127,10 @@ class FieldRule:
     sample: Any = None
     final_only: bool = False
 
+    @property
+    def always_required(self) -> bool:
+        return self.required_for == frozenset(IncidentKind)
+
 
 _EVERY_KIND = frozenset(IncidentKind)
 

@@ -239,7 +239,7 @@ class Renderer:
             value = getattr(incident, name)
             if rule.kind is FieldKind.LOCALIZED:
                 value = _text(value, language)
-                if value is None and rule.required_for:
+                if value is None and rule.always_required:
                     value = incident.id  # never an empty required text (e.g. a title)
             elif rule.kind is FieldKind.KIND:
                 value = str(value.value)

@@ -326,7 +326,7 @@ def check_incident(
             value = raw[name]
             if value is None:
                 values[name] = _DEFAULTS.get(name)
-                if rule.required_for == _EVERY_KIND:
+                if rule.always_required:
                     bad(name, _missing(name, rule, label, kind))
                 continue
             check = _CHECKERS[field_kind]
@@ -337,7 +337,7 @@ def check_incident(
     # Rules across fields: what a kind requires or forbids, defaults, order in time.
     if kind is not None:
         for name, rule in INCIDENT_FIELDS.items():
-            if rule.required_for == _EVERY_KIND:
+            if rule.always_required:
                 continue
             if kind in rule.required_for and raw[name] is None:
                 bad(name, _missing(name, rule, label, kind))
@@ -457,23 +457,57 @@ def _check_enum(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context
     return _INVALID
 
 
-def _check_localized_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
-    localized = _check_localized(value, name, bad, ctx.languages)
-    return _INVALID if localized is None else localized
+def _check_localized(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            bad(name, "empty text")
+            return _INVALID
+        return Localized({ALL_LANGUAGES: value})
+    if not isinstance(value, Mapping):
+        bad(
+            name,
+            f"expected a text or a table of texts by language "
+            f'(e.g. {{ en = "...", fr = "..." }}), got {_kind_of(value)}',
+        )
+        return _INVALID
+    if not value:
+        bad(name, "no text in any language")
+        return _INVALID
+    ok = True
+    for language, text in value.items():
+        sub = f"{name}.{language}"
+        if not isinstance(text, str):
+            bad(sub, f"expected a string, got {_kind_of(text)}")
+            ok = False
+        elif not text.strip():
+            bad(sub, "empty text")
+            ok = False
+    localized = Localized({str(k): v for k, v in value.items()})
+    for language in sorted(ctx.languages):
+        if not localized.covers(language):
+            bad(f"{name}.{language}", f"no {language!r} text, and a channel posts in {language!r}")
+            ok = False
+    return localized if ok else _INVALID
 
 
-def _check_strings_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
-    before = [0]
+def _check_strings(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if isinstance(value, str):
+        bad(name, f'expected a list of strings, got a string (write {name} = ["{value}"])')
+        return _INVALID
+    if not isinstance(value, list | tuple):
+        bad(name, f"expected a list of strings, got {_kind_of(value)}")
+        return _INVALID
+    for k, item in enumerate(value, 1):
+        if not isinstance(item, str):
+            bad(name, f"expected a list of strings, but item {k} is {_kind_of(item)}")
+            return _INVALID
+        if not item.strip():
+            bad(name, f"item {k} is empty")
+            return _INVALID
+    return tuple(value)
 
-    def counting(field_name: str, message: str) -> None:
-        before[0] += 1
-        bad(field_name, message)
 
-    strings = _check_string_list(value, name, counting)
-    return _INVALID if before[0] else strings
-
-
-def _check_datetime_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+def _check_datetime(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
     parsed, error = _to_datetime(value)
     if error:
         bad(name, error)
@@ -481,9 +515,19 @@ def _check_datetime_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx
     return parsed
 
 
-def _check_url_field(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
-    url = _check_url(value, name, bad)
-    return _INVALID if url is None else url
+def _check_url(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    if not isinstance(value, str):
+        bad(name, f"expected a URL string, got {_kind_of(value)}")
+        return _INVALID
+    try:
+        parts = urlsplit(value.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.netloc)
+    except ValueError:
+        ok = False
+    if not ok:
+        bad(name, f"{value!r} is not an http(s) URL (it must start with https:// or http://)")
+        return _INVALID
+    return value
 
 
 def _check_bool(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
@@ -497,10 +541,10 @@ _CHECKERS: dict[FieldKind, Callable[[Any, str, FieldRule, _Bad, _Context], Any]]
     FieldKind.ID: _check_id,
     FieldKind.KIND: _check_kind,
     FieldKind.ENUM: _check_enum,
-    FieldKind.LOCALIZED: _check_localized_field,
-    FieldKind.STRINGS: _check_strings_field,
-    FieldKind.DATETIME: _check_datetime_field,
-    FieldKind.URL: _check_url_field,
+    FieldKind.LOCALIZED: _check_localized,
+    FieldKind.STRINGS: _check_strings,
+    FieldKind.DATETIME: _check_datetime,
+    FieldKind.URL: _check_url,
     FieldKind.BOOL: _check_bool,
 }
 # Problems written on one line are reported in this order of kinds.
@@ -518,63 +562,6 @@ _DEFAULTS = {
     f.name: f.default for f in dataclass_fields(Incident) if f.default is not dataclass_missing
 }
 _KIND_FIELD = next(n for n, r in INCIDENT_FIELDS.items() if r.kind is FieldKind.KIND)
-_EVERY_KIND = frozenset(IncidentKind)
-
-
-def _check_localized(
-    value: Any, name: str, bad: Callable[[str, str], None], languages: Collection[str]
-) -> Localized | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if not value.strip():
-            bad(name, "empty text")
-            return None
-        return Localized({ALL_LANGUAGES: value})
-    if not isinstance(value, Mapping):
-        bad(
-            name,
-            f"expected a text or a table of texts by language "
-            f'(e.g. {{ en = "...", fr = "..." }}), got {_kind_of(value)}',
-        )
-        return None
-    if not value:
-        bad(name, "no text in any language")
-        return None
-    ok = True
-    for language, text in value.items():
-        sub = f"{name}.{language}"
-        if not isinstance(text, str):
-            bad(sub, f"expected a string, got {_kind_of(text)}")
-            ok = False
-        elif not text.strip():
-            bad(sub, "empty text")
-            ok = False
-    localized = Localized({str(k): v for k, v in value.items()})
-    for language in sorted(languages):
-        if not localized.covers(language):
-            bad(f"{name}.{language}", f"no {language!r} text, and a channel posts in {language!r}")
-            ok = False
-    return localized if ok else None
-
-
-def _check_string_list(value: Any, name: str, bad: Callable[[str, str], None]) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        bad(name, f'expected a list of strings, got a string (write {name} = ["{value}"])')
-        return ()
-    if not isinstance(value, list | tuple):
-        bad(name, f"expected a list of strings, got {_kind_of(value)}")
-        return ()
-    for k, item in enumerate(value, 1):
-        if not isinstance(item, str):
-            bad(name, f"expected a list of strings, but item {k} is {_kind_of(item)}")
-            return ()
-        if not item.strip():
-            bad(name, f"item {k} is empty")
-            return ()
-    return tuple(value)
 
 
 def _to_datetime(value: Any) -> tuple[datetime | None, str | None]:
@@ -595,20 +582,3 @@ def _to_datetime(value: Any) -> tuple[datetime | None, str | None]:
     if isinstance(value, time):
         return None, f"a time without a date ({example})"
     return None, f"expected a datetime, got {_kind_of(value)} ({example})"
-
-
-def _check_url(value: Any, name: str, bad: Callable[[str, str], None]) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        bad(name, f"expected a URL string, got {_kind_of(value)}")
-        return None
-    try:
-        parts = urlsplit(value.strip())
-        ok = parts.scheme in ("http", "https") and bool(parts.netloc)
-    except ValueError:
-        ok = False
-    if not ok:
-        bad(name, f"{value!r} is not an http(s) URL (it must start with https:// or http://)")
-        return None
-    return value
