@@ -13,6 +13,7 @@ The context and filters are documented in ``message_templates/README.md``.
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -103,6 +104,15 @@ class PostView:
     kind: str
     sequence: int  # 1 = the first post of the thread
     is_reply: bool
+
+
+# Fields shown through a translated label; i18n has a ``<field>_label`` function for each.
+_LABELLED = tuple(name for name, rule in INCIDENT_FIELDS.items() if rule.labelled)
+
+
+def _label(name: str, value: str, *, language: str) -> str:
+    label: Callable[[str, str], str] = getattr(i18n, f"{name}_label")
+    return label(value, language)
 
 
 def _refuse_none(value: Any) -> Any:
@@ -251,9 +261,7 @@ class Renderer:
                 value = value or None
             view[name] = value
             if rule.labelled:
-                # i18n.status_label, i18n.severity_label...
-                label: Callable[[str, str], str] = getattr(i18n, f"{name}_label")
-                view[f"{name}_label"] = label(value, language)
+                view[f"{name}_label"] = _label(name, value, language=language)
         return view
 
     def _local(self, dt: datetime | None) -> Any:
@@ -337,9 +345,10 @@ class Renderer:
             join_and=lambda items: i18n.join_and(items, language),
             sentence=i18n.sentence,
             nbsp=i18n.french_typography,
-            status_label=lambda status: i18n.status_label(status, language),
-            severity_label=lambda severity: i18n.severity_label(severity, language),
         )
+        # A ``<field>_label`` filter per labelled field (status_label, severity_label).
+        for name in _LABELLED:
+            env.filters[f"{name}_label"] = functools.partial(_label, name, language=language)
         env.tests["today"] = is_today
         env.globals["between"] = between
         return env
