@@ -212,7 +212,7 @@ def checked_renderer(config: Config) -> Renderer:
         [ChannelInfo(name, c.platform, c.language) for name, c in config.channels.items()]
     )
     if problems:
-        raise ReloadError("\n".join(str(p) for p in problems))
+        raise ReloadError(p for error in problems for p in error.problems)
     return renderer
 
 

@@ -9,14 +9,18 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import utcnow as _now
-from .config import Config, ConfigError, load_config
-from .daemon import AlreadyRunning, ReloadError
-from .model import ChannelInfo, PostState
-from .render import Renderer, TemplateError
+from .config import Config, load_config
+from .daemon import AlreadyRunning
+from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
+from .problems import ProblemsError
+from .render import Renderer
 from .statefile import StateFileError, load_state, load_timeline
+
+if TYPE_CHECKING:
+    from .rehearsal import Shown
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -31,6 +35,14 @@ def _aware(text: str) -> datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
     return value
+
+
+# The incident fields ``draft`` can change: (name, option, kind), as declared in the model.
+_DRAFT_FIELDS = [
+    (name, rule.draft_option, rule.kind)
+    for name, rule in sorted(INCIDENT_FIELDS.items(), key=lambda item: item[1].draft_order)
+    if rule.draft_option is not None
+]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,13 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
     d.add_argument("incident_id")
-    d.add_argument("--status")
-    d.add_argument("--message")
-    d.add_argument("--cause")
-    d.add_argument("--workaround")
-    d.add_argument("--severity")
-    d.add_argument("--next-update", type=_aware, dest="next_update_at")
-    d.add_argument("--lang", help="language of --message/--cause/--workaround (default: all)")
+    for name, option, kind in _DRAFT_FIELDS:
+        d.add_argument(option, dest=name, type=_aware if kind is FieldKind.DATETIME else str)
+    texts = "/".join(option for _, option, kind in _DRAFT_FIELDS if kind is FieldKind.LOCALIZED)
+    d.add_argument("--lang", help=f"language of {texts} (default: all)")
     d.add_argument("--write", action="store_true", help="apply the changes to the state file")
     d.add_argument("--at", type=_aware)
 
@@ -97,13 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.log_format, args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, StateFileError, UsageError) as e:
-        _error(args, str(e))
-        return EXIT_BAD_INPUT
-    except TemplateError as e:
-        _error(args, str(e))
-        return EXIT_BAD_INPUT
-    except (ReloadError, AlreadyRunning) as e:  # refuse to start
+    # Bad config, state file, event or template (each a ProblemsError), a bad command line,
+    # or a daemon that refuses to start.
+    except (ProblemsError, UsageError, AlreadyRunning) as e:
         _error(args, str(e))
         return EXIT_BAD_INPUT
 
@@ -128,7 +133,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(text, end="" if text.endswith("\n") or not text else "\n")
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, list]:
+def _load(args: argparse.Namespace) -> tuple[Config, list[Incident]]:
     config = load_config(args.config)
     incidents = load_state(config.state_file, config.languages())
     return config, incidents
@@ -211,7 +216,7 @@ def _minutes(delta: timedelta) -> str:
     return f"{minutes:.0f} min"
 
 
-def _text_posts(shown: list, *, with_time: bool) -> str:
+def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
     blocks = []
     for s in shown:
         d = s.to_json()
@@ -251,19 +256,15 @@ def cmd_draft(args: argparse.Namespace) -> int:
 
     config, incidents = _load(args)
     changes: dict[str, Any] = {}
-    for name in ("status", "message", "cause", "workaround"):
+    for name, _, kind in _DRAFT_FIELDS:
         value = getattr(args, name)
-        if value is not None:
-            changes[name] = {args.lang: value} if args.lang and name != "status" else value
-    if args.severity:
-        changes["severity"] = args.severity
-    if args.next_update_at:
-        changes["next_update_at"] = args.next_update_at
+        if value is None:
+            continue
+        localized = kind is FieldKind.LOCALIZED
+        changes[name] = {args.lang: value} if args.lang and localized else value
     if not changes:
-        raise UsageError(
-            "nothing to draft: give --status, --message, --cause, --workaround, "
-            "--severity or --next-update"
-        )
+        options = [option for _, option, _ in _DRAFT_FIELDS]
+        raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
     if args.incident_id not in {i.id for i in incidents}:
         raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
     _validate_changes(config, incidents, args.incident_id, changes)
@@ -278,19 +279,19 @@ def cmd_draft(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _validate_changes(config: Config, incidents: list, incident_id: str, changes: dict) -> None:
+def _validate_changes(
+    config: Config, incidents: list[Incident], incident_id: str, changes: dict[str, Any]
+) -> None:
     """Changes must make a valid incident, checked as the state file would be."""
-    from .rehearsal import apply_changes as merged
     from .statefile import parse_incident
-    from .store import incident_to_json
 
     incident = next(i for i in incidents if i.id == incident_id)
-    data = incident_to_json(merged(incident, changes))
-    data.pop("origin", None)
-    for key in list(data):
-        if data[key] is None or data[key] == []:
-            del data[key]
-    parse_incident(data, origin=f"draft {incident_id}", languages=config.languages())
+    parse_incident(
+        {},
+        origin=f"draft {incident_id}",
+        languages=config.languages(),
+        current=incident.with_changes(changes),
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .logs import register_secret
 from .model import INCIDENT_STATUSES, SEVERITIES
+from .problems import Problem, ProblemsError
+from .statefile.sourcemap import SourceMap, toml_source_map
 
 PLATFORMS = ("x", "mastodon", "dryrun")
 DEFAULT_API_BASE = {"x": "https://api.x.com", "mastodon": None, "dryrun": None}
@@ -51,21 +53,20 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class ConfigProblem:
+class ConfigProblem(Problem):
+    """One thing wrong with the config file, naming the (dotted) key."""
+
     path: str
     line: int | None
     key: str
     message: str
 
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.key}: {self.message}"
+    def subject(self) -> str | None:
+        return self.key
 
 
-class ConfigError(Exception):
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+class ConfigError(ProblemsError[ConfigProblem]):
+    """The config cannot be used; ``problems`` says why."""
 
 
 @dataclass(frozen=True)
@@ -198,27 +199,19 @@ class _Reader:
 
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
-        self.lines = source.splitlines()
+        self.source = source
         self.problems: list[ConfigProblem] = []
+        self._map: SourceMap | None = None
 
     def line_of(self, table: str, key: str | None = None) -> int | None:
-        header = re.compile(r"^\s*\[\s*" + re.escape(table).replace(r"\.", r"\s*\.\s*") + r"\s*\]")
-        start = None
-        for i, line in enumerate(self.lines):
-            if header.match(line):
-                start = i
-                break
-        if start is None:
-            return None
-        if key is None:
-            return start + 1
-        key_re = re.compile(r"^\s*\"?" + re.escape(key) + r"\"?\s*=")
-        for i in range(start + 1, len(self.lines)):
-            if self.lines[i].lstrip().startswith("["):
-                break
-            if key_re.match(self.lines[i]):
-                return i + 1
-        return start + 1
+        """Line of ``key`` in ``table`` (dotted), or of the table if the key is not written."""
+        if self._map is None:
+            # The state file's locator; built only once a problem must be located.
+            self._map = toml_source_map(self.source)
+        address: tuple[str, ...] = tuple(table.split("."))
+        if key is not None:
+            address += (key,)
+        return self._map.line(address)
 
     def problem(self, table: str, key: str | None, message: str) -> None:
         dotted = f"{table}.{key}" if key else table

@@ -25,6 +25,8 @@ from .components import App
 from .config import Config, load_config
 from .control import Attachment, EventListener
 from .events import EventError, merge
+from .problems import ProblemsError
+from .render import TemplateProblem
 from .sources.base import Batch, ServiceStopping
 
 log = logging.getLogger("broadcaster.daemon")
@@ -34,8 +36,8 @@ log = logging.getLogger("broadcaster.daemon")
 REPLAN_EVERY = timedelta(seconds=30)
 
 
-class ReloadError(Exception):
-    pass
+class ReloadError(ProblemsError[TemplateProblem]):
+    """A config refused on start or reload: its templates do not all render."""
 
 
 class AlreadyRunning(Exception):

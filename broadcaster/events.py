@@ -2,7 +2,7 @@
 
 An event is one JSON object with an incident's ``id`` and any of the state file's fields.
 It creates the incident, or updates it: fields the event does not carry stay as they were.
-The merged result is validated exactly like a state-file entry, so a bad event is refused
+The result is validated by the same checks as a state-file entry, so a bad event is refused
 with the same precise messages and nothing half-applied reaches the store.
 """
 
@@ -12,9 +12,9 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from .model import Incident
+from .model import ID_FIELD, Incident
 from .statefile import Problem, StateFileError, parse_incident
-from .store import Store, incident_to_json
+from .store import Store
 
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -40,7 +40,7 @@ def decode(raw: bytes | str, *, origin: str) -> dict[str, Any]:
                 Problem(
                     origin,
                     None,
-                    data.get("id") if isinstance(data, dict) else None,
+                    data.get(ID_FIELD) if isinstance(data, dict) else None,
                     None,
                     "text with an invalid character (a lone surrogate "
                     "such as \\ud800): not valid Unicode, cannot be posted",
@@ -58,20 +58,19 @@ def merge(
     store: Store, event: Mapping[str, Any], *, origin: str, languages: Collection[str] = ()
 ) -> Incident:
     """The incident this event describes once applied to what the store knows."""
-    incident_id = event.get("id")
+    incident_id = event.get(ID_FIELD)
     if not isinstance(incident_id, str) or not incident_id:
-        raise EventError([Problem(origin, None, None, "id", "missing: every event needs an 'id'")])
+        raise EventError(
+            [Problem(origin, None, None, ID_FIELD, "missing: every event needs an 'id'")]
+        )
     current = store.snapshot(incident_id)
-    base: dict[str, Any] = {}
-    if current is not None:
-        base = {
-            k: v
-            for k, v in incident_to_json(current.incident).items()
-            if v is not None and v != [] and k != "origin"
-        }
-    merged = {**base, **event}
     try:
-        return parse_incident(merged, origin=origin, languages=languages)
+        return parse_incident(
+            event,
+            origin=origin,
+            languages=languages,
+            current=current.incident if current is not None else None,
+        )
     except StateFileError as e:
         raise EventError(e.problems) from None
 

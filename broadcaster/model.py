@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
+from typing import Any
 
 ALL_LANGUAGES = "*"
 
@@ -83,28 +84,195 @@ class Localized:
         return cls(dict(value))
 
 
-@dataclass(frozen=True)
-class Incident:
-    """One incident or maintenance as ops describe it (one entry of the state file)."""
+class FieldKind(enum.Enum):
+    """What an incident field holds; validation, storage and templates follow from it."""
 
-    id: str
-    title: Localized
-    status: str
-    started_at: datetime
-    kind: IncidentKind = IncidentKind.INCIDENT
-    severity: str = "major"
-    services: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
-    message: Localized | None = None
-    cause: Localized | None = None
-    workaround: Localized | None = None
-    next_update_at: datetime | None = None
-    url: str | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-    resolved_at: datetime | None = None
-    data_loss: bool | None = None
-    postmortem_url: str | None = None
+    ID = "id"  # the incident's stable identifier
+    KIND = "kind"  # incident or maintenance: decides which statuses and fields apply
+    ENUM = "enum"  # one of a few words
+    LOCALIZED = "localized"  # a text, or a table of texts by language
+    STRINGS = "strings"  # a list of non-empty strings
+    DATETIME = "datetime"  # an aware datetime
+    URL = "url"  # an http(s) URL
+    BOOL = "bool"
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one incident field is written and checked (the ``metadata`` of its declaration)."""
+
+    kind: FieldKind
+    # Kinds of incident for which the field must be written.
+    required_for: frozenset[IncidentKind] = frozenset()
+    # What the "missing" problem says the field is, e.g. "(when it began)".
+    missing: str = ""
+    # The only kind of incident that may have the field.
+    only_for: IncidentKind | None = None
+    # When absent (and not required), take this other field's value.
+    default_from: str | None = None
+    # Must be strictly after this other field / must not be before it.
+    after: str | None = None
+    not_before: str | None = None
+    # The allowed words of an enum: one tuple, or one per incident kind.
+    choices: tuple[str, ...] | Mapping[IncidentKind, tuple[str, ...]] = ()
+    # Whether templates see the field as ``incident.<name>``.
+    in_view: bool = True
+    # Templates show the field through a label (``<name>_label``, from i18n).
+    labelled: bool = False
+    # The ``draft`` command's option for the field, and its place among them.
+    draft_option: str | None = None
+    draft_order: int = 0
+    # The value in the template check's "all fields" samples (None: not set there), and
+    # whether it only makes sense once the incident is over.
+    sample: Any = None
+    final_only: bool = False
+
+    @property
+    def always_required(self) -> bool:
+        return self.required_for == frozenset(IncidentKind)
+
+
+_EVERY_KIND = frozenset(IncidentKind)
+
+
+def _rule(kind: FieldKind, **rule: Any) -> dict[str, FieldRule]:
+    """The ``metadata`` of a declared incident field."""
+    return {"rule": FieldRule(kind, **rule)}
+
+
+_SAMPLE_URL = "https://status.example.com/incidents/sample?id=42"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Incident:
+    """One incident or maintenance as ops describe it (one entry of the state file).
+
+    Each field is declared once, here, with its rule; the state-file and event validation,
+    the store's JSON, the template context and the draft command follow from the
+    declarations. Adding a field is one declaration plus templates and docs.
+    """
+
+    id: str = field(
+        metadata=_rule(
+            FieldKind.ID,
+            required_for=_EVERY_KIND,
+            missing='(add a stable one, e.g. id = "sbg-power-2017-11-09")',
+        )
+    )
+    kind: IncidentKind = field(default=IncidentKind.INCIDENT, metadata=_rule(FieldKind.KIND))
+    title: Localized = field(
+        metadata=_rule(
+            FieldKind.LOCALIZED,
+            required_for=_EVERY_KIND,
+            missing="(a short public title, in every posting language)",
+        )
+    )
+    status: str = field(
+        metadata=_rule(
+            FieldKind.ENUM,
+            required_for=_EVERY_KIND,
+            choices={
+                IncidentKind.INCIDENT: INCIDENT_STATUSES,
+                IncidentKind.MAINTENANCE: MAINTENANCE_STATUSES,
+            },
+            labelled=True,
+            draft_option="--status",
+            draft_order=1,
+        )
+    )
+    severity: str = field(
+        default="major",
+        metadata=_rule(
+            FieldKind.ENUM,
+            choices=SEVERITIES,
+            labelled=True,
+            draft_option="--severity",
+            draft_order=5,
+            sample="critical",
+        ),
+    )
+    services: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(FieldKind.STRINGS, sample=("Dedicated servers", "Public Cloud", "VPS")),
+    )
+    regions: tuple[str, ...] = field(
+        default=(), metadata=_rule(FieldKind.STRINGS, sample=("SBG1", "SBG2"))
+    )
+    started_at: datetime = field(
+        metadata=_rule(
+            FieldKind.DATETIME,
+            required_for=frozenset({IncidentKind.INCIDENT}),
+            missing="(when it began)",
+            default_from="starts_at",
+        )
+    )
+    message: Localized | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.LOCALIZED,
+            draft_option="--message",
+            draft_order=2,
+            sample="Servers are unreachable; teams are on site",
+        ),
+    )
+    cause: Localized | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.LOCALIZED,
+            draft_option="--cause",
+            draft_order=3,
+            sample="both power feeds failed",
+        ),
+    )
+    workaround: Localized | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.LOCALIZED,
+            draft_option="--workaround",
+            draft_order=4,
+            sample="Fail over to another region.",
+        ),
+    )
+    next_update_at: datetime | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.DATETIME, in_view=False, draft_option="--next-update", draft_order=6
+        ),
+    )
+    url: str | None = field(default=None, metadata=_rule(FieldKind.URL, sample=_SAMPLE_URL))
+    resolved_at: datetime | None = field(
+        default=None, metadata=_rule(FieldKind.DATETIME, not_before="started_at", final_only=True)
+    )
+    data_loss: bool | None = field(
+        default=None, metadata=_rule(FieldKind.BOOL, sample=False, final_only=True)
+    )
+    postmortem_url: str | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.URL,
+            sample="https://status.example.com/postmortems/sample",
+            final_only=True,
+        ),
+    )
+    starts_at: datetime | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.DATETIME,
+            required_for=frozenset({IncidentKind.MAINTENANCE}),
+            missing="(required for a maintenance)",
+            only_for=IncidentKind.MAINTENANCE,
+        ),
+    )
+    ends_at: datetime | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.DATETIME,
+            required_for=frozenset({IncidentKind.MAINTENANCE}),
+            missing="(required for a maintenance)",
+            only_for=IncidentKind.MAINTENANCE,
+            after="starts_at",
+        ),
+    )
     # Where this incident was described, for error messages: "path:line".
     origin: str = field(default="", compare=False)
 
@@ -112,10 +280,10 @@ class Incident:
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
-    def change_fingerprint(self) -> tuple:
+    def change_fingerprint(self) -> tuple[Any, ...]:
         """What makes a new public update worth posting (status, message, cause, workaround)."""
 
-        def lz(v: Localized | None) -> tuple:
+        def lz(v: Localized | None) -> tuple[tuple[str, str], ...]:
             return tuple(sorted(v.values.items())) if v else ()
 
         return (self.status, lz(self.message), lz(self.cause), lz(self.workaround))
@@ -123,11 +291,116 @@ class Incident:
     def languages_missing(self, language: str) -> list[str]:
         """Names of the text fields that have no text in ``language``."""
         missing = []
-        for name in ("title", "message", "cause", "workaround"):
+        for name, rule in INCIDENT_FIELDS.items():
+            if rule.kind is not FieldKind.LOCALIZED:
+                continue
             value: Localized | None = getattr(self, name)
             if value is not None and not value.covers(language):
                 missing.append(name)
         return missing
+
+    def with_changes(self, changes: Mapping[str, Any]) -> Incident:
+        """This incident with ops' changes applied; a localized field merges by language.
+
+        The same merge as the state-file editor writes: a table of texts gains or changes
+        languages; a text for every language (a plain string) is replaced by what is given.
+        Values are not validated here (validation checks the result).
+        """
+        values: dict[str, Any] = {}
+        for name, value in changes.items():
+            rule = INCIDENT_FIELDS.get(name)
+            current = getattr(self, name)
+            if rule is not None and rule.kind is FieldKind.LOCALIZED:
+                if (
+                    isinstance(current, Localized)
+                    and isinstance(value, Mapping)
+                    and ALL_LANGUAGES not in current.values
+                ):
+                    value = Localized({**current.values, **value})
+                elif isinstance(value, str | Mapping):
+                    value = Localized.of(value)
+            values[name] = value
+        return replace(self, **values)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field as JSON data (None when not set), plus ``origin``."""
+        data = {
+            name: _to_json(rule.kind, getattr(self, name)) for name, rule in INCIDENT_FIELDS.items()
+        }
+        data["origin"] = self.origin
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Incident:
+        """The incident :meth:`to_json` wrote."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            rule = f.metadata.get("rule")
+            if rule is None:
+                continue
+            value = _from_json(rule.kind, data.get(f.name))
+            if value is None and f.default is not MISSING:
+                value = f.default
+            elif value is None and rule.kind is FieldKind.LOCALIZED:
+                value = Localized({})  # a required text stored empty reads back empty
+            values[f.name] = value
+        return cls(**values, origin=data.get("origin", ""))
+
+
+def _to_json(kind: FieldKind, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind is FieldKind.LOCALIZED:
+        return value.to_json() if value else None
+    if kind is FieldKind.DATETIME:
+        return value.isoformat()
+    if kind is FieldKind.KIND:
+        return value.value
+    if kind is FieldKind.STRINGS:
+        return list(value)
+    return value
+
+
+def _from_json(kind: FieldKind, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind is FieldKind.LOCALIZED:
+        return Localized.of(value)
+    if kind is FieldKind.DATETIME:
+        return datetime.fromisoformat(value) if value else None
+    if kind is FieldKind.KIND:
+        return IncidentKind(value)
+    if kind is FieldKind.STRINGS:
+        return tuple(value)
+    return value
+
+
+# The declared fields, in declaration order: name -> rule.
+INCIDENT_FIELDS: Mapping[str, FieldRule] = {
+    f.name: f.metadata["rule"] for f in fields(Incident) if "rule" in f.metadata
+}
+# The key that names an incident in every source (state file, events).
+ID_FIELD = next(name for name, rule in INCIDENT_FIELDS.items() if rule.kind is FieldKind.ID)
+
+
+def sample_incident(full: bool, **values: Any) -> Incident:
+    """An incident for the template check: ``values``, plus with ``full`` every field that
+    has a declared sample and applies to its kind and status."""
+    if full:
+        kind = values.get("kind", IncidentKind.INCIDENT)
+        final = values.get("status") in FINAL_STATUSES
+        for name, rule in INCIDENT_FIELDS.items():
+            if rule.sample is None or name in values:
+                continue
+            if (rule.only_for is not None and rule.only_for is not kind) or (
+                rule.final_only and not final
+            ):
+                continue
+            sample = rule.sample
+            if rule.kind is FieldKind.LOCALIZED:
+                sample = Localized.of(sample)
+            values[name] = sample
+    return Incident(**values)
 
 
 @dataclass(frozen=True)

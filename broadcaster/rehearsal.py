@@ -8,14 +8,14 @@ therefore exactly what the daemon would post, to the character.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from .app import default_rule, store_path
 from .config import Config
 from .editor import Editor, Recorded
-from .model import ALL_LANGUAGES, Incident, Localized
+from .model import Incident
 from .render import Renderer
 from .store import Store
 
@@ -127,36 +127,11 @@ def draft(
     editor.ingest(incidents, now)
     baseline, _ = editor.run(now)
     _deliver_all(store, baseline, now)
-    changed = apply_changes(by_id[incident_id], changes)
+    changed = by_id[incident_id].with_changes(changes)
     editor.ingest([changed], now)
     recorded, _ = editor.run(now)
     store.close()
     return _shown(config, now, [r for r in recorded if r.post.incident_id == incident_id])
-
-
-def apply_changes(incident: Incident, changes: Mapping[str, Any]) -> Incident:
-    """An incident with ops' changes applied (localized fields merge by language)."""
-    values: dict[str, Any] = {}
-    for field_name, value in changes.items():
-        current = getattr(incident, field_name)
-        # The same merge as statefile.apply_changes writes: a table gains or changes
-        # languages; a plain string (every language) is replaced by what is given.
-        if (
-            isinstance(current, Localized)
-            and isinstance(value, Mapping)
-            and ALL_LANGUAGES not in current.values
-        ):
-            values[field_name] = Localized({**current.values, **value})
-        elif isinstance(value, (str, Mapping)) and field_name in (
-            "title",
-            "message",
-            "cause",
-            "workaround",
-        ):
-            values[field_name] = Localized.of(value)
-        else:
-            values[field_name] = value
-    return replace(incident, **values)
 
 
 def simulate(

@@ -13,9 +13,10 @@ The context and filters are documented in ``message_templates/README.md``.
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,60 +37,67 @@ from jinja2.sandbox import SandboxedEnvironment
 from . import i18n
 from .clock import utcnow
 from .model import (
+    INCIDENT_FIELDS,
     ChannelInfo,
+    FieldKind,
     Incident,
     IncidentKind,
     Localized,
     PlannedPost,
     PostKind,
     Snapshot,
+    sample_incident,
 )
+from .problems import Problem, ProblemsError
 
 # Languages and platforms become path components: no separators, no "..".
 _PATH_PIECE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
-class TemplateError(Exception):
+@dataclass(frozen=True)
+class TemplateProblem(Problem):
+    """One thing wrong with a template, at a line of its file."""
+
+    path: str
+    line: int | None
+    message: str
+
+
+class TemplateError(ProblemsError[TemplateProblem]):
     """A template that cannot be found, compiled or rendered. ``str()`` reads like a compiler
     error: ``message_templates/en/opened.j2:4: 'incident.titel' is undefined``."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
-        super().__init__(path, line, message)
         self.path = path
         self.line = line
         self.message = message
-
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.message}"
+        super().__init__([TemplateProblem(path, line, message)])
 
 
-@dataclass(frozen=True)
 class IncidentView:
-    """The incident as templates see it: texts in the channel's language, times local."""
+    """The incident as templates see it: texts in the channel's language, times local.
 
-    id: str
-    kind: str
-    title: str
-    status: str
-    status_label: str
-    severity: str
-    severity_label: str
-    services: list[str]
-    regions: list[str]
-    message: str | None
-    cause: str | None
-    workaround: str | None
-    url: str | None
-    postmortem_url: str | None
-    data_loss: bool | None
-    started_at: datetime
-    resolved_at: datetime | None
-    starts_at: datetime | None
-    ends_at: datetime | None
-    previous_status: str | None
-    previous_status_label: str | None
+    One attribute per declared incident field (``model.Incident``), ``<field>_label`` for a
+    labelled one, and ``previous_status`` (with its label). Read-only.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __repr__(self) -> str:
+        return f"IncidentView({self._values!r})"
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,15 @@ class PostView:
     kind: str
     sequence: int  # 1 = the first post of the thread
     is_reply: bool
+
+
+# Fields shown through a translated label; i18n has a ``<field>_label`` function for each.
+_LABELLED = tuple(name for name, rule in INCIDENT_FIELDS.items() if rule.labelled)
+
+
+def _label(name: str, value: str, *, language: str) -> str:
+    label: Callable[[str, str], str] = getattr(i18n, f"{name}_label")
+    return label(value, language)
 
 
 def _refuse_none(value: Any) -> Any:
@@ -204,27 +221,13 @@ class Renderer:
         elapsed = max(between(started, ended or local_now), timedelta(0))
         previous = snapshot.previous_status
         view = IncidentView(
-            id=incident.id,
-            kind=str(incident.kind.value),
-            title=_text(incident.title, language) or incident.id,
-            status=incident.status,
-            status_label=i18n.status_label(incident.status, language),
-            severity=incident.severity,
-            severity_label=i18n.severity_label(incident.severity, language),
-            services=list(incident.services),
-            regions=list(incident.regions),
-            message=_text(incident.message, language),
-            cause=_text(incident.cause, language),
-            workaround=_text(incident.workaround, language),
-            url=incident.url or None,
-            postmortem_url=incident.postmortem_url or None,
-            data_loss=incident.data_loss,
-            started_at=started,
-            resolved_at=self._local(incident.resolved_at),
-            starts_at=self._local(incident.starts_at),
-            ends_at=self._local(incident.ends_at),
-            previous_status=previous,
-            previous_status_label=i18n.status_label(previous, language) if previous else None,
+            {
+                **self._fields_view(incident, language),
+                "previous_status": previous,
+                "previous_status_label": (
+                    i18n.status_label(previous, language) if previous else None
+                ),
+            }
         )
         promised = None if post.kind.is_final else post.next_update_at
         return {
@@ -237,6 +240,30 @@ class Renderer:
             "language": language,
             "timezone": self.timezone.key,
         }
+
+    def _fields_view(self, incident: Incident, language: str) -> dict[str, Any]:
+        """Each declared field as templates see it, by its kind."""
+        view: dict[str, Any] = {}
+        for name, rule in INCIDENT_FIELDS.items():
+            if not rule.in_view:
+                continue
+            value = getattr(incident, name)
+            if rule.kind is FieldKind.LOCALIZED:
+                value = _text(value, language)
+                if value is None and rule.always_required:
+                    value = incident.id  # never an empty required text (e.g. a title)
+            elif rule.kind is FieldKind.KIND:
+                value = str(value.value)
+            elif rule.kind is FieldKind.STRINGS:
+                value = list(value)
+            elif rule.kind is FieldKind.DATETIME:
+                value = self._local(value)
+            elif rule.kind is FieldKind.URL:
+                value = value or None
+            view[name] = value
+            if rule.labelled:
+                view[f"{name}_label"] = _label(name, value, language=language)
+        return view
 
     def _local(self, dt: datetime | None) -> Any:
         if dt is None:
@@ -319,9 +346,10 @@ class Renderer:
             join_and=lambda items: i18n.join_and(items, language),
             sentence=i18n.sentence,
             nbsp=i18n.french_typography,
-            status_label=lambda status: i18n.status_label(status, language),
-            severity_label=lambda severity: i18n.severity_label(severity, language),
         )
+        # A ``<field>_label`` filter per labelled field (status_label, severity_label).
+        for name in _LABELLED:
+            env.filters[f"{name}_label"] = functools.partial(_label, name, language=language)
         env.tests["today"] = is_today
         env.globals["between"] = between
         return env
@@ -460,22 +488,21 @@ def _t(text: str) -> Localized:
     return Localized.of(text)  # type: ignore[return-value]
 
 
-_SERVICES = ("Dedicated servers", "Public Cloud", "VPS")
 _URL = "https://status.example.com/incidents/sample?id=42"
 
 
-def _incident(**kw: Any) -> Incident:
+def _incident(full: bool = False, **kw: Any) -> Incident:
+    """A sample incident; ``full`` sets every field that has a declared sample value."""
     base: dict[str, Any] = {
         "id": "sample",
         "title": _t("Sample outage"),
         "status": "investigating",
         "started_at": _utc(9, 6, 23),
     }
-    base.update(kw)
-    return Incident(**base)
+    return sample_incident(full, **(base | kw))
 
 
-def _maintenance(**kw: Any) -> Incident:
+def _maintenance(full: bool = False, **kw: Any) -> Incident:
     base: dict[str, Any] = {
         "id": "sample-maintenance",
         "kind": IncidentKind.MAINTENANCE,
@@ -485,31 +512,14 @@ def _maintenance(**kw: Any) -> Incident:
         "ends_at": _utc(9, 22, 30),
         "started_at": _utc(9, 21, 0),
     }
-    base.update(kw)
-    return Incident(**base)
+    return sample_incident(full, **(base | kw))
 
-
-_FULL_INCIDENT = {
-    "services": _SERVICES,
-    "regions": ("SBG1", "SBG2"),
-    "message": _t("Servers are unreachable; teams are on site"),
-    "cause": _t("both power feeds failed"),
-    "workaround": _t("Fail over to another region."),
-    "url": _URL,
-    "severity": "critical",
-}
-_FULL_MAINTENANCE = {
-    "services": _SERVICES[:2],
-    "regions": ("SBG1",),
-    "message": _t("Short network cuts are expected."),
-    "url": _URL,
-}
 
 INCIDENT_SAMPLES = (
     Sample("incident, minimal", _incident(), _utc(9, 6, 31), None, _utc(9, 7, 18)),
     Sample(
         "incident, all fields, identified",
-        _incident(status="identified", **_FULL_INCIDENT),
+        _incident(True, status="identified"),
         _utc(9, 8, 38),
         "investigating",
         _utc(9, 9, 25),
@@ -545,13 +555,7 @@ INCIDENT_SAMPLES = (
 RESOLVED_SAMPLES = (
     Sample(
         "resolved, all fields, no data lost",
-        _incident(
-            status="resolved",
-            resolved_at=_utc(9, 9, 45),
-            data_loss=False,
-            postmortem_url="https://status.example.com/postmortems/sample",
-            **_FULL_INCIDENT,
-        ),
+        _incident(True, status="resolved", resolved_at=_utc(9, 9, 45)),
         _utc(9, 9, 50),
         "monitoring",
     ),
@@ -573,10 +577,7 @@ MAINTENANCE_SAMPLES = (
     Sample(
         "maintenance, announced a week ahead, all fields",
         _maintenance(
-            starts_at=_utc(16, 21, 0),
-            ends_at=_utc(16, 22, 30),
-            started_at=_utc(16, 21, 0),
-            **_FULL_MAINTENANCE,
+            True, starts_at=_utc(16, 21, 0), ends_at=_utc(16, 22, 30), started_at=_utc(16, 21, 0)
         ),
         _utc(9, 10, 12),
         None,
@@ -600,7 +601,7 @@ MAINTENANCE_SAMPLES = (
     ),
     Sample(
         "maintenance in progress, all fields",
-        _maintenance(status="in_progress", **_FULL_MAINTENANCE),
+        _maintenance(True, status="in_progress"),
         _utc(9, 21, 4),
         "scheduled",
         _utc(9, 21, 51),
@@ -616,9 +617,7 @@ MAINTENANCE_SAMPLES = (
 COMPLETED_SAMPLES = (
     Sample(
         "maintenance completed, all fields",
-        _maintenance(
-            status="completed", resolved_at=_utc(9, 22, 20), data_loss=False, **_FULL_MAINTENANCE
-        ),
+        _maintenance(True, status="completed", resolved_at=_utc(9, 22, 20)),
         _utc(9, 22, 24),
         "in_progress",
     ),

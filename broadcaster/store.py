@@ -19,8 +19,6 @@ from typing import Any
 
 from .model import (
     Incident,
-    IncidentKind,
-    Localized,
     OutboxPost,
     PlannedPost,
     PostKind,
@@ -124,54 +122,11 @@ def _dt(text: str | None) -> datetime | None:
 
 
 def incident_to_json(incident: Incident) -> dict[str, Any]:
-    def lz(v: Localized | None) -> dict[str, str] | None:
-        return v.to_json() if v else None
-
-    return {
-        "id": incident.id,
-        "kind": incident.kind.value,
-        "title": lz(incident.title),
-        "status": incident.status,
-        "severity": incident.severity,
-        "services": list(incident.services),
-        "regions": list(incident.regions),
-        "started_at": _ts(incident.started_at),
-        "message": lz(incident.message),
-        "cause": lz(incident.cause),
-        "workaround": lz(incident.workaround),
-        "next_update_at": _ts(incident.next_update_at),
-        "url": incident.url,
-        "starts_at": _ts(incident.starts_at),
-        "ends_at": _ts(incident.ends_at),
-        "resolved_at": _ts(incident.resolved_at),
-        "data_loss": incident.data_loss,
-        "postmortem_url": incident.postmortem_url,
-        "origin": incident.origin,
-    }
+    return incident.to_json()
 
 
 def incident_from_json(d: dict[str, Any]) -> Incident:
-    return Incident(
-        id=d["id"],
-        kind=IncidentKind(d["kind"]),
-        title=Localized.of(d["title"]) or Localized({}),
-        status=d["status"],
-        severity=d["severity"],
-        services=tuple(d["services"]),
-        regions=tuple(d["regions"]),
-        started_at=_dt(d["started_at"]),  # type: ignore[arg-type]
-        message=Localized.of(d["message"]),
-        cause=Localized.of(d["cause"]),
-        workaround=Localized.of(d["workaround"]),
-        next_update_at=_dt(d["next_update_at"]),
-        url=d["url"],
-        starts_at=_dt(d["starts_at"]),
-        ends_at=_dt(d["ends_at"]),
-        resolved_at=_dt(d["resolved_at"]),
-        data_loss=d["data_loss"],
-        postmortem_url=d["postmortem_url"],
-        origin=d.get("origin", ""),
-    )
+    return Incident.from_json(d)
 
 
 def text_hash(text: str) -> str:

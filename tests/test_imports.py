@@ -27,8 +27,10 @@ def imported(path: Path, modules: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            # "from . import x" and "from .pkg import module" name modules, not attributes.
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            # "from . import x" and "from .pkg import module" name modules, not attributes:
+            # then only the module counts (its package is initialised first in any case).
+            submodules = [f"{base}.{alias.name}" for alias in node.names]
+            names = [name for name in submodules if name in modules] or [base]
         else:
             continue
         found.update(name for name in names if name in modules and name != here)

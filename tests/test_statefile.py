@@ -148,8 +148,8 @@ def _no_full_map(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the full source map was built for a valid file")
 
-    monkeypatch.setattr(statefile, "_toml_source_map", refuse)
-    monkeypatch.setattr(statefile, "_json_source_map", refuse)
+    monkeypatch.setattr(statefile.sourcemap, "toml_source_map", refuse)
+    monkeypatch.setattr(statefile.sourcemap, "json_source_map", refuse)
 
 
 def test_valid_files_do_not_build_the_full_source_map(tmp_path, monkeypatch):
@@ -766,6 +766,50 @@ def test_parse_incident_from_plain_data():
     ]
     with pytest.raises(StateFileError):
         parse_incident(["not", "a", "table"], origin="queue")  # type: ignore[arg-type]
+
+
+def test_an_update_keeps_the_fields_it_does_not_carry_and_is_checked_whole():
+    data = json.loads(BASE_JSON)["incidents"][0]
+    current = parse_incident(data, origin="queue:1", languages=BOTH)
+    updated = parse_incident(
+        {"id": "sbg-power", "status": "identified", "message": None},
+        origin="queue:2",
+        languages=BOTH,
+        current=current,
+    )
+    assert (updated.status, updated.severity, updated.services) == (
+        "identified",
+        "critical",
+        ("VPS",),
+    )
+    assert updated.message is None and updated.origin == "queue:2"
+
+    # The merged result is validated: a kind the current status does not fit is refused,
+    # and a language now required is asked of the fields kept as well.
+    with pytest.raises(StateFileError) as info:
+        parse_incident({"id": "sbg-power", "kind": "maintenance"}, origin="q", current=current)
+    assert {p.field for p in info.value.problems} >= {"status", "starts_at", "ends_at"}
+    with pytest.raises(StateFileError) as info:
+        parse_incident({"id": "sbg-power"}, origin="q", languages={"de"}, current=current)
+    assert {p.field for p in info.value.problems} == {"title.de", "message.de"}
+
+
+def test_an_incident_reads_back_from_its_json_unchanged():
+    data = json.loads(BASE_JSON)["incidents"][0]
+    incident = parse_incident(data, origin="state.json:3", languages=BOTH)
+    again = type(incident).from_json(json.loads(json.dumps(incident.to_json())))
+    assert again == incident and again.origin == "state.json:3"
+
+
+def test_with_changes_merges_languages_into_a_table_and_replaces_a_plain_text():
+    data = json.loads(BASE_JSON)["incidents"][0]
+    incident = parse_incident({**data, "cause": "power"}, origin="q", languages=BOTH)
+    changed = incident.with_changes(
+        {"message": {"fr": "Réparé."}, "cause": {"en": "a feed"}, "status": "monitoring"}
+    )
+    assert changed.message == Localized({"en": "We are investigating.", "fr": "Réparé."})
+    assert changed.cause == Localized({"en": "a feed"})
+    assert changed.status == "monitoring" and incident.status == "investigating"
 
 
 # --------------------------------------------------------------------------------------
