@@ -20,7 +20,7 @@ from .editor import Editor
 from .render import Renderer
 from .sources.base import Source
 from .sources.file import StateFileSource
-from .store import Store
+from .store import ChannelChange, Store
 from .textfit import LengthRule, rule_for
 
 log = logging.getLogger("broadcaster.app")
@@ -83,7 +83,7 @@ def seen_limits(config: Config) -> dict[str, int]:
         states = store.channel_states()
     finally:
         store.close()
-    return {name: s["max_characters"] for name, s in states.items() if s.get("max_characters")}
+    return {name: s.max_characters for name, s in states.items() if s.max_characters}
 
 
 def backoff_for(channel: ChannelConfig) -> Backoff:
@@ -155,7 +155,7 @@ def build(
     if not dry_run:
         now = clock()
         for name, rule in rules.items():
-            store.set_channel_state(name, max_characters=rule.limit, now=now)
+            store.update_channel(name, ChannelChange(max_characters=rule.limit), now)
     editor = Editor(store, renderer, config, rules)
     workers = {
         name: ChannelWorker(

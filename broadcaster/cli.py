@@ -336,7 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .app import store_path
     from .planner import due_at
-    from .store import Store
+    from .store import ChannelState, Store
 
     config = load_config(args.config)
     path = store_path(config, args.dry_run)
@@ -365,12 +365,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         store.close()
     channels: dict[str, Any] = {}
     for name in sorted(set(config.channels) | {c for c, _ in counts}):
-        h = health.get(name, {})
+        h = health.get(name) or ChannelState(name)
         channels[name] = {
-            "healthy": h.get("healthy", True),
-            "paused_until": h["paused_until"].isoformat() if h.get("paused_until") else None,
-            "last_error": h.get("last_error"),
-            "replies_refused": h.get("replies_refused", False),
+            "healthy": h.healthy,
+            "paused_until": h.paused_until.isoformat() if h.paused_until else None,
+            "last_error": h.last_error,
+            "replies_refused": h.replies_refused,
             "budget_left": budgets.get(name),
             **{state.value: counts.get((name, state.value), 0) for state in PostState},
         }

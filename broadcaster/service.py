@@ -22,6 +22,7 @@ from .metrics import Metrics
 from .model import PostState
 from .notify import Notifier, Watchdog
 from .planner import due_at
+from .store import ChannelState
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -172,14 +173,14 @@ def _inspect_locked(daemon: Daemon, now: datetime) -> Health:
         return Health("unhealthy", tuple(reasons), now, sources=sources, dry_run=app.dry_run)
     channels = {}
     for name, config in app.config.channels.items():
-        state = states.get(name, {})
+        state = states.get(name) or ChannelState(name)
         planned = oldest.get(name)
         channels[name] = ChannelHealth(
             name=name,
             platform=config.platform,
             worker_alive=alive.get(name, False),
-            platform_healthy=state.get("healthy", True),
-            paused_until=state.get("paused_until"),
+            platform_healthy=state.healthy,
+            paused_until=state.paused_until,
             sent=counts.get((name, PostState.SENT.value), 0),
             failed=counts.get((name, PostState.FAILED.value), 0),
             undelivered=counts.get((name, PostState.PENDING.value), 0)
@@ -188,7 +189,7 @@ def _inspect_locked(daemon: Daemon, now: datetime) -> Health:
             if planned
             else 0.0,
             overdue=overdue.get(name, 0),
-            last_error=state.get("last_error"),
+            last_error=state.last_error,
         )
     return Health(
         "unhealthy" if reasons else "ok",

@@ -197,16 +197,16 @@ def test_any_later_success_marks_an_unhealthy_channel_healthy_again(store, chann
     channel.publishes = [ChannelUnhealthy("401 credentials refused"), Rejected("422 too long")]
     w = worker(store, channel, clock)
     assert w.step() == 10  # the unhealthy retry
-    assert store.channel_states()["c"]["healthy"] is False
+    assert store.channel_states()["c"].healthy is False
     assert state(store, first) is PostState.PENDING
     clock.advance(10)
     w.step()  # the same post, refused for good this time
     assert state(store, first) is PostState.FAILED
-    assert store.channel_states()["c"]["healthy"] is False
+    assert store.channel_states()["c"].healthy is False
     record(store, "b")
     w.step()  # a post that never met the refusal
     health = store.channel_states()["c"]
-    assert (health["healthy"], health["last_error"]) == (True, None)
+    assert (health.healthy, health.last_error) == (True, None)
 
 
 def test_a_pause_survives_a_restart_and_no_request_is_made_before_its_end(store, channel, clock):
@@ -222,7 +222,7 @@ def test_a_pause_survives_a_restart_and_no_request_is_made_before_its_end(store,
     restarted.step()
     restarted.step()
     assert len(channel.calls) == 3
-    assert store.channel_states()["c"]["paused_until"] is None
+    assert store.channel_states()["c"].paused_until is None
 
 
 def test_replies_refused_are_remembered_across_a_restart(store, channel, clock):
