@@ -8,10 +8,12 @@ second call is the daemon restarting). See ``test_store.py`` for SQLite.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from broadcaster import planner
 from broadcaster.model import (
     Incident,
     Localized,
@@ -68,7 +70,12 @@ def record(
         post.key(parts),
     )
     texts = [(f"{incident_id} {kind} {seq} part {i}", 10, 280) for i in range(parts)]
-    store.record_post(post, texts, "en", thread, replaces)
+    # What the planner decides from the thread's tail, as the editor records it: so these
+    # tests also check that the tails a backend returns lead to the right decisions.
+    tail = store.thread_tails([incident_id]).get((incident_id, channel), [])
+    superseded = (*planner.supersedes(kind, tail), *replaces)
+    reply_to = planner.thread_parent(tail, superseded)
+    store.record_post(post, texts, "en", thread, reply_to=reply_to, supersedes=superseded)
     return post
 
 
@@ -220,6 +227,62 @@ class StoreContract:
         assert [p.key for p in posts] == [post.key(1), post.key(2), post.key(3)]
         assert [p.reply_to_key for p in posts] == [None, post.key(1), post.key(2)]
         assert store.threads()[("sbg", "x-en")].last_post_key == post.key(3)
+
+    def test_a_post_is_recorded_exactly_as_decided(self, store: DataStore) -> None:
+        opened = record(store, PostKind.OPENED, 1)
+        update = record(store, PostKind.UPDATE, 2, revision=2)
+        # the store has no rule of its own: nothing superseded unless told, replies as told
+        post = PlannedPost("sbg", "x-en", PostKind.UPDATE, 3, 3, T0, T0 + PROMISE)
+        thread = ThreadState(
+            "sbg", "x-en", 3, PostKind.UPDATE, "identified", T0, T0 + PROMISE, 3, False, "k"
+        )
+        store.record_post(post, [("newer", 5, 280)], "en", thread, reply_to=opened.key(1))
+        assert states(store) == {
+            opened.key(1): PostState.PENDING,
+            update.key(1): PostState.PENDING,
+            post.key(1): PostState.PENDING,
+        }
+        assert store.posts()[-1].reply_to_key == opened.key(1)
+        assert store.threads()[("sbg", "x-en")] == thread
+        store.record_post(
+            replace(post, sequence=4),
+            [("newest", 6, 280)],
+            "en",
+            thread,
+            reply_to=None,
+            supersedes=[opened.key(1), post.key(1)],
+        )
+        assert states(store)[opened.key(1)] is PostState.SUPERSEDED
+        assert states(store)[post.key(1)] is PostState.SUPERSEDED
+        assert store.posts()[-1].reply_to_key is None
+
+    def test_a_thread_tail_is_its_unsent_parts_and_its_latest_sent_one(
+        self, store: DataStore
+    ) -> None:
+        opened = record(store, PostKind.OPENED, 1, parts=2)
+        update = record(store, PostKind.UPDATE, 2, revision=2)
+        other = record(store, PostKind.OPENED, 1, incident_id="other")
+        for key in (opened.key(1), opened.key(2)):
+            store.mark_sending(key)
+            store.mark_sent(key, key, None, T0)
+        reminder = record(store, PostKind.REMINDER, 3, revision=2)
+        store.mark_sending(reminder.key(1))
+        tails = store.thread_tails(["sbg", "sbg", "unknown"])
+        assert {k: [p.key for p in v] for k, v in tails.items()} == {
+            ("sbg", "x-en"): [opened.key(2), update.key(1), reminder.key(1)]
+        }
+        assert [p.state for p in tails[("sbg", "x-en")]] == [
+            PostState.SENT,
+            PostState.PENDING,
+            PostState.SENDING,
+        ]
+        failed = record(store, PostKind.UPDATE, 4, revision=3)  # supersedes the update
+        store.mark_failed(failed.key(1), "refused")
+        tail = store.thread_tails(["sbg"])[("sbg", "x-en")]
+        assert [p.key for p in tail] == [opened.key(2), reminder.key(1)]
+        assert list(store.thread_tails(["other"])) == [("other", "x-en")]
+        assert store.thread_tails(["other"])[("other", "x-en")][0].key == other.key(1)
+        assert store.thread_tails([]) == {}
 
     def test_a_failed_post_is_not_replied_to(self, store: DataStore) -> None:
         opened = record(store, PostKind.OPENED, 1)

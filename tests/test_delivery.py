@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster import planner
 from broadcaster.app import backoff_for, build
 from broadcaster.channels.base import (
     Channel,
@@ -94,7 +95,10 @@ def record(
         incident, "c", sequence, kind, "investigating", T0, None, sequence, False, planned.key()
     )
     texts = [(f"{incident} {kind.value} {sequence} {text}", 10, 500) for text in parts]
-    store.record_post(planned, texts, "en", thread)
+    tail = store.thread_tails([incident]).get((incident, "c"), [])
+    superseded = planner.supersedes(kind, tail)
+    reply_to = planner.thread_parent(tail, superseded)
+    store.record_post(planned, texts, "en", thread, reply_to=reply_to, supersedes=superseded)
     return [planned.key(i) for i in range(1, len(parts) + 1)]
 
 

@@ -105,16 +105,22 @@ class Outbox(ABC):
         parts: Sequence[PostPart],
         language: str,
         thread: ThreadState,
-        replaces: Iterable[str] = (),
-    ) -> list[str]:
+        *,
+        reply_to: str | None,
+        supersedes: Iterable[str] = (),
+    ) -> None:
         """Record one post (all its parts, pending) and the thread's new state, atomically.
 
-        Unsent updates and reminders of the thread are superseded (a reminder supersedes
-        only reminders), whole posts only; openings and closings never. ``replaces`` names
-        more parts to supersede. Returns the superseded keys. The first part replies to the
-        thread's latest part neither superseded nor failed, each further part to the one
-        before it. Recording a key that exists raises and leaves the store unchanged.
+        Exactly as the planner decided: the parts keyed in ``supersedes`` become superseded,
+        the first part replies to ``reply_to`` and each further part to the one before it.
+        Recording a key that exists raises and leaves the store unchanged.
         """
+
+    @abstractmethod
+    def thread_tails(self, incident_ids: Iterable[str]) -> dict[ThreadKey, list[OutboxPost]]:
+        """For these incidents' threads, what a new post can change: every unsent part
+        (pending or sending) and the latest sent part, in planned order. Threads with
+        neither are left out."""
 
     @abstractmethod
     def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:

@@ -114,6 +114,7 @@ class TransactionAborted(sqlite3.OperationalError):
 
 
 OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
+_CHUNK = 400  # incident ids per query: SQLite limits the number of parameters
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -411,58 +412,17 @@ class Store(DataStore):
         parts: Sequence[PostPart],
         language: str,
         thread: ThreadState,
-        replaces: Iterable[str] = (),
-    ) -> list[str]:
-        """Record one planned post (all its parts) and the thread's new state, atomically.
-
-        Unsent updates and reminders of the same thread are superseded: readers get one post
-        about the newest state, not a backlog. Openings and closings are never superseded.
-        ``replaces`` names parts to supersede explicitly (a stale post being re-planned).
-        Returns the keys of the superseded parts.
-        """
+        *,
+        reply_to: str | None,
+        supersedes: Iterable[str] = (),
+    ) -> None:
         with self.transaction() as db:
-            # Whole posts only (every part unsent and untried): readers must never see a
-            # "(1/2)" whose "(2/2)" was dropped. A reminder replaces only reminders: an
-            # unsent update carries news that a reminder may not repeat.
-            kinds = (
-                (PostKind.REMINDER.value,)
-                if planned.kind is PostKind.REMINDER
-                else (PostKind.UPDATE.value, PostKind.REMINDER.value)
-            )
-            superseded = [
-                r["key"]
-                for r in db.execute(
-                    "SELECT key FROM posts p WHERE incident_id = ? AND channel = ? AND state = ? "
-                    f"AND kind IN ({', '.join('?' * len(kinds))}) AND NOT EXISTS ("
-                    "  SELECT 1 FROM posts q WHERE q.incident_id = p.incident_id "
-                    "  AND q.channel = p.channel AND q.sequence = p.sequence "
-                    "  AND q.state != ?)",
-                    (
-                        planned.incident_id,
-                        planned.channel,
-                        PostState.PENDING.value,
-                        *kinds,
-                        PostState.PENDING.value,
-                    ),
-                )
-            ] + [k for k in replaces if k]
+            superseded = list(supersedes)
             if superseded:
                 db.executemany(
                     "UPDATE posts SET state = ? WHERE key = ?",
                     [(PostState.SUPERSEDED.value, k) for k in superseded],
                 )
-            last = db.execute(
-                "SELECT key FROM posts WHERE incident_id = ? AND channel = ? "
-                "AND state NOT IN (?, ?) "
-                "ORDER BY seq DESC LIMIT 1",
-                (
-                    planned.incident_id,
-                    planned.channel,
-                    PostState.SUPERSEDED.value,
-                    PostState.FAILED.value,
-                ),
-            ).fetchone()
-            reply_to = last["key"] if last else None
             for index, (text, length, limit) in enumerate(parts, start=1):
                 key = planned.key(index)
                 db.execute(
@@ -504,10 +464,30 @@ class Store(DataStore):
                     thread.post_count,
                     thread.reminder_count,
                     int(thread.closed),
-                    reply_to,
+                    thread.last_post_key,
                 ),
             )
-        return superseded
+
+    def thread_tails(self, incident_ids: Iterable[str]) -> dict[ThreadKey, list[OutboxPost]]:
+        ids = list(dict.fromkeys(incident_ids))
+        rows: list[sqlite3.Row] = []
+        with self._lock:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows += self._db.execute(
+                    f"SELECT * FROM posts WHERE incident_id IN ({marks}) AND state IN (?, ?) "
+                    "UNION ALL "
+                    "SELECT * FROM posts WHERE seq IN (SELECT MAX(seq) FROM posts "
+                    f"  WHERE incident_id IN ({marks}) AND state = ? "
+                    "  GROUP BY incident_id, channel)",
+                    (*chunk, *OPEN_STATES, *chunk, PostState.SENT.value),
+                ).fetchall()
+        tails: dict[ThreadKey, list[OutboxPost]] = {}
+        for row in sorted(rows, key=lambda r: int(r["seq"])):
+            post = self._post(row)
+            tails.setdefault((post.incident_id, post.channel), []).append(post)
+        return tails
 
     def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:
         """Whole unsent posts whose promise has passed while they waited (pause, budget).
