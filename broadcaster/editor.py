@@ -159,7 +159,7 @@ class Editor:
             first = stale[0]
             thread_key = (first.incident_id, first.channel)
             # Read again for each: re-planning one post may have superseded the next.
-            tail = self.store.thread_tails([first.incident_id]).get(thread_key, [])
+            tail = self.store.thread_tail(*thread_key)
             decision = planner.replan_stale(
                 stale,
                 snapshots.get(first.incident_id),
@@ -194,7 +194,7 @@ class Editor:
                 self.config.channels,
                 self.config.cadence,
                 now,
-                self.store.thread_tails(snapshots),
+                self.store.thread_tail,
             )
             for decision in result.decisions:
                 item = self._record(snapshots[decision.post.incident_id], decision)

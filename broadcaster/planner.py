@@ -15,7 +15,7 @@ these decisions exactly as they are made.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -36,7 +36,11 @@ MIN_PROMISE = timedelta(seconds=1)
 
 ThreadTail = Sequence[OutboxPost]
 """What the outbox holds of one thread that a new post can change: every unsent part
-(pending or sending) and the latest sent part, in planned order (``Store.thread_tails``)."""
+(pending or sending) and the latest sent part, in planned order (``Store.thread_tail``)."""
+
+
+def _no_tail(incident_id: str, channel: str) -> ThreadTail:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -129,14 +133,14 @@ def plan(
     channels: Mapping[str, ChannelConfig],
     cadence: CadenceConfig,
     now: datetime,
-    tails: Mapping[tuple[str, str], ThreadTail] | None = None,
+    tail_of: Callable[[str, str], ThreadTail] = _no_tail,
 ) -> Plan:
     """Every post due at ``now``, and when to plan again if nothing changes.
 
-    ``tails`` holds the unsent posts of each thread (see ``ThreadTail``): what each new post
-    supersedes and replies to is decided from them.
+    ``tail_of(incident_id, channel)`` gives a thread's unsent posts (see ``ThreadTail``):
+    what each new post supersedes and replies to is decided from them. Asked only for the
+    threads that get a post, as most threads get none in a given run.
     """
-    tails = tails or {}
     decisions: list[Decision] = []
     wake_at: datetime | None = None
     for snapshot in snapshots:
@@ -178,7 +182,7 @@ def plan(
                 reminder_count=(thread.reminder_count if thread else 0)
                 + (1 if kind is PostKind.REMINDER else 0),
             )
-            decisions.append(_chained(post, new_thread, tails.get((incident.id, name), ())))
+            decisions.append(_chained(post, new_thread, tail_of(incident.id, name)))
             if next_update is not None and (wake_at is None or next_update < wake_at):
                 wake_at = next_update
     return Plan(decisions, wake_at)

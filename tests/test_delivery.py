@@ -95,7 +95,7 @@ def record(
         incident, "c", sequence, kind, "investigating", T0, None, sequence, False, planned.key()
     )
     texts = [(f"{incident} {kind.value} {sequence} {text}", 10, 500) for text in parts]
-    tail = store.thread_tails([incident]).get((incident, "c"), [])
+    tail = store.thread_tail(incident, "c")
     superseded = planner.supersedes(kind, tail)
     reply_to = planner.thread_parent(tail, superseded)
     store.record_post(planned, texts, "en", thread, reply_to=reply_to, supersedes=superseded)

@@ -449,7 +449,7 @@ def test_a_decision_says_what_it_supersedes_and_replies_to() -> None:
         t.channels,
         CADENCE,
         T0 + timedelta(minutes=1),
-        {("sbg-power", "x-en"): tail},
+        lambda incident_id, channel: tail if channel == "x-en" else [],
     )
     (decision,) = result.decisions
     assert decision.post.kind is PostKind.UPDATE

@@ -117,10 +117,9 @@ class Outbox(ABC):
         """
 
     @abstractmethod
-    def thread_tails(self, incident_ids: Iterable[str]) -> dict[ThreadKey, list[OutboxPost]]:
-        """For these incidents' threads, what a new post can change: every unsent part
-        (pending or sending) and the latest sent part, in planned order. Threads with
-        neither are left out."""
+    def thread_tail(self, incident_id: str, channel: str) -> list[OutboxPost]:
+        """What a new post can change in this thread: every unsent part (pending or
+        sending) and the latest sent part, in planned order."""
 
     @abstractmethod
     def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:

@@ -114,7 +114,6 @@ class TransactionAborted(sqlite3.OperationalError):
 
 
 OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
-_CHUNK = 400  # incident ids per query: SQLite limits the number of parameters
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -468,26 +467,16 @@ class Store(DataStore):
                 ),
             )
 
-    def thread_tails(self, incident_ids: Iterable[str]) -> dict[ThreadKey, list[OutboxPost]]:
-        ids = list(dict.fromkeys(incident_ids))
-        rows: list[sqlite3.Row] = []
+    def thread_tail(self, incident_id: str, channel: str) -> list[OutboxPost]:
         with self._lock:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                rows += self._db.execute(
-                    f"SELECT * FROM posts WHERE incident_id IN ({marks}) AND state IN (?, ?) "
-                    "UNION ALL "
-                    "SELECT * FROM posts WHERE seq IN (SELECT MAX(seq) FROM posts "
-                    f"  WHERE incident_id IN ({marks}) AND state = ? "
-                    "  GROUP BY incident_id, channel)",
-                    (*chunk, *OPEN_STATES, *chunk, PostState.SENT.value),
-                ).fetchall()
-        tails: dict[ThreadKey, list[OutboxPost]] = {}
-        for row in sorted(rows, key=lambda r: int(r["seq"])):
-            post = self._post(row)
-            tails.setdefault((post.incident_id, post.channel), []).append(post)
-        return tails
+            rows = self._db.execute(
+                "SELECT * FROM posts WHERE incident_id = ? AND channel = ? AND state IN (?, ?) "
+                "UNION ALL SELECT * FROM (SELECT * FROM posts "
+                "  WHERE incident_id = ? AND channel = ? AND state = ? ORDER BY seq DESC LIMIT 1) "
+                "ORDER BY seq",
+                (incident_id, channel, *OPEN_STATES, incident_id, channel, PostState.SENT.value),
+            ).fetchall()
+        return [self._post(r) for r in rows]
 
     def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:
         """Whole unsent posts whose promise has passed while they waited (pause, budget).
