@@ -45,6 +45,8 @@ def _no_tail(incident_id: str, channel: str) -> ThreadTail:
 
 @dataclass(frozen=True)
 class Decision:
+    """One post to record now, and everything it changes in its thread."""
+
     post: PlannedPost
     thread: ThreadState  # the thread's state once this post is recorded
     supersedes: tuple[str, ...] = ()  # keys of the unsent parts this post replaces
