@@ -34,7 +34,7 @@ from .service import ServiceShell
 from .sources.base import PullSource
 from .sources.file import StateFileSource
 from .sources.http import HttpIntake
-from .store import Store
+from .store import ChannelChange, Store
 from .textfit import LengthRule, rule_for
 
 __all__ = ["App", "Assembly", "Service", "build", "service"]
@@ -99,7 +99,7 @@ def seen_limits(config: Config) -> dict[str, int]:
         states = store.channel_states()
     finally:
         store.close()
-    return {name: s["max_characters"] for name, s in states.items() if s.get("max_characters")}
+    return {name: s.max_characters for name, s in states.items() if s.max_characters}
 
 
 def backoff_for(channel: ChannelConfig) -> Backoff:
@@ -151,7 +151,7 @@ def build(
         if not dry_run:
             now = clock()
             for name, rule in rules.items():
-                store.set_channel_state(name, max_characters=rule.limit, now=now)
+                store.update_channel(name, ChannelChange(max_characters=rule.limit), now)
         editor = Editor(store, renderer, config, rules)
         sources = sources_for(config)
         for source in sources:

@@ -332,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .app import store_path
-    from .planner import due_at
+    from .status import read_status
     from .store import Store
 
     config = load_config(args.config)
@@ -346,70 +346,56 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     store = Store(path)
     try:
-        snapshots = store.snapshots()
-        threads = store.threads()
-        counts = store.counts()
-        health = store.channel_states()
-        posts = store.posts(states=(PostState.PENDING, PostState.SENDING, PostState.FAILED))
-        roots = {key: store.thread_root(*key) for key in threads}
-        now = _now()
-        budgets = {
-            name: _budget_left(c, store.sent_times(name, now - c.max_posts[1]))
-            for name, c in config.channels.items()
-            if c.max_posts is not None
-        }
+        status = read_status(store, config.channels, _now(), detailed=True)
     finally:
         store.close()
     channels: dict[str, Any] = {}
-    for name in sorted(set(config.channels) | {c for c, _ in counts}):
-        h = health.get(name, {})
+    for name in sorted(status.channels):
+        c = status.channels[name]
         channels[name] = {
-            "healthy": h.get("healthy", True),
-            "paused_until": h["paused_until"].isoformat() if h.get("paused_until") else None,
-            "last_error": h.get("last_error"),
-            "replies_refused": h.get("replies_refused", False),
-            "budget_left": budgets.get(name),
-            **{state.value: counts.get((name, state.value), 0) for state in PostState},
+            "healthy": c.state.healthy,
+            "paused_until": c.state.paused_until.isoformat() if c.state.paused_until else None,
+            "last_error": c.state.last_error,
+            "replies_refused": c.state.replies_refused,
+            "budget_left": c.budget_left,
+            **{state.value: c.count(state) for state in PostState},
         }
     incidents = []
-    for snap in snapshots:
-        i = snap.incident
+    for inc in status.incidents:
+        i = inc.snapshot.incident
         entry: dict[str, Any] = {
             "id": i.id,
             "status": i.status,
-            "revision": snap.revision,
+            "revision": inc.snapshot.revision,
             "threads": {},
         }
-        for (incident_id, channel), t in threads.items():
-            if incident_id != i.id:
-                continue
-            due = due_at(t, snap)
-            root = roots.get((incident_id, channel))
+        for channel, t in inc.threads.items():
             entry["threads"][channel] = {
-                "link": root.remote_url if root else None,
-                "posts": t.post_count,
-                "last_kind": t.last_kind.value,
-                "closed": t.closed,
-                "next_due_at": due.isoformat() if due else None,
+                "link": t.link,
+                "posts": t.thread.post_count,
+                "last_kind": t.thread.last_kind.value,
+                "closed": t.thread.closed,
+                "next_due_at": t.next_due_at.isoformat() if t.next_due_at else None,
             }
         incidents.append(entry)
     lines = [f"store: {path}", "", "channels:"]
-    for name, c in channels.items():
-        state = "healthy" if c["healthy"] else "UNHEALTHY"
-        paused = f", paused until {c['paused_until']}" if c["paused_until"] else ""
-        budget = f" · budget left {c['budget_left']}" if c["budget_left"] is not None else ""
+    for name, ch in channels.items():
+        state = "healthy" if ch["healthy"] else "UNHEALTHY"
+        paused = f", paused until {ch['paused_until']}" if ch["paused_until"] else ""
+        budget = f" · budget left {ch['budget_left']}" if ch["budget_left"] is not None else ""
         lines.append(
-            f"  {name}: {state}{paused}{budget} · sent {c['sent']} · pending "
-            f"{c['pending'] + c['sending']} · failed {c['failed']}"
-            + (f" · last error: {c['last_error']}" if c["last_error"] else "")
+            f"  {name}: {state}{paused}{budget} · sent {ch['sent']} · pending "
+            f"{ch['pending'] + ch['sending']} · failed {ch['failed']}"
+            + (f" · last error: {ch['last_error']}" if ch["last_error"] else "")
         )
     lines += ["", "incidents:"]
-    for inc in incidents:
-        lines.append(f"  {inc['id']} ({inc['status']}, revision {inc['revision']})")
-        for channel, t in inc["threads"].items():
+    for entry in incidents:
+        lines.append(f"  {entry['id']} ({entry['status']}, revision {entry['revision']})")
+        for channel, t in entry["threads"].items():
             nxt = "closed" if t["closed"] else f"next update due {t['next_due_at']}"
             link = f" · {t['link']}" if t["link"] else ""
             lines.append(f"    {channel}: {t['posts']} post(s), last {t['last_kind']}, {nxt}{link}")
+    posts = status.undelivered
     if posts:
         lines += ["", "undelivered:"]
         for p in posts:
@@ -426,12 +412,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     }
     _emit(args, data, "\n".join(lines) + "\n")
     return EXIT_OK
-
-
-def _budget_left(channel: Any, sent: list[datetime]) -> int:
-    """Posts this channel may still send in its budget window (``max_posts``)."""
-    posts, _ = channel.max_posts
-    return max(0, posts - len(sent))
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

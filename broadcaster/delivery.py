@@ -28,7 +28,7 @@ from .channels.base import (
 )
 from .clock import Clock, utcnow
 from .model import OutboxPost, PostState
-from .store import Store
+from .store import ChannelChange, Store
 
 log = logging.getLogger("broadcaster.delivery")
 
@@ -89,14 +89,14 @@ class ChannelWorker:
         self.backoff = backoff or Backoff()
         self.on_sent = on_sent
         # A pause survives restarts: the platform's reset time does not move because we did.
-        known = store.channel_states().get(channel.name, {})
-        self.paused_until: datetime | None = known.get("paused_until")
+        known = store.channel_state(channel.name)
+        self.paused_until: datetime | None = known.paused_until
         # Kept in memory so any later success marks the channel healthy again, even when
         # the post that met the refusal was itself refused for good or superseded.
-        self._healthy: bool = known.get("healthy", True)
+        self._healthy: bool = known.healthy
         # Once the platform refused a reply, later posts go standalone (each request says
         # so); remembered across restarts.
-        self._replies_refused: bool = bool(known.get("replies_refused", False))
+        self._replies_refused: bool = known.replies_refused
         # Consecutive failures on this channel: the backoff grows with them even while only
         # the look-up of an unknown outcome fails (which does not count as an attempt).
         self._failures = 0
@@ -197,8 +197,8 @@ class ChannelWorker:
         except RateLimited as e:
             self.paused_until = e.until
             self.store.retry_later(post.key, str(e), e.until, outcome_unknown=unknown)
-            self.store.set_channel_state(
-                self.channel.name, paused_until=e.until, last_error=str(e), now=now
+            self.store.update_channel(
+                self.channel.name, ChannelChange(paused_until=e.until, last_error=str(e)), now
             )
             log.warning("%s: rate limited until %s", self.channel.name, e.until.isoformat())
             return max(0.0, (e.until - self.clock()).total_seconds())
@@ -206,8 +206,8 @@ class ChannelWorker:
             self._healthy = False
             retry = now + timedelta(seconds=self.backoff.unhealthy_retry)
             self.store.retry_later(post.key, str(e), retry, outcome_unknown=unknown)
-            self.store.set_channel_state(
-                self.channel.name, healthy=False, last_error=str(e), now=now
+            self.store.update_channel(
+                self.channel.name, ChannelChange(healthy=False, last_error=str(e)), now
             )
             log.error("%s: channel unhealthy, posts kept pending: %s", self.channel.name, e)
             return self.backoff.unhealthy_retry
@@ -215,8 +215,8 @@ class ChannelWorker:
             # The platform no longer accepts our replies: post standalone from now on.
             self._replies_refused = True
             self.store.retry_later(post.key, str(e), now, outcome_unknown=unknown)
-            self.store.set_channel_state(
-                self.channel.name, replies_refused=True, last_error=str(e), now=now
+            self.store.update_channel(
+                self.channel.name, ChannelChange(replies_refused=True, last_error=str(e)), now
             )
             log.warning(
                 "%s: replies refused; posting standalone posts that link the thread",
@@ -228,7 +228,7 @@ class ChannelWorker:
                 # The look-up was refused, not the post: it may still be out there.
                 return self._retry(post, e, now)
             self.store.mark_failed(post.key, str(e))
-            self.store.set_channel_state(self.channel.name, last_error=str(e), now=now)
+            self.store.update_channel(self.channel.name, ChannelChange(last_error=str(e)), now)
             log.error("%s: %s refused for good: %s", self.channel.name, post.key, e)
             return 0
         except (TransientError, DeliveryError) as e:
@@ -237,7 +237,9 @@ class ChannelWorker:
         if result.not_before is not None:
             # The server says the window is spent: wait rather than collect a 429.
             self.paused_until = result.not_before
-            self.store.set_channel_state(self.channel.name, paused_until=result.not_before, now=now)
+            self.store.update_channel(
+                self.channel.name, ChannelChange(paused_until=result.not_before), now
+            )
             return max(0.0, (result.not_before - self.clock()).total_seconds())
         return 0
 
@@ -247,7 +249,7 @@ class ChannelWorker:
         delay = self.backoff.delay(self._failures, self._rng)
         retry = now + timedelta(seconds=delay)
         self.store.retry_later(post.key, str(error), retry, outcome_unknown=True)
-        self.store.set_channel_state(self.channel.name, last_error=str(error), now=now)
+        self.store.update_channel(self.channel.name, ChannelChange(last_error=str(error)), now)
         log.warning(
             "%s: %s not confirmed (%s); retry in %.2fs", self.channel.name, post.key, error, delay
         )
@@ -260,9 +262,7 @@ class ChannelWorker:
         if self.paused_until is not None or post.last_error or not self._healthy:
             self.paused_until = None
             self._healthy = True
-            self.store.set_channel_state(
-                self.channel.name, healthy=True, paused_until=None, last_error=None, now=now
-            )
+            self.store.update_channel(self.channel.name, ChannelChange(recovered=True), now)
         if self.on_sent:
             self.on_sent(post, remote_id)
 

@@ -1,7 +1,9 @@
 """From incident state to recorded posts: plan, render, fit, record.
 
 The one place where the pure planner, the templates and the length rules meet the store.
-Nothing here talks to a platform; delivery picks the recorded posts up.
+The planner decides (what to post, what it supersedes, what it replies to); the editor
+composes each post's exact parts (render, fit, stamp repeats) and records them. Nothing
+here talks to a platform; delivery picks the recorded posts up.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import planner
 from .config import Config
-from .model import ChannelInfo, Incident, PlannedPost, PostKind, Snapshot, ThreadState
+from .model import ChannelInfo, Incident, PlannedPost, Snapshot
 from .render import Renderer, TemplateError
 from .store import Store
 from .textfit import LengthRule, split
@@ -48,16 +50,13 @@ class Editor:
         renderer: Renderer,
         config: Config,
         rules: Mapping[str, LengthRule],
-        on_recorded: Callable[[Recorded], None] | None = None,
     ) -> None:
         self.store = store
         self.renderer = renderer
         self.config = config
         self.rules = dict(rules)
-        self.on_recorded = on_recorded
         self._lock = threading.Lock()
         self._reported: set[str] = set()
-        self._superseded: set[str] = set()
 
     def channel_info(self, name: str) -> ChannelInfo:
         c = self.config.channels[name]
@@ -123,18 +122,20 @@ class Editor:
                 error,
             )
 
-    def _record(
-        self,
-        snapshot: Snapshot,
-        post: PlannedPost,
-        thread: ThreadState,
-        replaces: list[str] | None = None,
-    ) -> Recorded | None:
+    def _record(self, snapshot: Snapshot, decision: planner.Decision) -> Recorded | None:
+        post = decision.post
         try:
             parts = self.compose(snapshot, post)
             language = self.config.channels[post.channel].language
-            superseded = self.store.record_post(
-                post, parts, language, thread, replaces=replaces or ()
+            # The thread remembers its last part: known only now that the post is split.
+            thread = replace(decision.thread, last_post_key=post.key(len(parts)))
+            self.store.record_post(
+                post,
+                parts,
+                language,
+                thread,
+                reply_to=decision.reply_to,
+                supersedes=decision.supersedes,
             )
         except TemplateError as e:
             self._report(post, e)
@@ -148,60 +149,36 @@ class Editor:
                 "cannot record %s for %s on %s", post.kind.value, post.incident_id, post.channel
             )
             return None
-        self._superseded.update(superseded)
-        item = Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
-        if self.on_recorded:
-            self.on_recorded(item)
-        return item
+        return Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
 
     def _refresh_stale(self, snapshots: dict[str, Snapshot], now: datetime) -> list[Recorded]:
-        """Re-plan unsent posts whose promised time passed while they waited.
-
-        Same kind, newest state, fresh promise: an opening stays an opening, an update
-        keeps its news, and no post goes out promising a time already gone.
-        """
+        """Record the planner's fresh plan for each unsent post whose promise passed."""
         recorded: list[Recorded] = []
         threads = self.store.threads()
-        self._superseded = set()
-        for group in self.store.stale_posts(now):
-            first = group[0]
-            if any(p.key in self._superseded for p in group):
-                continue  # already replaced by a re-plan of this same run
-            snapshot = snapshots.get(first.incident_id)
-            thread = threads.get((first.incident_id, first.channel))
-            if snapshot is None or thread is None or first.channel not in self.config.channels:
+        for stale in self.store.stale_posts(now):
+            first = stale[0]
+            thread_key = (first.incident_id, first.channel)
+            # Read again for each: re-planning one post may have superseded the next.
+            tail = self.store.thread_tail(*thread_key)
+            decision = planner.replan_stale(
+                stale,
+                snapshots.get(first.incident_id),
+                threads.get(thread_key),
+                tail,
+                self.config.channels,
+                self.config.cadence,
+                now,
+            )
+            if decision is None:
                 continue
-            if first.kind is PostKind.REMINDER and snapshot.revision > thread.last_revision:
-                continue  # the planner's update about the change replaces it just below
-            if snapshot.incident.is_final and not first.kind.is_final:
-                continue  # the closing post is planned below and supersedes it
-            sequence = thread.post_count + 1
-            post = PlannedPost(
-                incident_id=first.incident_id,
-                channel=first.channel,
-                kind=first.kind,
-                revision=snapshot.revision,
-                sequence=sequence,
-                planned_at=now,
-                next_update_at=planner.promise(snapshot, self.config.cadence, now),
-            )
-            new_thread = replace(
-                thread,
-                last_revision=snapshot.revision,
-                last_status=snapshot.incident.status,
-                last_planned_at=now,
-                promised_at=post.next_update_at,
-                post_count=sequence,
-                last_post_key=post.key(),
-            )
-            item = self._record(snapshot, post, new_thread, [p.key for p in group])
+            item = self._record(snapshots[first.incident_id], decision)
             if item is not None:
-                threads[(first.incident_id, first.channel)] = new_thread
+                threads[thread_key] = decision.thread
                 log.info(
                     "re-planned %s for %s on %s: its promise passed while it waited",
-                    post.kind.value,
-                    post.incident_id,
-                    post.channel,
+                    item.post.kind.value,
+                    item.post.incident_id,
+                    item.post.channel,
                 )
                 recorded.append(item)
         return recorded
@@ -217,11 +194,10 @@ class Editor:
                 self.config.channels,
                 self.config.cadence,
                 now,
+                self.store.thread_tail,
             )
             for decision in result.decisions:
-                item = self._record(
-                    snapshots[decision.post.incident_id], decision.post, decision.thread
-                )
+                item = self._record(snapshots[decision.post.incident_id], decision)
                 if item is not None:
                     recorded.append(item)
             return recorded, result.wake_at

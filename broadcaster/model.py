@@ -427,7 +427,7 @@ class ThreadState:
     promised_at: datetime | None  # None once closed
     post_count: int
     closed: bool
-    last_post_key: str | None  # idempotency key of the last part planned; replies chain to it
+    last_post_key: str | None  # idempotency key of the thread's last part recorded
     reminder_count: int = 0
 
 

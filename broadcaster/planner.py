@@ -7,26 +7,50 @@ The rules, in the words of the people on the other side of the outage:
   ``reminder`` keeps that promise when nothing changed;
 - close the thread (``resolved`` / ``completed``).
 Several changes between two plans produce one post about the newest state, because the
-planner only ever looks at the newest snapshot.
+planner only ever looks at the newest snapshot, and the newest post supersedes the unsent
+ones it makes pointless (``supersedes``). A post that waited past its own promise (a pause,
+a spent budget) is planned again with a fresh one (``replan_stale``). The store records
+these decisions exactly as they are made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .config import CadenceConfig, ChannelConfig
-from .model import IncidentKind, PlannedPost, PostKind, Snapshot, ThreadState
+from .model import (
+    IncidentKind,
+    OutboxPost,
+    PlannedPost,
+    PostKind,
+    PostState,
+    Snapshot,
+    ThreadState,
+)
 
 # A promise closer than this to the post that makes it would read as noise.
 MIN_PROMISE = timedelta(seconds=1)
 
 
+ThreadTail = Sequence[OutboxPost]
+"""What the outbox holds of one thread that a new post can change: every unsent part
+(pending or sending) and the latest sent part, in planned order (``Store.thread_tail``)."""
+
+
+def _no_tail(incident_id: str, channel: str) -> ThreadTail:
+    return ()
+
+
 @dataclass(frozen=True)
 class Decision:
+    """One post to record now, and everything it changes in its thread."""
+
     post: PlannedPost
     thread: ThreadState  # the thread's state once this post is recorded
+    supersedes: tuple[str, ...] = ()  # keys of the unsent parts this post replaces
+    reply_to: str | None = None  # the part its first part replies to (its thread parent)
 
 
 @dataclass(frozen=True)
@@ -111,7 +135,14 @@ def plan(
     channels: Mapping[str, ChannelConfig],
     cadence: CadenceConfig,
     now: datetime,
+    tail_of: Callable[[str, str], ThreadTail] = _no_tail,
 ) -> Plan:
+    """Every post due at ``now``, and when to plan again if nothing changes.
+
+    ``tail_of(incident_id, channel)`` gives a thread's unsent posts (see ``ThreadTail``):
+    what each new post supersedes and replies to is decided from them. Asked only for the
+    threads that get a post, as most threads get none in a given run.
+    """
     decisions: list[Decision] = []
     wake_at: datetime | None = None
     for snapshot in snapshots:
@@ -153,13 +184,113 @@ def plan(
                 reminder_count=(thread.reminder_count if thread else 0)
                 + (1 if kind is PostKind.REMINDER else 0),
             )
-            decisions.append(Decision(post, new_thread))
+            decisions.append(_chained(post, new_thread, tail_of(incident.id, name)))
             if next_update is not None and (wake_at is None or next_update < wake_at):
                 wake_at = next_update
     return Plan(decisions, wake_at)
 
 
-def apply(threads: Mapping[tuple[str, str], ThreadState], decisions: list[Decision]) -> dict:
+def may_supersede(new: PostKind, old: PostKind) -> bool:
+    """Whether a new ``new`` post replaces an unsent ``old`` post of the same thread.
+
+    Readers get one post about the newest state, not a backlog. Openings and closings are
+    never dropped (``PostKind.is_droppable``); a reminder replaces only reminders, as an
+    unsent update carries news that a reminder may not repeat.
+    """
+    return old.is_droppable and (new is not PostKind.REMINDER or old is PostKind.REMINDER)
+
+
+def supersedes(kind: PostKind, tail: ThreadTail) -> tuple[str, ...]:
+    """Keys of the unsent parts a new ``kind`` post replaces in this thread.
+
+    Whole posts only, every part pending: readers must never see a "(1/2)" whose "(2/2)"
+    was dropped, and a part already handed to the platform may be out there.
+    """
+    posts: dict[int, list[OutboxPost]] = {}
+    for part in tail:
+        posts.setdefault(part.sequence, []).append(part)
+    keys: list[str] = []
+    for parts in posts.values():
+        first = parts[0]
+        whole = {p.part for p in parts} == set(range(1, first.parts + 1))
+        untried = all(p.state is PostState.PENDING for p in parts)
+        if whole and untried and may_supersede(kind, first.kind):
+            keys += [p.key for p in parts]
+    return tuple(keys)
+
+
+def thread_parent(tail: ThreadTail, superseded: Collection[str]) -> str | None:
+    """The part a new post replies to: the thread's latest part neither superseded nor
+    failed (sent, or still to be sent before it), or None for a thread's first post."""
+    for part in reversed(tail):
+        if part.key not in superseded and part.state not in (
+            PostState.SUPERSEDED,
+            PostState.FAILED,
+        ):
+            return part.key
+    return None
+
+
+def _chained(
+    post: PlannedPost, thread: ThreadState, tail: ThreadTail, replaces: Sequence[str] = ()
+) -> Decision:
+    """The decision to record ``post``, with what it supersedes and replies to."""
+    superseded = tuple(dict.fromkeys((*supersedes(post.kind, tail), *replaces)))
+    return Decision(post, thread, superseded, thread_parent(tail, superseded))
+
+
+def replan_stale(
+    stale: Sequence[OutboxPost],
+    snapshot: Snapshot | None,
+    thread: ThreadState | None,
+    tail: ThreadTail,
+    channels: Mapping[str, ChannelConfig],
+    cadence: CadenceConfig,
+    now: datetime,
+) -> Decision | None:
+    """Plan again an unsent post (``stale``: its parts) whose promise passed while it waited.
+
+    Publishing "next update by 10:30" at 10:45 would break the promise in the very post
+    that makes it. Same kind, newest state, fresh promise: an opening stays an opening, an
+    update keeps its news. None when something else takes care of it: a newer post already
+    replaced it, the change it would remind of gets its own update, or the closing post
+    will supersede it.
+    """
+    first = stale[0]
+    pending = {p.key for p in tail if p.state is PostState.PENDING}
+    if any(p.key not in pending for p in stale):
+        return None  # already replaced, or handed to the platform, since it was found stale
+    if snapshot is None or thread is None or first.channel not in channels:
+        return None
+    if first.kind is PostKind.REMINDER and snapshot.revision > thread.last_revision:
+        return None  # the planner's update about the change replaces it
+    if snapshot.incident.is_final and not first.kind.is_final:
+        return None  # the closing post is planned next and supersedes it
+    sequence = thread.post_count + 1
+    post = PlannedPost(
+        incident_id=first.incident_id,
+        channel=first.channel,
+        kind=first.kind,
+        revision=snapshot.revision,
+        sequence=sequence,
+        planned_at=now,
+        next_update_at=promise(snapshot, cadence, now),
+    )
+    new_thread = replace(
+        thread,
+        last_revision=snapshot.revision,
+        last_status=snapshot.incident.status,
+        last_planned_at=now,
+        promised_at=post.next_update_at,
+        post_count=sequence,
+        last_post_key=post.key(),
+    )
+    return _chained(post, new_thread, tail, [p.key for p in stale])
+
+
+def apply(
+    threads: Mapping[tuple[str, str], ThreadState], decisions: list[Decision]
+) -> dict[tuple[str, str], ThreadState]:
     """The threads once ``decisions`` are recorded (for simulations that keep state in memory)."""
     result = dict(threads)
     for d in decisions:

@@ -46,7 +46,7 @@ class Shown:
 
 
 def _editor(config: Config, store: Store) -> Editor:
-    seen = {n: s["max_characters"] for n, s in store.channel_states().items()}
+    seen = {n: s.max_characters for n, s in store.channel_states().items()}
     rules = {name: default_rule(c, seen.get(name)) for name, c in config.channels.items()}
     return Editor(store, Renderer(config.templates_dir, config.timezone), config, rules)
 

@@ -19,11 +19,10 @@ from .control import DaemonControl
 from .health import ChannelHealth, Health
 from .http import IntakeService
 from .metrics import Metrics
-from .model import PostState, Snapshot
+from .model import PostState
 from .notify import Notifier, Watchdog
-from .planner import due_at
 from .sources.http import HttpIntake
-from .store import Store
+from .status import read_status
 
 __all__ = ["ChannelHealth", "Health", "ServiceShell", "inspect"]
 
@@ -79,34 +78,28 @@ def _inspect_locked(daemon: DaemonControl, now: datetime) -> Health:
     reasons += [f"the delivery worker of {n} is not running" for n, ok in alive.items() if not ok]
     sources = {s.name: s.last_error for s in app.sources}
     try:
-        counts = app.store.counts()
-        states = app.store.channel_states()
-        overdue = _overdue(app.store, now)
-        oldest: dict[str, datetime] = {}
-        for post in app.store.posts(states=(PostState.PENDING, PostState.SENDING)):
-            oldest.setdefault(post.channel, post.planned_at)
+        status = read_status(app.store, app.config.channels, now)
     except Exception as e:
         reasons.append(f"the store cannot be read: {type(e).__name__}: {e}")
         return Health("unhealthy", tuple(reasons), now, sources=sources, dry_run=app.dry_run)
     channels = {}
     for name, config in app.config.channels.items():
-        state = states.get(name, {})
-        planned = oldest.get(name)
+        channel = status.channels[name]
+        waiting_since = channel.oldest_waiting_at
         channels[name] = ChannelHealth(
             name=name,
             platform=config.platform,
             worker_alive=alive.get(name, False),
-            platform_healthy=state.get("healthy", True),
-            paused_until=state.get("paused_until"),
-            sent=counts.get((name, PostState.SENT.value), 0),
-            failed=counts.get((name, PostState.FAILED.value), 0),
-            undelivered=counts.get((name, PostState.PENDING.value), 0)
-            + counts.get((name, PostState.SENDING.value), 0),
-            oldest_undelivered_seconds=max(0.0, (now - planned).total_seconds())
-            if planned
+            platform_healthy=channel.state.healthy,
+            paused_until=channel.state.paused_until,
+            sent=channel.count(PostState.SENT),
+            failed=channel.count(PostState.FAILED),
+            undelivered=channel.waiting,
+            oldest_undelivered_seconds=max(0.0, (now - waiting_since).total_seconds())
+            if waiting_since
             else 0.0,
-            overdue=overdue.get(name, 0),
-            last_error=state.get("last_error"),
+            overdue=channel.overdue(now, OVERDUE_GRACE),
+            last_error=channel.state.last_error,
         )
     return Health(
         "unhealthy" if reasons else "ok",
@@ -116,21 +109,6 @@ def _inspect_locked(daemon: DaemonControl, now: datetime) -> Health:
         sources,
         dry_run=app.dry_run,
     )
-
-
-def _overdue(store: Store, now: datetime) -> dict[str, int]:
-    result: dict[str, int] = {}
-    snapshots: dict[str, Snapshot | None] = {}
-    for (incident_id, channel), thread in store.threads().items():
-        if thread.closed:
-            continue
-        if incident_id not in snapshots:
-            snapshots[incident_id] = store.snapshot(incident_id)
-        snapshot = snapshots[incident_id]
-        due = due_at(thread, snapshot) if snapshot is not None else None
-        if due is not None and now - due > OVERDUE_GRACE:
-            result[channel] = result.get(channel, 0) + 1
-    return result
 
 
 class ServiceShell:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster import planner
 from broadcaster.app import backoff_for, build
 from broadcaster.channels.base import (
     Channel,
@@ -96,7 +97,10 @@ def record(
         incident, "c", sequence, kind, "investigating", T0, None, sequence, False, planned.key()
     )
     texts = [(f"{incident} {kind.value} {sequence} {text}", 10, 500) for text in parts]
-    store.record_post(planned, texts, "en", thread)
+    tail = store.thread_tail(incident, "c")
+    superseded = planner.supersedes(kind, tail)
+    reply_to = planner.thread_parent(tail, superseded)
+    store.record_post(planned, texts, "en", thread, reply_to=reply_to, supersedes=superseded)
     return [planned.key(i) for i in range(1, len(parts) + 1)]
 
 
@@ -199,16 +203,16 @@ def test_any_later_success_marks_an_unhealthy_channel_healthy_again(store, chann
     channel.publishes = [ChannelUnhealthy("401 credentials refused"), Rejected("422 too long")]
     w = worker(store, channel, clock)
     assert w.step() == 10  # the unhealthy retry
-    assert store.channel_states()["c"]["healthy"] is False
+    assert store.channel_states()["c"].healthy is False
     assert state(store, first) is PostState.PENDING
     clock.advance(10)
     w.step()  # the same post, refused for good this time
     assert state(store, first) is PostState.FAILED
-    assert store.channel_states()["c"]["healthy"] is False
+    assert store.channel_states()["c"].healthy is False
     record(store, "b")
     w.step()  # a post that never met the refusal
     health = store.channel_states()["c"]
-    assert (health["healthy"], health["last_error"]) == (True, None)
+    assert (health.healthy, health.last_error) == (True, None)
 
 
 def test_a_pause_survives_a_restart_and_no_request_is_made_before_its_end(store, channel, clock):
@@ -224,7 +228,7 @@ def test_a_pause_survives_a_restart_and_no_request_is_made_before_its_end(store,
     restarted.step()
     restarted.step()
     assert len(channel.calls) == 3
-    assert store.channel_states()["c"]["paused_until"] is None
+    assert store.channel_states()["c"].paused_until is None
 
 
 def test_replies_refused_are_remembered_across_a_restart(store, channel, clock):

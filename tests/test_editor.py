@@ -169,3 +169,23 @@ def test_preview_shows_the_next_post_of_a_thread_with_nothing_due_now(tmp_path: 
     (shown,) = preview(config, [incident()], T0 + timedelta(minutes=1))
     assert shown.recorded.post.kind is PostKind.REMINDER
     assert shown.at == wake
+
+
+def test_an_update_behind_an_unsent_update_replaces_it_and_replies_to_the_opening(
+    editor: Editor,
+) -> None:
+    editor.ingest([incident()], T0)
+    (opened,), _ = editor.run(T0)
+    editor.ingest([incident(status="identified")], T0 + timedelta(minutes=1))
+    (first,), _ = editor.run(T0 + timedelta(minutes=1))
+    editor.ingest(
+        [incident(status="identified", message=Localized.of("Generators down."))],
+        T0 + timedelta(minutes=2),
+    )
+    (second,), _ = editor.run(T0 + timedelta(minutes=2))
+    posts = {p.key: p for p in editor.store.posts()}
+    assert posts[opened.keys[0]].state is PostState.PENDING, "an opening is never dropped"
+    assert posts[first.keys[0]].state is PostState.SUPERSEDED
+    assert posts[second.keys[0]].reply_to_key == opened.keys[-1]
+    thread = editor.store.threads()[("sbg", "x-en")]
+    assert thread.last_post_key == second.keys[-1] and thread.post_count == 3

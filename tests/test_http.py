@@ -19,6 +19,7 @@ from support import wait_for
 from broadcaster import app
 from broadcaster.daemon import Daemon, InstanceLock
 from broadcaster.service import ServiceShell
+from broadcaster.store import ChannelChange
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
@@ -385,7 +386,7 @@ def test_metrics_show_a_pause_and_an_overdue_promise(service: Service) -> None:
     wait_for(lambda: len(service.posts()) >= 2, "the opening posts", 5)
     # A rate-limit pause, as the delivery worker records it.
     until = datetime.now(UTC) + timedelta(minutes=10)
-    app.store.set_channel_state("x-en", paused_until=until, now=datetime.now(UTC))
+    app.store.update_channel("x-en", ChannelChange(paused_until=until), datetime.now(UTC))
     # A promise 10 minutes in the past that nobody planned: what a stuck planner leaves.
     thread = app.store.threads()[("sbg-power", "mastodon-fr")]
     with app.store.transaction() as db:

@@ -11,7 +11,16 @@ import pytest
 
 from broadcaster import planner
 from broadcaster.config import DEFAULT_CADENCE, CadenceConfig, ChannelConfig, parse_duration
-from broadcaster.model import Incident, IncidentKind, Localized, PostKind, Snapshot, ThreadState
+from broadcaster.model import (
+    Incident,
+    IncidentKind,
+    Localized,
+    OutboxPost,
+    PostKind,
+    PostState,
+    Snapshot,
+    ThreadState,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2017, 11, 9, 7, 25, tzinfo=PARIS)
@@ -287,3 +296,222 @@ def test_idempotency_keys_are_stable_and_distinct() -> None:
     assert opened.key(1) == "sbg-power:r1:x-en:opened.1:p1"
     assert reminder.key(1) != opened.key(1)
     assert reminder.key(2) != reminder.key(1)
+
+
+def test_several_incidents_are_planned_together_each_in_its_own_thread() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.set(incident(id="rbx-dns", severity="minor", regions=("RBX",)), T0)
+    t.set(maintenance(), T0)
+    result = t.plan(T0)
+    assert sorted((d.post.incident_id, d.post.channel, d.post.kind) for d in result.decisions) == [
+        ("rbx-dns", "mastodon-fr", PostKind.OPENED),
+        ("rbx-dns", "x-en", PostKind.OPENED),
+        ("sbg-maint", "mastodon-fr", PostKind.SCHEDULED),
+        ("sbg-maint", "x-en", PostKind.SCHEDULED),
+        ("sbg-power", "mastodon-fr", PostKind.OPENED),
+        ("sbg-power", "x-en", PostKind.OPENED),
+    ]
+    assert all(d.post.sequence == 1 for d in result.decisions)
+    # critical every 15 minutes, minor every 30: wake for the soonest promise
+    assert result.wake_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
+    t.set(incident(status="identified"), T0 + timedelta(minutes=5))
+    later = t.plan(T0 + timedelta(minutes=5))
+    assert {(d.post.incident_id, d.post.kind) for d in later.decisions} == {
+        ("sbg-power", PostKind.UPDATE)
+    }
+
+
+def test_edits_after_resolution_post_nothing() -> None:
+    t = Timeline()
+    t.set(incident(), T0)
+    t.plan(T0)
+    t.set(incident(status="resolved"), T0 + timedelta(minutes=5))
+    t.plan(T0 + timedelta(minutes=5))
+    t.set(
+        incident(status="resolved", message=Localized.of("Root cause: a breaker")),
+        T0 + timedelta(minutes=30),
+    )
+    assert t.snapshots["sbg-power"].revision == 3, "a public change, made after the end"
+    result = t.plan(T0 + timedelta(minutes=30))
+    assert result.decisions == [] and result.wake_at is None
+
+
+def test_an_overrunning_maintenance_is_reminded_on_the_maintenance_cadence() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    start = datetime(2017, 11, 14, 22, 0, tzinfo=PARIS)
+    t.set(maintenance(status="in_progress"), start)
+    started = t.plan(start)
+    end = datetime(2017, 11, 15, 1, 0, tzinfo=PARIS)
+    assert started.decisions[0].post.next_update_at == end
+    overrun = t.plan(end)  # still in progress at its announced end
+    assert [d.post.kind for d in overrun.decisions] == [PostKind.REMINDER]
+    assert overrun.decisions[0].post.next_update_at == end + CADENCE.maintenance
+    again = t.plan(end + CADENCE.maintenance)
+    assert again.decisions[0].post.next_update_at == end + 2 * CADENCE.maintenance
+
+
+# -- what a new post supersedes and replies to --------------------------------------------
+
+
+def part(
+    kind: PostKind,
+    sequence: int,
+    state: PostState = PostState.PENDING,
+    *,
+    part: int = 1,
+    parts: int = 1,
+    promise: datetime | None = None,
+) -> OutboxPost:
+    """One recorded part of post number ``sequence`` of sbg-power's x-en thread."""
+    return OutboxPost(
+        key=f"sbg-power:r1:x-en:{kind.value}.{sequence}:p{part}",
+        channel="x-en",
+        incident_id="sbg-power",
+        kind=kind,
+        revision=1,
+        sequence=sequence,
+        part=part,
+        parts=parts,
+        text=f"{kind.value} {sequence}",
+        length=10,
+        limit=280,
+        language="en",
+        reply_to_key=None,
+        state=state,
+        planned_at=T0,
+        next_update_at=None if kind.is_final else (promise or T0 + timedelta(minutes=15)),
+    )
+
+
+def test_an_update_supersedes_unsent_updates_and_reminders_never_an_opening() -> None:
+    tail = [
+        part(PostKind.OPENED, 1),
+        part(PostKind.UPDATE, 2),
+        part(PostKind.REMINDER, 3),
+    ]
+    assert planner.supersedes(PostKind.UPDATE, tail) == (tail[1].key, tail[2].key)
+    assert planner.thread_parent(tail, planner.supersedes(PostKind.UPDATE, tail)) == tail[0].key
+
+
+def test_a_reminder_supersedes_only_reminders() -> None:
+    tail = [part(PostKind.UPDATE, 2), part(PostKind.REMINDER, 3)]
+    assert planner.supersedes(PostKind.REMINDER, tail) == (tail[1].key,)
+
+
+@pytest.mark.parametrize("kind", [PostKind.RESOLVED, PostKind.STARTED, PostKind.OPENED])
+def test_every_kind_supersedes_unsent_updates(kind: PostKind) -> None:
+    tail = [part(PostKind.OPENED, 1, PostState.SENT), part(PostKind.UPDATE, 2)]
+    assert planner.supersedes(kind, tail) == (tail[1].key,)
+
+
+@pytest.mark.parametrize(
+    "old", [PostKind.OPENED, PostKind.SCHEDULED, PostKind.STARTED, PostKind.RESOLVED]
+)
+def test_openings_and_closings_are_never_superseded(old: PostKind) -> None:
+    tail = [part(old, 1)]
+    assert all(planner.supersedes(new, tail) == () for new in PostKind)
+    assert not planner.may_supersede(PostKind.UPDATE, old)
+
+
+def test_a_post_handed_to_the_platform_or_half_sent_is_not_superseded() -> None:
+    tail = [
+        part(PostKind.UPDATE, 2, PostState.SENDING),
+        part(PostKind.UPDATE, 3, PostState.SENT, part=1, parts=2),
+        part(PostKind.UPDATE, 3, part=2, parts=2),
+        part(PostKind.UPDATE, 4, part=2, parts=2),  # its first part failed: not in the tail
+    ]
+    assert planner.supersedes(PostKind.UPDATE, tail) == ()
+    assert planner.thread_parent(tail, ()) == tail[3].key
+
+
+def test_a_whole_unsent_post_is_superseded_with_all_its_parts() -> None:
+    tail = [
+        part(PostKind.OPENED, 1, PostState.SENT),
+        part(PostKind.UPDATE, 2, part=1, parts=2),
+        part(PostKind.UPDATE, 2, part=2, parts=2),
+    ]
+    superseded = planner.supersedes(PostKind.UPDATE, tail)
+    assert superseded == (tail[1].key, tail[2].key)
+    assert planner.thread_parent(tail, superseded) == tail[0].key
+    assert planner.thread_parent([], ()) is None, "a thread's first post replies to nothing"
+
+
+def test_a_decision_says_what_it_supersedes_and_replies_to() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(), T0)
+    t.plan(T0)
+    t.set(incident(status="identified"), T0 + timedelta(minutes=1))
+    tail = [part(PostKind.OPENED, 1, PostState.SENT), part(PostKind.REMINDER, 2)]
+    result = planner.plan(
+        list(t.snapshots.values()),
+        t.threads,
+        t.channels,
+        CADENCE,
+        T0 + timedelta(minutes=1),
+        lambda incident_id, channel: tail if channel == "x-en" else [],
+    )
+    (decision,) = result.decisions
+    assert decision.post.kind is PostKind.UPDATE
+    assert decision.supersedes == (tail[1].key,)
+    assert decision.reply_to == tail[0].key
+
+
+# -- stale posts: planned again with a fresh promise -------------------------------------
+
+
+def stale_setup(
+    kind: PostKind = PostKind.OPENED, **changes: object
+) -> tuple[list[OutboxPost], Snapshot, ThreadState]:
+    promised = datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)
+    stale = [part(kind, 1, promise=promised)]
+    snapshot = Snapshot(incident(**changes), 1, T0, T0)
+    thread = ThreadState(
+        "sbg-power", "x-en", 1, kind, "investigating", T0, promised, 1, False, stale[0].key
+    )
+    return stale, snapshot, thread
+
+
+def test_a_stale_post_is_replanned_as_the_same_kind_with_a_fresh_promise() -> None:
+    stale, snapshot, thread = stale_setup()
+    late = datetime(2017, 11, 9, 7, 55, tzinfo=PARIS)  # the channel was paused
+    update = part(PostKind.UPDATE, 2)
+    decision = planner.replan_stale(
+        stale, snapshot, thread, [*stale, update], CHANNELS, CADENCE, late
+    )
+    assert decision is not None
+    assert (decision.post.kind, decision.post.sequence) == (PostKind.OPENED, 2)
+    assert decision.post.planned_at == late
+    assert decision.post.next_update_at == late + timedelta(minutes=15)
+    assert decision.supersedes == (update.key, stale[0].key)
+    assert decision.reply_to is None
+    assert decision.thread.post_count == 2 and decision.thread.promised_at == late + timedelta(
+        minutes=15
+    )
+
+
+def test_a_stale_post_already_replaced_is_left_alone() -> None:
+    stale, snapshot, thread = stale_setup()
+    late = datetime(2017, 11, 9, 7, 55, tzinfo=PARIS)
+    superseded = [replace(stale[0], state=PostState.SUPERSEDED)]
+    assert planner.replan_stale(stale, snapshot, thread, [], CHANNELS, CADENCE, late) is None
+    assert (
+        planner.replan_stale(stale, snapshot, thread, superseded, CHANNELS, CADENCE, late) is None
+    )
+    assert planner.replan_stale(stale, snapshot, thread, stale, {}, CADENCE, late) is None, (
+        "a channel no longer configured"
+    )
+
+
+def test_a_stale_reminder_gives_way_to_the_update_about_a_change() -> None:
+    stale, snapshot, thread = stale_setup(PostKind.REMINDER)
+    changed = replace(snapshot, revision=2)
+    late = datetime(2017, 11, 9, 7, 55, tzinfo=PARIS)
+    assert planner.replan_stale(stale, changed, thread, stale, CHANNELS, CADENCE, late) is None
+    assert planner.replan_stale(stale, snapshot, thread, stale, CHANNELS, CADENCE, late)
+
+
+def test_a_stale_post_of_a_resolved_incident_gives_way_to_the_closing_post() -> None:
+    stale, snapshot, thread = stale_setup(status="resolved")
+    late = datetime(2017, 11, 9, 7, 55, tzinfo=PARIS)
+    assert planner.replan_stale(stale, snapshot, thread, stale, CHANNELS, CADENCE, late) is None

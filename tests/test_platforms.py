@@ -47,7 +47,7 @@ from broadcaster.sandbox import (
     status_length,
 )
 from broadcaster.sandbox.http import Request, Response, SandboxServer
-from broadcaster.store import Store
+from broadcaster.store import ChannelState, Store
 from broadcaster.textfit import rule_for
 
 pytest_plugins = ["sandbox_fixtures"]
@@ -234,8 +234,8 @@ class Harness:
     def settle(self, timeout: float = 10.0, channel: str | None = None) -> None:
         wait_until(lambda: not self.undelivered(channel), timeout, "every post to be delivered")
 
-    def channel_state(self, channel: str) -> dict[str, Any]:
-        return self.store.channel_states().get(channel, {})
+    def channel_state(self, channel: str) -> ChannelState:
+        return self.store.channel_state(channel)
 
     def status_json(self) -> dict[str, Any]:
         """``broadcaster status --format json``, as ops would run it next to the daemon."""
@@ -735,7 +735,7 @@ def test_a_platform_that_is_down_does_not_delay_the_other(servers, harness, outa
     remote = {p.id: p for p in x.posts()}
     delays = [remote[p.remote_id].created_at - p.planned_at.timestamp() for p in sent]
     assert len(sent) == 3 and max(delays) < 0.5, f"X posts delayed: {delays}"
-    wait_until(lambda: h.channel_state("mastodon-en").get("last_error"), 5, "Mastodon failing")
+    wait_until(lambda: h.channel_state("mastodon-en").last_error, 5, "Mastodon failing")
     assert h.undelivered("mastodon-en"), "Mastodon was down, yet its posts went out?"
 
     if outage != "stopped":
@@ -817,14 +817,14 @@ def test_a_429_pauses_the_channel_until_the_reset_and_updates_are_coalesced_mean
 
     h.publish(incident("d"))
     wait_until(
-        lambda: all(h.channel_state(a.name).get("paused_until") for a in accounts),
+        lambda: all(h.channel_state(a.name).paused_until for a in accounts),
         5,
         "both channels to pause",
     )
     for n in (1, 2, 3):
         h.publish(incident("a", status="identified", en=f"Update {n}.", fr=f"Point {n}."))
     h.publish(incident("b", status="resolved", en="Fixed.", fr="Réparé."))
-    assert all(datetime.now(UTC) < h.channel_state(a.name)["paused_until"] for a in accounts)
+    assert all(datetime.now(UTC) < h.channel_state(a.name).paused_until for a in accounts)
     h.settle(10)
 
     for a in accounts:
@@ -848,7 +848,7 @@ def test_a_429_pauses_the_channel_until_the_reset_and_updates_are_coalesced_mean
         (answer,) = answers[a.name]
         resumed = min(r.time for r in log if r.time >= reset_of(answer))
         assert resumed - reset_of(answer) < 1.5, "the channel did not resume at the reset"
-        assert h.channel_state(a.name)["paused_until"] is None
+        assert h.channel_state(a.name).paused_until is None
 
 
 # -- 6. failures classified ----------------------------------------------------------------
@@ -912,7 +912,7 @@ def test_refused_credentials_make_the_channel_unhealthy_until_fixed(
     m.server.refusal = MASTODON_REFUSALS[mastodon_status]
     h.publish(incident(status="identified", en="Generators failed.", fr="Groupes en panne."))
     wait_until(
-        lambda: not any(h.channel_state(a.name).get("healthy", True) for a in (x, m)),
+        lambda: not any(h.channel_state(a.name).healthy for a in (x, m)),
         5,
         "both channels to be marked unhealthy",
     )
@@ -980,7 +980,7 @@ def test_x_replies_refused_fall_back_to_linked_standalone_posts_even_after_resta
     a.server.replies_refused = True
     h.publish(incident(status="identified", en="Generators failed.", fr="Groupes en panne."))
     h.settle()
-    assert h.channel_state("x-en")["replies_refused"] is True
+    assert h.channel_state("x-en").replies_refused is True
 
     h.restart()  # the daemon remembers: no reply is tried again, none refused again
     a.server.clear_requests_log()

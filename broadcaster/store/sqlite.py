@@ -1,4 +1,4 @@
-"""The durable store (SQLite, WAL): incidents with revisions, threads, and the outbox.
+"""The SQLite store (WAL): incidents with revisions, threads, the outbox, channel state.
 
 Every planned post is written here, with its exact text and idempotency key, before anyone
 tries to deliver it; it is marked sent only once the platform confirmed it. A restart
@@ -11,13 +11,13 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .model import (
+from ..model import (
     Incident,
     OutboxPost,
     PlannedPost,
@@ -26,6 +26,7 @@ from .model import (
     Snapshot,
     ThreadState,
 )
+from .contract import ChannelChange, ChannelState, DataStore, PostPart, ThreadKey
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -133,7 +134,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class Store:
+class Store(DataStore):
     """Thread-safe access to one SQLite database. One connection, serialised by a lock."""
 
     def __init__(self, path: Path | str) -> None:
@@ -250,6 +251,14 @@ class Store:
                     changed.append(incident.id)
         return changed
 
+    def source_mark(self, source: str, incident_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT digest FROM source_marks WHERE source = ? AND incident_id = ?",
+                (source, incident_id),
+            ).fetchone()
+        return row["digest"] if row else None
+
     def _apply_one(
         self, db: sqlite3.Connection, incident: Incident, data: str, now: datetime
     ) -> bool:
@@ -321,7 +330,7 @@ class Store:
 
     # -- threads and the outbox ----------------------------------------------------------
 
-    def threads(self) -> dict[tuple[str, str], ThreadState]:
+    def threads(self) -> dict[ThreadKey, ThreadState]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM threads").fetchall()
         return {(r["incident_id"], r["channel"]): self._thread(r) for r in rows}
@@ -354,61 +363,20 @@ class Store:
     def record_post(
         self,
         planned: PlannedPost,
-        parts: list[tuple[str, int, int]],
+        parts: Sequence[PostPart],
         language: str,
         thread: ThreadState,
-        replaces: Iterable[str] = (),
-    ) -> list[str]:
-        """Record one planned post (all its parts) and the thread's new state, atomically.
-
-        Unsent updates and reminders of the same thread are superseded: readers get one post
-        about the newest state, not a backlog. Openings and closings are never superseded.
-        ``replaces`` names parts to supersede explicitly (a stale post being re-planned).
-        Returns the keys of the superseded parts.
-        """
+        *,
+        reply_to: str | None,
+        supersedes: Iterable[str] = (),
+    ) -> None:
         with self.transaction() as db:
-            # Whole posts only (every part unsent and untried): readers must never see a
-            # "(1/2)" whose "(2/2)" was dropped. A reminder replaces only reminders: an
-            # unsent update carries news that a reminder may not repeat.
-            kinds = (
-                (PostKind.REMINDER.value,)
-                if planned.kind is PostKind.REMINDER
-                else (PostKind.UPDATE.value, PostKind.REMINDER.value)
-            )
-            superseded = [
-                r["key"]
-                for r in db.execute(
-                    "SELECT key FROM posts p WHERE incident_id = ? AND channel = ? AND state = ? "
-                    f"AND kind IN ({', '.join('?' * len(kinds))}) AND NOT EXISTS ("
-                    "  SELECT 1 FROM posts q WHERE q.incident_id = p.incident_id "
-                    "  AND q.channel = p.channel AND q.sequence = p.sequence "
-                    "  AND q.state != ?)",
-                    (
-                        planned.incident_id,
-                        planned.channel,
-                        PostState.PENDING.value,
-                        *kinds,
-                        PostState.PENDING.value,
-                    ),
-                )
-            ] + [k for k in replaces if k]
+            superseded = list(supersedes)
             if superseded:
                 db.executemany(
                     "UPDATE posts SET state = ? WHERE key = ?",
                     [(PostState.SUPERSEDED.value, k) for k in superseded],
                 )
-            last = db.execute(
-                "SELECT key FROM posts WHERE incident_id = ? AND channel = ? "
-                "AND state NOT IN (?, ?) "
-                "ORDER BY seq DESC LIMIT 1",
-                (
-                    planned.incident_id,
-                    planned.channel,
-                    PostState.SUPERSEDED.value,
-                    PostState.FAILED.value,
-                ),
-            ).fetchone()
-            reply_to = last["key"] if last else None
             for index, (text, length, limit) in enumerate(parts, start=1):
                 key = planned.key(index)
                 db.execute(
@@ -450,10 +418,20 @@ class Store:
                     thread.post_count,
                     thread.reminder_count,
                     int(thread.closed),
-                    reply_to,
+                    thread.last_post_key,
                 ),
             )
-        return superseded
+
+    def thread_tail(self, incident_id: str, channel: str) -> list[OutboxPost]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM posts WHERE incident_id = ? AND channel = ? AND state IN (?, ?) "
+                "UNION ALL SELECT * FROM (SELECT * FROM posts "
+                "  WHERE incident_id = ? AND channel = ? AND state = ? ORDER BY seq DESC LIMIT 1) "
+                "ORDER BY seq",
+                (incident_id, channel, *OPEN_STATES, incident_id, channel, PostState.SENT.value),
+            ).fetchall()
+        return [self._post(r) for r in rows]
 
     def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:
         """Whole unsent posts whose promise has passed while they waited (pause, budget).
@@ -590,10 +568,10 @@ class Store:
         if channel:
             query += " AND channel = ?"
             args.append(channel)
-        states = [s.value for s in states]
-        if states:
-            query += f" AND state IN ({', '.join('?' * len(states))})"
-            args.extend(states)
+        wanted = [s.value for s in states]
+        if wanted:
+            query += f" AND state IN ({', '.join('?' * len(wanted))})"
+            args.extend(wanted)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
         return [self._post(r) for r in rows]
@@ -608,27 +586,18 @@ class Store:
             ).fetchall()
         return [_dt(r["sent_at"]) for r in rows]  # type: ignore[misc]
 
-    def counts(self) -> dict[tuple[str, str], int]:
+    def counts(self) -> dict[tuple[str, PostState], int]:
         """(channel, state) → number of posts."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT channel, state, COUNT(*) AS n FROM posts GROUP BY channel, state"
             ).fetchall()
-        return {(r["channel"], r["state"]): r["n"] for r in rows}
+        return {(r["channel"], PostState(r["state"])): r["n"] for r in rows}
 
-    # -- channel health ------------------------------------------------------------------
+    # -- channel state -------------------------------------------------------------------
 
-    def set_channel_state(
-        self,
-        channel: str,
-        *,
-        healthy: bool | None = None,
-        paused_until: datetime | str | None = "keep",
-        last_error: str | bool | None = False,
-        replies_refused: bool | None = None,
-        max_characters: int | None = None,
-        now: datetime,
-    ) -> None:
+    def update_channel(self, channel: str, change: ChannelChange, now: datetime) -> None:
+        healthy = True if change.recovered else change.healthy
         with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO channel_state (channel, updated_at) VALUES (?, ?)",
@@ -639,40 +608,41 @@ class Store:
                     "UPDATE channel_state SET healthy = ? WHERE channel = ?",
                     (int(healthy), channel),
                 )
-            if paused_until != "keep":
+            if change.paused_until is not None or change.recovered:
                 db.execute(
                     "UPDATE channel_state SET paused_until = ? WHERE channel = ?",
-                    (_ts(paused_until) if isinstance(paused_until, datetime) else None, channel),
+                    (_ts(change.paused_until), channel),
                 )
-            if last_error is not False:
+            if change.last_error is not None or change.recovered:
                 db.execute(
                     "UPDATE channel_state SET last_error = ? WHERE channel = ?",
-                    (last_error, channel),
+                    (change.last_error, channel),
                 )
-            if replies_refused is not None:
+            if change.replies_refused is not None:
                 db.execute(
                     "UPDATE channel_state SET replies_refused = ? WHERE channel = ?",
-                    (int(replies_refused), channel),
+                    (int(change.replies_refused), channel),
                 )
-            if max_characters is not None:
+            if change.max_characters is not None:
                 db.execute(
                     "UPDATE channel_state SET max_characters = ? WHERE channel = ?",
-                    (max_characters, channel),
+                    (change.max_characters, channel),
                 )
             db.execute(
                 "UPDATE channel_state SET updated_at = ? WHERE channel = ?", (_ts(now), channel)
             )
 
-    def channel_states(self) -> dict[str, dict[str, Any]]:
+    def channel_states(self) -> dict[str, ChannelState]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM channel_state").fetchall()
         return {
-            r["channel"]: {
-                "healthy": bool(r["healthy"]),
-                "paused_until": _dt(r["paused_until"]),
-                "max_characters": r["max_characters"],
-                "last_error": r["last_error"],
-                "replies_refused": bool(r["replies_refused"]),
-            }
+            r["channel"]: ChannelState(
+                channel=r["channel"],
+                healthy=bool(r["healthy"]),
+                paused_until=_dt(r["paused_until"]),
+                last_error=r["last_error"],
+                replies_refused=bool(r["replies_refused"]),
+                max_characters=r["max_characters"],
+            )
             for r in rows
         }

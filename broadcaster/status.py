@@ -1,0 +1,125 @@
+"""What the store says about each channel and thread: the one read model behind
+``broadcaster status``, ``/healthz`` and ``/metrics``.
+
+Counts, what is waiting, when each thread is due and what is left of each budget are
+computed here once, so the CLI and the service cannot disagree about them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .config import ChannelConfig
+from .model import OutboxPost, PostState, Snapshot, ThreadState
+from .planner import due_at
+from .store import ChannelState, DataStore
+
+WAITING = (PostState.PENDING, PostState.SENDING)
+
+
+@dataclass(frozen=True)
+class ThreadStatus:
+    """One channel's thread about one incident."""
+
+    thread: ThreadState
+    next_due_at: datetime | None  # when it needs a post if nothing changes; None once closed
+    link: str | None = None  # its first post on the platform (read only when asked for)
+
+
+@dataclass(frozen=True)
+class IncidentStatus:
+    snapshot: Snapshot
+    threads: dict[str, ThreadStatus]  # by channel
+
+
+@dataclass(frozen=True)
+class ChannelStatus:
+    name: str
+    state: ChannelState
+    counts: Mapping[PostState, int]  # parts by state; absent states count zero
+    oldest_waiting_at: datetime | None  # when the oldest pending or sending part was planned
+    due_times: tuple[datetime, ...] = ()  # when each of its open threads is due
+    budget_left: int | None = None  # posts it may still send in its window (``max_posts``)
+
+    def count(self, *states: PostState) -> int:
+        return sum(self.counts.get(state, 0) for state in states)
+
+    @property
+    def waiting(self) -> int:
+        """Parts recorded and not yet confirmed (pending or sending)."""
+        return self.count(*WAITING)
+
+    def overdue(self, now: datetime, grace: timedelta) -> int:
+        """Threads whose promised update is more than ``grace`` late."""
+        return sum(1 for due in self.due_times if now - due > grace)
+
+
+@dataclass(frozen=True)
+class Status:
+    channels: dict[str, ChannelStatus]  # configured ones first, in config order
+    incidents: list[IncidentStatus]  # first seen first
+    # Parts not delivered, in planned order: waiting ones, and failed ones if detailed.
+    undelivered: list[OutboxPost] = field(default_factory=list)
+
+
+def read_status(
+    store: DataStore,
+    channels: Mapping[str, ChannelConfig],
+    now: datetime,
+    *,
+    detailed: bool = False,
+) -> Status:
+    """The store's state at ``now``. ``detailed`` adds what people read but probes need not:
+    each thread's link and the failed parts (one more read per thread)."""
+    snapshots = store.snapshots()
+    threads = store.threads()
+    counts = store.counts()
+    states = store.channel_states()
+    undelivered = store.posts(states=(*WAITING, PostState.FAILED) if detailed else WAITING)
+    budgets = {
+        name: _budget_left(c, store.sent_times(name, now - c.max_posts[1]))
+        for name, c in channels.items()
+        if c.max_posts is not None
+    }
+    by_id = {s.incident.id: s for s in snapshots}
+    incidents = {s.incident.id: IncidentStatus(s, {}) for s in snapshots}
+    due_times: dict[str, list[datetime]] = {}
+    for (incident_id, channel), thread in threads.items():
+        snapshot = by_id.get(incident_id)
+        due = due_at(thread, snapshot) if snapshot is not None else None
+        if due is not None:
+            due_times.setdefault(channel, []).append(due)
+        if snapshot is not None:
+            root = store.thread_root(incident_id, channel) if detailed else None
+            incidents[incident_id].threads[channel] = ThreadStatus(
+                thread, due, root.remote_url if root else None
+            )
+    oldest: dict[str, datetime] = {}
+    for post in undelivered:
+        if post.state in WAITING:
+            oldest.setdefault(post.channel, post.planned_at)
+    names = list(channels) + sorted({c for c, _ in counts} - set(channels))
+    return Status(
+        channels={
+            name: ChannelStatus(
+                name=name,
+                state=states.get(name) or ChannelState(name),
+                counts={s: n for (c, s), n in counts.items() if c == name},
+                oldest_waiting_at=oldest.get(name),
+                due_times=tuple(due_times.get(name, ())),
+                budget_left=budgets.get(name),
+            )
+            for name in names
+        },
+        incidents=list(incidents.values()),
+        undelivered=undelivered if detailed else [],
+    )
+
+
+def _budget_left(channel: ChannelConfig, sent: list[datetime]) -> int:
+    """Posts this channel may still send in its budget window (``max_posts``)."""
+    assert channel.max_posts is not None
+    posts, _ = channel.max_posts
+    return max(0, posts - len(sent))

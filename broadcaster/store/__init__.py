@@ -1,0 +1,34 @@
+"""The durable store: a contract (``contract``) and its SQLite implementation (``sqlite``).
+
+``Store`` is the SQLite store, the embedded default.
+"""
+
+from .contract import (
+    ChannelChange,
+    ChannelState,
+    ChannelStates,
+    DataStore,
+    IncidentStore,
+    Outbox,
+    PostPart,
+    SourceMarks,
+    ThreadKey,
+)
+from .sqlite import Store, TransactionAborted, incident_from_json, incident_to_json, text_hash
+
+__all__ = [
+    "ChannelChange",
+    "ChannelState",
+    "ChannelStates",
+    "DataStore",
+    "IncidentStore",
+    "Outbox",
+    "PostPart",
+    "SourceMarks",
+    "Store",
+    "ThreadKey",
+    "TransactionAborted",
+    "incident_from_json",
+    "incident_to_json",
+    "text_hash",
+]

@@ -1,0 +1,222 @@
+"""What any store backend promises: the contract the daemon, the CLI and the tests rely on.
+
+A backend records ops' incidents with their revisions, the outbox (every planned post with
+its exact text and idempotency key, recorded before anyone tries to deliver it), each
+thread's state, each channel's state, and which source last said what. It decides nothing:
+the planner decides (what to post, what it supersedes, which post it replies to) and the
+store writes exactly that. ``tests/store_contract.py`` is the suite every backend passes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..model import Incident, OutboxPost, PlannedPost, PostState, Snapshot, ThreadState
+
+PostPart = tuple[str, int, int]
+"""One part of a post as recorded: (exact text, counted length, the channel's limit)."""
+
+ThreadKey = tuple[str, str]
+"""(incident id, channel name): one thread."""
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """What the daemon learnt about one channel, kept across restarts."""
+
+    channel: str
+    healthy: bool = True
+    paused_until: datetime | None = None  # the platform's reset time: no post before it
+    last_error: str | None = None
+    replies_refused: bool = False  # the platform refuses our replies: post standalone
+    max_characters: int | None = None  # the limit the server announced
+
+
+@dataclass(frozen=True)
+class ChannelChange:
+    """A change to one channel's state: fields left at None stay as they are.
+
+    ``recovered`` says a post went through: the channel is healthy again, its pause is lifted
+    and its last error forgotten.
+    """
+
+    healthy: bool | None = None
+    paused_until: datetime | None = None
+    last_error: str | None = None
+    replies_refused: bool | None = None
+    max_characters: int | None = None
+    recovered: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recovered and (
+            self.healthy is False or self.paused_until is not None or self.last_error is not None
+        ):
+            raise ValueError("a recovered channel has no pause, no error and is healthy")
+
+
+class IncidentStore(ABC):
+    """Ops' incidents, each with the revision of its last public change."""
+
+    @abstractmethod
+    def apply_incidents(
+        self, incidents: Iterable[Incident], now: datetime, *, source: str | None = None
+    ) -> list[str]:
+        """Record ops' latest description of these incidents; return the ids that changed.
+
+        The revision increases only when ``Incident.change_fingerprint`` changes (a change
+        worth a public update, which starts a new revision record); other edits replace the
+        description silently. With ``source``, an incident that source already described
+        identically is skipped (see ``SourceMarks``): the newest word on an incident wins.
+        """
+
+    @abstractmethod
+    def snapshots(self, *, active_only: bool = False) -> list[Snapshot]:
+        """Every incident, first seen first; with ``active_only``, those the planner may still
+        post about: open ones, and closed ones with a thread not closed at their revision."""
+
+    @abstractmethod
+    def snapshot(self, incident_id: str) -> Snapshot | None:
+        """One incident as recorded, or None if never seen."""
+
+
+class SourceMarks(ABC):
+    """What each source last said about each incident (a digest, ignoring ``origin``)."""
+
+    @abstractmethod
+    def source_mark(self, source: str, incident_id: str) -> str | None:
+        """The digest recorded by ``apply_incidents(..., source=source)``, or None."""
+
+
+class Outbox(ABC):
+    """Threads and planned posts, from recorded to sent (or failed, or superseded)."""
+
+    @abstractmethod
+    def threads(self) -> dict[ThreadKey, ThreadState]:
+        """What each channel has already said about each incident."""
+
+    @abstractmethod
+    def record_post(
+        self,
+        planned: PlannedPost,
+        parts: Sequence[PostPart],
+        language: str,
+        thread: ThreadState,
+        *,
+        reply_to: str | None,
+        supersedes: Iterable[str] = (),
+    ) -> None:
+        """Record one post (all its parts, pending) and the thread's new state, atomically.
+
+        Exactly as the planner decided: the parts keyed in ``supersedes`` become superseded,
+        the first part replies to ``reply_to`` and each further part to the one before it.
+        Recording a key that exists raises and leaves the store unchanged.
+        """
+
+    @abstractmethod
+    def thread_tail(self, incident_id: str, channel: str) -> list[OutboxPost]:
+        """What a new post can change in this thread: every unsent part (pending or
+        sending) and the latest sent part, in planned order."""
+
+    @abstractmethod
+    def stale_posts(self, now: datetime) -> list[list[OutboxPost]]:
+        """Whole unsent posts (every part pending) whose promise is at or before ``now``,
+        one list of parts per post, in planned order."""
+
+    @abstractmethod
+    def is_duplicate_text(self, channel: str, text: str) -> bool:
+        """Whether this exact text already went, or is going, out on this channel."""
+
+    @abstractmethod
+    def next_to_deliver(self, channel: str) -> OutboxPost | None:
+        """The channel's oldest pending or sending part: posts go out in planned order."""
+
+    @abstractmethod
+    def parent_of(self, post: OutboxPost) -> OutboxPost | None:
+        """The latest sent part of the same thread planned before this one."""
+
+    @abstractmethod
+    def thread_root(self, incident_id: str, channel: str) -> OutboxPost | None:
+        """The first sent part of a thread."""
+
+    @abstractmethod
+    def mark_sending(self, key: str) -> bool:
+        """Mark a pending or sending part as being sent (counting the attempt), durably,
+        before the request leaves. False, and nothing changed, if it is no longer
+        deliverable (superseded, sent or failed): it must then not be sent."""
+
+    @abstractmethod
+    def mark_sent(self, key: str, remote_id: str, url: str | None, now: datetime) -> None:
+        """The platform confirmed the part: record its id and link; clear the retry."""
+
+    @abstractmethod
+    def mark_failed(self, key: str, error: str) -> None:
+        """The platform refused the part for good."""
+
+    @abstractmethod
+    def retry_later(self, key: str, error: str, at: datetime, *, outcome_unknown: bool) -> None:
+        """Keep the part for another try at ``at``: sending if the outcome is unknown (look
+        for it before re-sending), pending otherwise."""
+
+    @abstractmethod
+    def posts(
+        self, *, channel: str | None = None, states: Iterable[PostState] = ()
+    ) -> list[OutboxPost]:
+        """Recorded parts, in planned order, optionally of one channel and some states."""
+
+    @abstractmethod
+    def sent_times(self, channel: str, since: datetime) -> list[datetime]:
+        """When this channel's parts were confirmed, oldest first, from ``since`` on."""
+
+    @abstractmethod
+    def counts(self) -> dict[tuple[str, PostState], int]:
+        """(channel, state) → number of parts; absent pairs count zero."""
+
+
+class ChannelStates(ABC):
+    """Each channel's health, pause and learnt limits."""
+
+    @abstractmethod
+    def update_channel(self, channel: str, change: ChannelChange, now: datetime) -> None:
+        """Apply ``change`` to the channel's state (created on first use)."""
+
+    @abstractmethod
+    def channel_states(self) -> dict[str, ChannelState]:
+        """Every channel's state ever updated; others are ``ChannelState(name)``."""
+
+    def channel_state(self, channel: str) -> ChannelState:
+        """One channel's state, or the default one if it was never updated."""
+        return self.channel_states().get(channel) or ChannelState(channel)
+
+
+class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates):
+    """Everything the daemon keeps, with transactions that group writes."""
+
+    @abstractmethod
+    def batch(self) -> AbstractContextManager[None]:
+        """Group writes in one transaction, all or nothing. A write that fails inside is
+        undone alone (the batch goes on) unless the backend aborted the whole batch."""
+
+    @abstractmethod
+    def in_transaction(self) -> bool:
+        """Whether a batch is open and still usable (False once the backend aborted it)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the backend's resources; the store is not used afterwards."""
+
+
+__all__ = [
+    "ChannelChange",
+    "ChannelState",
+    "ChannelStates",
+    "DataStore",
+    "IncidentStore",
+    "Outbox",
+    "PostPart",
+    "SourceMarks",
+    "ThreadKey",
+]
