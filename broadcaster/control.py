@@ -14,13 +14,6 @@ from .clock import Clock
 from .components import App
 
 
-class Scheduler(Protocol):
-    """The daemon's job scheduler, as far as the health check looks at it."""
-
-    @property
-    def running(self) -> bool: ...
-
-
 class DaemonControl(Protocol):
     """The daemon as the service shell uses it."""
 
@@ -35,7 +28,8 @@ class DaemonControl(Protocol):
         """The components in service, None before the start and after the stop."""
 
     @property
-    def scheduler(self) -> Scheduler: ...
+    def scheduler_alive(self) -> bool:
+        """Whether the job scheduler (planning, polling) is running."""
 
     @property
     def stopping(self) -> bool:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from .clock import Clock, utcnow
 from .components import App
@@ -128,6 +128,13 @@ class Daemon:
         self.shell = shell
 
     # -- what the service shell may see --------------------------------------------------
+
+    @property
+    def scheduler_alive(self) -> bool:
+        # APScheduler 3 exposes no liveness check: its thread can die while `running` stays
+        # True, so look at the thread too (the scheduler is ours; the field is APScheduler's).
+        thread = getattr(self.scheduler, "_thread", None)
+        return bool(self.scheduler.running) and (thread is None or thread.is_alive())
 
     @property
     def stopping(self) -> bool:

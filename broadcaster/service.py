@@ -70,11 +70,9 @@ def _inspect_locked(daemon: DaemonControl, now: datetime) -> Health:
     if app is None:
         return Health("stopping", ("the service is not running",), now, dry_run=daemon.dry_run)
     reasons: list[str] = []
-    scheduler = daemon.scheduler
-    thread = getattr(scheduler, "_thread", None)
-    if not scheduler.running or (thread is not None and not thread.is_alive()):
+    if not daemon.scheduler_alive:
         reasons.append("the scheduler is not running")
-    alive = {name: w._thread.is_alive() for name, w in app.delivery.workers.items()}
+    alive = {name: w.is_alive() for name, w in app.delivery.workers.items()}
     reasons += [f"the delivery worker of {n} is not running" for n, ok in alive.items() if not ok]
     sources = {s.name: s.last_error for s in app.sources}
     try:

@@ -14,7 +14,7 @@ import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import accumulate, pairwise
 from typing import Any
 
@@ -519,15 +519,18 @@ class _Splitter:
                     break
         return last
 
+    def _fits_at(self, pos: int, cuts: list[int], suffix: str, k: int) -> bool:
+        return self._fits(pos, cuts[k], suffix)
+
     def _hard_cut(self, pos: int, end: int, suffix: str) -> int:
         """Cut a word too long for any part, between grapheme clusters, outside entities."""
-        clusters = [m.end() for m in _GRAPHEME.finditer(self.text, pos, end)]
+        clusters: list[int] = [m.end() for m in _GRAPHEME.finditer(self.text, pos, end)]
         for cuts in ([c for c in clusters if not self._inside_atomic(c)], clusters):
             budget = self._budget(pos, suffix)
             j = bisect_right([self.prefix[c] for c in cuts], budget) - 1
             if j >= 0 and self._fits(pos, cuts[j], suffix):
                 return cuts[j]
-            k = _last_true(0, len(cuts) - 1, lambda k, cuts=cuts: self._fits(pos, cuts[k], suffix))
+            k = _last_true(0, len(cuts) - 1, partial(self._fits_at, pos, cuts, suffix))
             if k is not None:
                 return cuts[k]
         raise ValueError(

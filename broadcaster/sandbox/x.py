@@ -316,8 +316,8 @@ class XSandbox(SandboxServer):
                 signed = OAuthRequest(base + request.target, http_method=request.method)
             except ValueError:
                 return False
-            signed.params = params  # type: ignore[attr-defined]
-            signed.signature = oauth.get("oauth_signature", "")  # type: ignore[attr-defined]
+            signed.params = params
+            signed.signature = oauth.get("oauth_signature", "")
             if oauth_signature.verify_hmac_sha1(
                 signed, account.consumer_secret, account.access_token_secret
             ):
