@@ -27,7 +27,6 @@ from .daemon import Daemon, ReloadError
 from .delivery import Backoff, Budget, ChannelWorker, Delivery
 from .editor import Editor
 from .metrics import Metrics
-from .model import ChannelInfo
 from .notify import Notifier
 from .render import Renderer
 from .service import ServiceShell
@@ -209,7 +208,7 @@ def checked_renderer(config: Config) -> Renderer:
     """
     renderer = Renderer(config.templates_dir, config.timezone)
     problems = renderer.check(
-        [ChannelInfo(name, c.platform, c.language) for name, c in config.channels.items()]
+        [c.info() for c in config.channels.values()]
     )
     if problems:
         raise ReloadError(p for error in problems for p in error.problems)

@@ -140,7 +140,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, list[Incident]]:
 
 
 def _channel_infos(config: Config) -> list[ChannelInfo]:
-    return [ChannelInfo(n, c.platform, c.language) for n, c in config.channels.items()]
+    return [c.info() for c in config.channels.values()]
 
 
 # -- commands --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .logs import register_secret
-from .model import INCIDENT_STATUSES, SEVERITIES
+from .model import INCIDENT_STATUSES, SEVERITIES, ChannelInfo
 from .problems import Problem, ProblemsError
 from .statefile.sourcemap import SourceMap, toml_source_map
 
@@ -92,6 +92,10 @@ class ChannelConfig:
     # a channel whose credentials were refused.
     retry_initial: timedelta = timedelta(seconds=1)
     retry_max: timedelta = timedelta(minutes=5)
+
+    def info(self) -> ChannelInfo:
+        """What templates and the planner know of this channel."""
+        return ChannelInfo(self.name, self.platform, self.language, self.include_url)
 
     def matches(self, severity: str, services: tuple[str, ...], regions: tuple[str, ...]) -> bool:
         """Whether an incident with these attributes belongs on this channel."""

@@ -59,8 +59,7 @@ class Editor:
         self._reported: set[str] = set()
 
     def channel_info(self, name: str) -> ChannelInfo:
-        c = self.config.channels[name]
-        return ChannelInfo(name=name, platform=c.platform, language=c.language)
+        return self.config.channels[name].info()
 
     def ingest(
         self, incidents: Iterable[Incident], now: datetime, *, source: str | None = None

@@ -126,6 +126,8 @@ class FieldRule:
     # whether it only makes sense once the incident is over.
     sample: Any = None
     final_only: bool = False
+    # The incident's status page link: left out of posts on a channel with include_url off.
+    status_link: bool = False
 
     @property
     def always_required(self) -> bool:
@@ -239,7 +241,9 @@ class Incident:
             FieldKind.DATETIME, in_view=False, draft_option="--next-update", draft_order=6
         ),
     )
-    url: str | None = field(default=None, metadata=_rule(FieldKind.URL, sample=_SAMPLE_URL))
+    url: str | None = field(
+        default=None, metadata=_rule(FieldKind.URL, sample=_SAMPLE_URL, status_link=True)
+    )
     resolved_at: datetime | None = field(
         default=None, metadata=_rule(FieldKind.DATETIME, not_before="started_at", final_only=True)
     )
@@ -486,3 +490,4 @@ class ChannelInfo:
     name: str
     platform: str  # "x", "mastodon" or "dryrun"
     language: str
+    include_url: bool = True  # whether posts carry the incident's status page link

@@ -222,7 +222,7 @@ class Renderer:
         previous = snapshot.previous_status
         view = IncidentView(
             {
-                **self._fields_view(incident, language),
+                **self._fields_view(incident, channel),
                 "previous_status": previous,
                 "previous_status_label": (
                     i18n.status_label(previous, language) if previous else None
@@ -241,8 +241,9 @@ class Renderer:
             "timezone": self.timezone.key,
         }
 
-    def _fields_view(self, incident: Incident, language: str) -> dict[str, Any]:
+    def _fields_view(self, incident: Incident, channel: ChannelInfo) -> dict[str, Any]:
         """Each declared field as templates see it, by its kind."""
+        language = channel.language
         view: dict[str, Any] = {}
         for name, rule in INCIDENT_FIELDS.items():
             if not rule.in_view:
@@ -259,7 +260,8 @@ class Renderer:
             elif rule.kind is FieldKind.DATETIME:
                 value = self._local(value)
             elif rule.kind is FieldKind.URL:
-                value = value or None
+                shown = channel.include_url or not rule.status_link
+                value = (value or None) if shown else None
             view[name] = value
             if rule.labelled:
                 view[f"{name}_label"] = _label(name, value, language=language)

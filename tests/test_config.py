@@ -130,3 +130,10 @@ def test_the_drill_config_posts_only_to_local_sandboxes() -> None:
         "http://127.0.0.1:8472",
     }
     assert all(not c.missing_env for c in config.channels.values())
+
+
+def test_include_url_reaches_the_templates_channel_and_defaults_to_true(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD + "include_url = false\n"))
+    assert config.channels["x-en"].info().include_url is False
+    config = load_config(write(tmp_path, GOOD))
+    assert config.channels["x-en"].info().include_url is True

@@ -247,6 +247,27 @@ def test_every_kind_renders_in_both_languages(renderer: Renderer, kind: PostKind
 
 
 @pytest.mark.parametrize("kind", list(PostKind))
+def test_a_channel_with_include_url_off_never_shows_the_status_page_link(
+    renderer: Renderer, kind: PostKind
+):
+    incident, now, next_update, previous = STORY[kind]
+    incident = replace(incident, url=URL)
+    for channel in (X_EN, X_FR):
+        linked = render(renderer, incident, kind, now, next_update, channel, previous)
+        unlinked = render(
+            renderer,
+            incident,
+            kind,
+            now,
+            next_update,
+            replace(channel, include_url=False),
+            previous,
+        )
+        assert URL in linked
+        assert URL not in unlinked and "None" not in unlinked and unlinked == tidy(unlinked)
+
+
+@pytest.mark.parametrize("kind", list(PostKind))
 def test_promise_in_every_non_final_post_and_absent_from_final_ones(
     renderer: Renderer, kind: PostKind
 ):
