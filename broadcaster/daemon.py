@@ -25,6 +25,7 @@ from .components import App
 from .config import Config, load_config
 from .control import Attachment, EventListener
 from .events import EventError, merge
+from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
 from .sources.base import Batch, ServiceStopping
@@ -323,7 +324,7 @@ class Daemon:
             changed = self._apply_event(app, data, origin, source)
             if changed:
                 self.plan()
-            return str(data["id"])
+            return str(data[ID_FIELD])
 
     def plan(self) -> None:
         with self._plan_lock:

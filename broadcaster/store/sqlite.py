@@ -275,7 +275,7 @@ class Store(DataStore):
             return True
         if row["fingerprint"] != fingerprint:
             revision = row["revision"] + 1
-            previous = json.loads(row["data"])["status"]
+            previous = incident_from_json(json.loads(row["data"])).status
             db.execute(
                 "UPDATE incidents SET revision = ?, fingerprint = ?, data = ?, "
                 "changed_at = ?, previous_status = ?, closed = ? WHERE id = ?",
