@@ -6,13 +6,11 @@ import io
 from pathlib import Path
 
 import pytest
-from support import opening
+from support import ROOT, opening
 
 from broadcaster.app import service
 from broadcaster.daemon import Daemon
 from broadcaster.events import EventError, decode
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
