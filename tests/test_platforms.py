@@ -51,9 +51,6 @@ from broadcaster.sandbox.http import Request, Response, SandboxServer
 from broadcaster.store import ChannelState, Store
 from broadcaster.textfit import rule_for
 
-pytest_plugins = ["sandbox_fixtures"]
-
-
 X_EN = XAccount(
     consumer_key="status-app-key",
     consumer_secret="status-app-secret",
