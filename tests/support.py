@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from broadcaster.app import service
 from broadcaster.daemon import Daemon
+from broadcaster.service import ServiceShell
 
 T = TypeVar("T")
 
@@ -127,17 +128,20 @@ class InProcessDryRun:
         self.config.write_text(config)
         (tmp / "state.toml").write_text("")
         self.journal = tmp / "data" / "dry-run.jsonl"
+        self.out = io.StringIO()  # what the dry run prints instead of publishing
         self.daemon: Daemon | None = None
+        self.shell: ServiceShell | None = None
 
     def start(self) -> Daemon:
-        self.daemon = service(self.config, dry_run=True, out=io.StringIO()).daemon
+        built = service(self.config, dry_run=True, out=self.out)
+        self.daemon, self.shell = built.daemon, built.shell
         self.daemon.start()
         return self.daemon
 
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.shutdown()
-            self.daemon = None
+            self.daemon = self.shell = None
 
     def posts(self) -> list[dict[str, Any]]:
         return journal_posts(self.journal)

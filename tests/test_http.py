@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import MASTODON_FR, X_EN, bilingual_opening, config_toml, journal_posts, wait_for
+from support import (
+    MASTODON_FR,
+    X_EN,
+    InProcessDryRun,
+    bilingual_opening,
+    config_toml,
+    wait_for,
+)
 
 from broadcaster import app
-from broadcaster.daemon import Daemon, InstanceLock
-from broadcaster.service import ServiceShell
+from broadcaster.daemon import InstanceLock
 from broadcaster.store import ChannelChange
 
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
@@ -46,17 +52,17 @@ class Response:
         return json.loads(self.body)
 
 
-@dataclass
-class Service:
-    daemon: Daemon
-    shell: ServiceShell
-    config: Path
-    journal: Path
-    out: io.StringIO
-    responses: list[Response]
+class Service(InProcessDryRun):
+    """The daemon in process with its HTTP intake on a free loopback port; every answer it
+    gave is kept."""
+
+    def __init__(self, tmp: Path, config: str) -> None:
+        super().__init__(tmp, config)
+        self.responses: list[Response] = []
 
     @property
     def address(self) -> tuple[str, int]:
+        assert self.shell is not None, "not started"
         address = self.shell.http_address
         assert address is not None
         return address
@@ -86,9 +92,6 @@ class Service:
         body = raw if raw is not None else json.dumps(event).encode()
         return self.request("POST", "/v1/events", body, headers)
 
-    def posts(self) -> list[dict[str, Any]]:
-        return journal_posts(self.journal)
-
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         r = self.request("GET", "/metrics")
         assert r.status == 200
@@ -108,19 +111,13 @@ def metric(values: dict[tuple[str, frozenset], float], name: str, **labels: str)
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    config = tmp_path / "config.toml"
-    config.write_text(config_text())
-    (tmp_path / "state.toml").write_text("")
-    out = io.StringIO()
-    built = app.service(config, dry_run=True, out=out)
-    daemon = built.daemon
-    daemon.start()
-    s = Service(daemon, built.shell, config, tmp_path / "data" / "dry-run.jsonl", out, [])
+    s = Service(tmp_path, config_text())
+    daemon = s.start()
     try:
         yield s
     finally:
         daemon.stop()
-        daemon.shutdown()
+        s.stop()
     # Whatever a test did, no answer ever carried the token.
     for r in s.responses:
         assert TOKEN.encode() not in r.body
@@ -437,13 +434,10 @@ def test_a_listen_address_in_use_fails_the_start(
 def test_no_listener_without_an_http_intake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(config_text().split("[intake.http]")[0])
-    (tmp_path / "state.toml").write_text("")
-    built = app.service(config, dry_run=True, out=io.StringIO())
-    built.daemon.start()
+    run = InProcessDryRun(tmp_path, config_text().split("[intake.http]")[0])
+    run.start()
     try:
-        assert built.shell.http_address is None
-        assert built.shell.inspect().ok
+        assert run.shell is not None and run.shell.http_address is None
+        assert run.shell.inspect().ok
     finally:
-        built.daemon.shutdown()
+        run.stop()

@@ -8,7 +8,6 @@ a real AF_UNIX datagram socket bound by the test, as systemd's would be.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import re
@@ -24,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MASTODON_FR, X_EN, bilingual_opening, config_toml, wait_for
+from support import MASTODON_FR, X_EN, InProcessDryRun, bilingual_opening, config_toml, wait_for
 
-from broadcaster.app import service
 from broadcaster.notify import Notifier, Watchdog
 from broadcaster.sandbox import DEFAULT_MASTODON_ACCOUNT, Faults, MastodonSandbox
 
@@ -198,10 +196,8 @@ def test_the_watchdog_is_withheld_while_a_delivery_worker_is_dead(
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     monkeypatch.setenv("WATCHDOG_USEC", "40000")  # a ping every 20 ms
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
-    (tmp_path / "config.toml").write_text(config_text())
-    (tmp_path / "state.toml").write_text("")
-    daemon = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
-    daemon.start()
+    run = InProcessDryRun(tmp_path, config_text())
+    daemon = run.start()
     try:
         notify.wait(lambda m: m.get("READY") == "1", 5, "READY=1")
         notify.wait(lambda m: m.get("WATCHDOG") == "1", 2, "WATCHDOG=1")
@@ -213,7 +209,7 @@ def test_the_watchdog_is_withheld_while_a_delivery_worker_is_dead(
         notify.quiet_for(0.3, lambda m: m.get("WATCHDOG") == "1")  # 15 intervals, no ping
     finally:
         daemon.stop()
-        daemon.shutdown()
+        run.stop()
     notify.wait(lambda m: m.get("STOPPING") == "1", 1, "STOPPING=1")
     notify.close()
 
