@@ -1,9 +1,9 @@
 """Reusable pytest fixtures for tests that need the X / Mastodon sandboxes.
 
-Load with ``pytest_plugins = ["sandbox_fixtures"]`` (a test module or the root conftest)
-and take the helpers through fixtures too (``make_tweepy``, ``make_mastodon``): importing
-this module from a test module that also loads it as a plugin defeats pytest's assertion
-rewriting for it and earns a warning.
+Loaded for the whole suite by ``conftest.py`` (``pytest_plugins``). Take the helpers
+through fixtures too (``make_tweepy``, ``make_mastodon``): importing this module from a test
+module, while pytest also loads it as a plugin, defeats pytest's assertion rewriting for it
+and earns a warning.
 Every client built here goes through the sandbox; nothing can reach a real host, because
 the tweepy session rebases api.twitter.com / api.x.com onto the sandbox and Mastodon.py
 is given the sandbox URL as its instance.

@@ -9,10 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from broadcaster.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 AT = "2017-11-09T10:35:00+01:00"
 
 

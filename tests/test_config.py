@@ -6,11 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from broadcaster.config import ConfigError, load_config
 from broadcaster.logs import redact
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, text: str) -> Path:

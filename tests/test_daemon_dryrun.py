@@ -13,9 +13,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import (
+    MASTODON_FR,
+    ROOT,
+    X_EN_WITHOUT_SECRETS,
+    config_toml,
+    journal_posts,
+    wait_for,
+    wait_journal_posts,
+)
 
 STATE = """
 [[incidents]]
@@ -30,38 +36,22 @@ message = {{ en = "{message}", fr = "{message} (fr)" }}
 """
 
 
-def config_text(tmp: Path, cadence: str = "1h") -> str:
-    return f"""
-[broadcaster]
-state_file = "state.toml"
-data_dir = "data"
-templates_dir = "{ROOT / "message_templates"}"
-timezone = "Europe/Paris"
-poll_interval = "100ms"
-
+def config_text(cadence: str = "1h") -> str:
+    table = f"""
 [cadence]
 investigating = "{cadence}"
 identified = "{cadence}"
 monitoring = "{cadence}"
 long_incident_interval = "{cadence}"
-
-[channels.x-en]
-platform = "x"
-language = "en"
-consumer_key = "${{UNSET_FOR_DRY_RUN}}"
-
-[channels.mastodon-fr]
-platform = "mastodon"
-language = "fr"
-api_base_url = "https://mastodon.invalid"
 """
+    return config_toml(table, X_EN_WITHOUT_SECRETS, MASTODON_FR)
 
 
 class DryRun:
     def __init__(self, tmp: Path, cadence: str = "1h") -> None:
         self.tmp = tmp
         self.config = tmp / "config.toml"
-        self.config.write_text(config_text(tmp, cadence))
+        self.config.write_text(config_text(cadence))
         self.state = tmp / "state.toml"
         self.journal = tmp / "data" / "dry-run.jsonl"
         self.proc: subprocess.Popen[str] | None = None
@@ -101,13 +91,10 @@ class DryRun:
         return self.proc.returncode, (self.tmp / "stdout.log").read_text(), self.stderr()
 
     def posts(self) -> list[dict]:
-        if not self.journal.exists():
-            return []
-        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
+        return journal_posts(self.journal)
 
     def wait_posts(self, n: int, timeout: float = 10) -> list[dict]:
-        wait_for(lambda: len(self.posts()) >= n, f"{n} posts in dry-run.jsonl", timeout)
-        return self.posts()
+        return wait_journal_posts(self.journal, n, timeout)
 
 
 @pytest.fixture
@@ -288,15 +275,9 @@ def test_the_readme_first_command_shows_bilingual_posts_on_the_shipped_example(
         )
         try:
             journal = tmp_path / "data" / "dry-run.jsonl"
-
-            def posts() -> list[dict]:
-                if not journal.exists():
-                    return []
-                return [json.loads(x) for x in journal.read_text().splitlines() if x]
-
             wait_for(
                 lambda: (
-                    {(p["channel"], p["incident_id"]) for p in posts()}
+                    {(p["channel"], p["incident_id"]) for p in journal_posts(journal)}
                     >= {
                         (c, i)
                         for c in ("x-en", "x-fr", "mastodon-en", "mastodon-fr")
@@ -313,4 +294,4 @@ def test_the_readme_first_command_shows_bilingual_posts_on_the_shipped_example(
     assert shown.count("DRY RUN — not published") >= 8
     # "Prochain point à 14 h" today, "Prochain point le samedi 28 novembre à 0 h" near midnight.
     assert "Prochain point " in shown and "Next update by" in shown
-    assert all(p["length"] <= p["limit"] for p in posts())
+    assert all(p["length"] <= p["limit"] for p in journal_posts(journal))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from broadcaster import planner
 from broadcaster.app import backoff_for, build
@@ -32,7 +33,6 @@ from broadcaster.model import PlannedPost, PostKind, PostState, ThreadState
 from broadcaster.store import Store
 from broadcaster.textfit import LengthRule, rule_for
 
-ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 Outcome = PublishResult | DeliveryError | None

@@ -8,6 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from support import ROOT
 
 from broadcaster.app import default_rule
 from broadcaster.config import load_config
@@ -17,7 +18,6 @@ from broadcaster.render import Renderer
 from broadcaster.sources.file import StateFileSource
 from broadcaster.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2017, 11, 9, 7, 25, tzinfo=PARIS)
 

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from support import opening
+from support import ROOT, InProcessDryRun, opening
 
-from broadcaster.app import service
 from broadcaster.daemon import Daemon
 from broadcaster.events import EventError, decode
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def daemon(tmp_path: Path):
-    (tmp_path / "state.toml").write_text("")
-    (tmp_path / "config.toml").write_text(f"""
+    config = f"""
 [broadcaster]
 state_file = "state.toml"
 templates_dir = "{ROOT / "message_templates"}"
 [channels.x-en]
 platform = "dryrun"
 language = "en"
-""")
-    d = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
-    d.start()
-    yield d
-    d.shutdown()
+"""
+    run = InProcessDryRun(tmp_path, config)
+    yield run.start()
+    run.stop()
 
 
 def status(daemon: Daemon) -> str:
@@ -60,8 +54,7 @@ def test_concurrent_polls_apply_each_spooled_event_once(tmp_path: Path) -> None:
     import json
     import threading
 
-    (tmp_path / "state.toml").write_text("")
-    (tmp_path / "config.toml").write_text(f"""
+    config = f"""
 [broadcaster]
 state_file = "state.toml"
 templates_dir = "{ROOT / "message_templates"}"
@@ -71,9 +64,9 @@ platform = "dryrun"
 language = "en"
 [intake.spool]
 directory = "spool"
-""")
-    d = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
-    d.start()
+"""
+    run = InProcessDryRun(tmp_path, config)
+    d = run.start()
     try:
         incoming = tmp_path / "spool" / "incoming"
         events = [opening()] + [
@@ -97,4 +90,4 @@ directory = "spool"
         snapshot = d.app.store.snapshot("sbg-power")
         assert snapshot is not None and snapshot.revision == len(events)
     finally:
-        d.shutdown()
+        run.stop()

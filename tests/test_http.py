@@ -14,57 +14,32 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
+from support import (
+    MASTODON_FR,
+    X_EN,
+    InProcessDryRun,
+    bilingual_opening,
+    config_toml,
+    wait_for,
+)
 
 from broadcaster import app
-from broadcaster.daemon import Daemon, InstanceLock
-from broadcaster.service import ServiceShell
+from broadcaster.daemon import InstanceLock
 from broadcaster.store import ChannelChange
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
 TOKEN_VAR = "BROADCASTER_TEST_INTAKE_TOKEN"
 
 
 def config_text(listen: str = "127.0.0.1:0", max_body: int = 4096, extra: str = "") -> str:
-    return f"""
-[broadcaster]
-state_file = "state.toml"
-data_dir = "data"
-templates_dir = "{ROOT / "message_templates"}"
-timezone = "Europe/Paris"
-poll_interval = "100ms"
-
-[channels.x-en]
-platform = "x"
-language = "en"
-
-[channels.mastodon-fr]
-platform = "mastodon"
-language = "fr"
-api_base_url = "https://mastodon.invalid"
-
+    intake = f"""
 [intake.http]
 listen = "{listen}"
 token = "${{{TOKEN_VAR}}}"
 max_body = {max_body}
 {extra}
 """
-
-
-def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
-    started = datetime.now(UTC) - timedelta(minutes=10)
-    return {
-        "id": incident_id,
-        "title": {"en": "Power outage in Strasbourg", "fr": "Coupure électrique à Strasbourg"},
-        "status": "investigating",
-        "severity": "critical",
-        "services": ["VPS"],
-        "regions": ["SBG"],
-        "started_at": started.isoformat(timespec="seconds"),
-        "message": {"en": "Power lost on both feeds", "fr": "Courant perdu sur les deux arrivées"},
-        **changes,
-    }
+    return config_toml(X_EN, MASTODON_FR, intake)
 
 
 @dataclass
@@ -77,17 +52,17 @@ class Response:
         return json.loads(self.body)
 
 
-@dataclass
-class Service:
-    daemon: Daemon
-    shell: ServiceShell
-    config: Path
-    journal: Path
-    out: io.StringIO
-    responses: list[Response]
+class Service(InProcessDryRun):
+    """The daemon in process with its HTTP intake on a free loopback port; every answer it
+    gave is kept."""
+
+    def __init__(self, tmp: Path, config: str) -> None:
+        super().__init__(tmp, config)
+        self.responses: list[Response] = []
 
     @property
     def address(self) -> tuple[str, int]:
+        assert self.shell is not None, "not started"
         address = self.shell.http_address
         assert address is not None
         return address
@@ -117,11 +92,6 @@ class Service:
         body = raw if raw is not None else json.dumps(event).encode()
         return self.request("POST", "/v1/events", body, headers)
 
-    def posts(self) -> list[dict[str, Any]]:
-        if not self.journal.exists():
-            return []
-        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
-
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         r = self.request("GET", "/metrics")
         assert r.status == 200
@@ -141,19 +111,13 @@ def metric(values: dict[tuple[str, frozenset], float], name: str, **labels: str)
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    config = tmp_path / "config.toml"
-    config.write_text(config_text())
-    (tmp_path / "state.toml").write_text("")
-    out = io.StringIO()
-    built = app.service(config, dry_run=True, out=out)
-    daemon = built.daemon
-    daemon.start()
-    s = Service(daemon, built.shell, config, tmp_path / "data" / "dry-run.jsonl", out, [])
+    s = Service(tmp_path, config_text())
+    daemon = s.start()
     try:
         yield s
     finally:
         daemon.stop()
-        daemon.shutdown()
+        s.stop()
     # Whatever a test did, no answer ever carried the token.
     for r in s.responses:
         assert TOKEN.encode() not in r.body
@@ -164,7 +128,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
 
 
 def test_a_good_event_is_committed_then_posted(service: Service) -> None:
-    r = service.post(opening())
+    r = service.post(bilingual_opening())
     assert r.status == 202
     assert r.json() == {"id": "sbg-power", "status": "accepted"}
     # 202 means committed: the incident is in the store before the answer left.
@@ -192,11 +156,11 @@ def test_the_bearer_token_is_required(service: Service) -> None:
         {"Authorization": f"Basic {TOKEN}"},
         {"Authorization": "Bearer"},
     ):
-        r = service.request("POST", "/v1/events", json.dumps(opening()).encode(), headers)
+        r = service.request("POST", "/v1/events", json.dumps(bilingual_opening()).encode(), headers)
         assert r.status == 401, headers
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
         assert r.json()["errors"][0]["message"]
-    wrong = service.post(opening(), token="not-the-token-at-all")
+    wrong = service.post(bilingual_opening(), token="not-the-token-at-all")
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
     assert service.daemon.app is not None
     assert service.daemon.app.store.snapshot("sbg-power") is None, "nothing was applied"
@@ -211,7 +175,7 @@ def test_invalid_json_and_non_objects_are_400(service: Service) -> None:
 
 
 def test_a_refused_event_is_422_with_the_field(service: Service) -> None:
-    r = service.post(opening(status="fixed"))
+    r = service.post(bilingual_opening(status="fixed"))
     assert r.status == 422
     (error,) = r.json()["errors"]
     assert error["field"] == "status" and "fixed" in error["message"]
@@ -223,12 +187,12 @@ def test_a_refused_event_is_422_with_the_field(service: Service) -> None:
     assert service.daemon.app.store.snapshots() == [], "nothing half-applied"
 
     # A value quoted back in an error never echoes the token, even when that is the value.
-    r = service.post(opening(status=TOKEN))
+    r = service.post(bilingual_opening(status=TOKEN))
     assert r.status == 422 and "***" in r.json()["errors"][0]["message"]
 
 
 def test_bodies_over_the_limit_or_without_a_length_are_refused(service: Service) -> None:
-    big = opening(message="x" * 5000)  # max_body is 4096
+    big = bilingual_opening(message="x" * 5000)  # max_body is 4096
     r = service.post(big)
     assert r.status == 413
     assert "4096" in r.json()["errors"][0]["message"]
@@ -247,7 +211,7 @@ def test_bodies_over_the_limit_or_without_a_length_are_refused(service: Service)
     assert service.post(big, token=None).status == 401
 
     # Chunked bodies could stream past the limit: a length is required.
-    chunks = iter([json.dumps(opening()).encode()])
+    chunks = iter([json.dumps(bilingual_opening()).encode()])
     r = service.request(
         "POST",
         "/v1/events",
@@ -330,7 +294,7 @@ def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:
     service.daemon.stop()  # what SIGTERM does, before the shutdown closes the listener
     r = service.request("GET", "/healthz")
     assert r.status == 503 and r.json()["status"] == "stopping"
-    r = service.post(opening())
+    r = service.post(bilingual_opening())
     assert r.status == 503 and r.headers["Retry-After"]
     address = service.address
     service.daemon.shutdown()
@@ -343,9 +307,9 @@ def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:
 
 
 def test_metrics_after_a_scripted_run(service: Service) -> None:
-    assert service.post(opening()).status == 202
+    assert service.post(bilingual_opening()).status == 202
     assert service.post({"id": "sbg-power", "status": "identified"}).status == 202
-    assert service.post(opening("rbx-network", severity="minor")).status == 202
+    assert service.post(bilingual_opening("rbx-network", severity="minor")).status == 202
     assert service.post({"id": "sbg-power", "status": "fixed"}).status == 422
     wait_for(lambda: len(service.posts()) >= 6, "6 dry-run posts", 5)
 
@@ -382,7 +346,7 @@ def test_metrics_after_a_scripted_run(service: Service) -> None:
 def test_metrics_show_a_pause_and_an_overdue_promise(service: Service) -> None:
     app = service.daemon.app
     assert app is not None
-    assert service.post(opening()).status == 202
+    assert service.post(bilingual_opening()).status == 202
     wait_for(lambda: len(service.posts()) >= 2, "the opening posts", 5)
     # A rate-limit pause, as the delivery worker records it.
     until = datetime.now(UTC) + timedelta(minutes=10)
@@ -418,8 +382,8 @@ def test_reload_rotates_the_token_and_counts_refused_reloads(
     new_token = "rotated-token-8d41f0a9c3e2b7d5"
     monkeypatch.setenv(TOKEN_VAR, new_token)
     assert service.shell.reload() is True
-    assert service.post(opening(), token=TOKEN).status == 401
-    assert service.post(opening(), token=new_token).status == 202
+    assert service.post(bilingual_opening(), token=TOKEN).status == 401
+    assert service.post(bilingual_opening(), token=new_token).status == 202
 
     good = service.config.read_text()
     service.config.write_text(good.replace('language = "fr"', 'language = "french"'))
@@ -470,13 +434,10 @@ def test_a_listen_address_in_use_fails_the_start(
 def test_no_listener_without_an_http_intake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(config_text().split("[intake.http]")[0])
-    (tmp_path / "state.toml").write_text("")
-    built = app.service(config, dry_run=True, out=io.StringIO())
-    built.daemon.start()
+    run = InProcessDryRun(tmp_path, config_text().split("[intake.http]")[0])
+    run.start()
     try:
-        assert built.shell.http_address is None
-        assert built.shell.inspect().ok
+        assert run.shell is not None and run.shell.http_address is None
+        assert run.shell.inspect().ok
     finally:
-        built.daemon.shutdown()
+        run.stop()

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import requests
+from support import ROOT, wait_for
 
 from broadcaster.app import App, build
 from broadcaster.channels.base import PublishRequest, RateLimited, TransientError
@@ -49,10 +50,6 @@ from broadcaster.sandbox import (
 from broadcaster.sandbox.http import Request, Response, SandboxServer
 from broadcaster.store import ChannelState, Store
 from broadcaster.textfit import rule_for
-
-pytest_plugins = ["sandbox_fixtures"]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 X_EN = XAccount(
     consumer_key="status-app-key",
@@ -91,18 +88,6 @@ LONG_FR = (
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def incident(
@@ -232,7 +217,7 @@ class Harness:
         return self.store.posts(channel=channel, states=(PostState.PENDING, PostState.SENDING))
 
     def settle(self, timeout: float = 10.0, channel: str | None = None) -> None:
-        wait_until(lambda: not self.undelivered(channel), timeout, "every post to be delivered")
+        wait_for(lambda: not self.undelivered(channel), "every post to be delivered", timeout)
 
     def channel_state(self, channel: str) -> ChannelState:
         return self.store.channel_state(channel)
@@ -627,7 +612,7 @@ class DaemonProcess:
             assert self.alive(), "the daemon died:\n" + self.log_path.read_text()[-3000:]
             return self.sent() >= n
 
-        wait_until(enough, timeout, f"{n} posts sent")
+        wait_for(enough, f"{n} posts sent", timeout)
         return self.sent()
 
 
@@ -683,7 +668,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(tmp_path: Path, serve
             )[0]
             return open_posts == 0 and closings == len(ids) * len(accounts)
 
-        wait_until(finished, 30, "every thread closed and delivered")
+        wait_for(finished, "every thread closed and delivered", 30)
         assert daemon.stop() == 0
     finally:
         if daemon.alive():
@@ -735,7 +720,7 @@ def test_a_platform_that_is_down_does_not_delay_the_other(servers, harness, outa
     remote = {p.id: p for p in x.posts()}
     delays = [remote[p.remote_id].created_at - p.planned_at.timestamp() for p in sent]
     assert len(sent) == 3 and max(delays) < 0.5, f"X posts delayed: {delays}"
-    wait_until(lambda: h.channel_state("mastodon-en").last_error, 5, "Mastodon failing")
+    wait_for(lambda: h.channel_state("mastodon-en").last_error, "Mastodon failing", 5)
     assert h.undelivered("mastodon-en"), "Mastodon was down, yet its posts went out?"
 
     if outage != "stopped":
@@ -816,10 +801,10 @@ def test_a_429_pauses_the_channel_until_the_reset_and_updates_are_coalesced_mean
         a.server.faults.rate_limit_next(1)  # the next request: the opening of "d"
 
     h.publish(incident("d"))
-    wait_until(
+    wait_for(
         lambda: all(h.channel_state(a.name).paused_until for a in accounts),
-        5,
         "both channels to pause",
+        5,
     )
     for n in (1, 2, 3):
         h.publish(incident("a", status="identified", en=f"Update {n}.", fr=f"Point {n}."))
@@ -911,10 +896,10 @@ def test_refused_credentials_make_the_channel_unhealthy_until_fixed(
         x.server.refusal = X_REFUSALS[x_status]
     m.server.refusal = MASTODON_REFUSALS[mastodon_status]
     h.publish(incident(status="identified", en="Generators failed.", fr="Groupes en panne."))
-    wait_until(
+    wait_for(
         lambda: not any(h.channel_state(a.name).healthy for a in (x, m)),
-        5,
         "both channels to be marked unhealthy",
+        5,
     )
     status = h.status_json()
     for a, code in ((x, x_status), (m, mastodon_status)):

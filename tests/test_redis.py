@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -12,13 +11,10 @@ from typing import Any
 
 import pytest
 from redis_server import RedisServer
-from support import dry_run_config, opening, wait_for
+from support import InProcessDryRun, dry_run_config, opening, wait_for
 
-from broadcaster.app import service
-from broadcaster.daemon import Daemon
 from broadcaster.sources.redis import RedisStreamSource
 
-ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Power outage in Strasbourg"
 STREAM = "broadcaster:events"  # the default: no stream key in the config below
 DEAD = f"{STREAM}:dead"
@@ -31,7 +27,7 @@ def config_text(url: str, consumer: str, claim_idle: str = "30s") -> str:
     )
 
 
-class Harness:
+class Harness(InProcessDryRun):
     """A dry-run daemon, in process, reading the stream as one consumer of the group."""
 
     def __init__(
@@ -41,24 +37,9 @@ class Harness:
         consumer: str = "broadcaster-1",
         claim_idle: str = "30s",
     ) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, config_text(server.url, consumer, claim_idle))
         self.server = server
-        self.config = tmp / "config.toml"
-        self.config.write_text(config_text(server.url, consumer, claim_idle))
-        (tmp / "state.toml").write_text("")
-        self.journal = tmp / "data" / "dry-run.jsonl"
         self.redis = server.client()
-        self.daemon: Daemon | None = None
-
-    def start(self) -> Daemon:
-        self.daemon = service(self.config, dry_run=True, out=io.StringIO()).daemon
-        self.daemon.start()
-        return self.daemon
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.shutdown()
-            self.daemon = None
 
     @property
     def source(self) -> RedisStreamSource:
@@ -77,15 +58,6 @@ class Harness:
     def snapshot(self, incident_id: str = "sbg-power"):
         assert self.daemon is not None and self.daemon.app is not None
         return self.daemon.app.store.snapshot(incident_id)
-
-    def posts(self) -> list[dict[str, Any]]:
-        if not self.journal.exists():
-            return []
-        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
-
-    def wait_posts(self, n: int, timeout: float = 5) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.posts()) >= n, f"{n} post(s) in dry-run.jsonl", timeout)
-        return self.posts()
 
 
 @pytest.fixture

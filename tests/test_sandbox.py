@@ -32,8 +32,6 @@ from broadcaster.sandbox import (
     status_length,
 )
 
-pytest_plugins = ["sandbox_fixtures"]
-
 A = DEFAULT_X_ACCOUNT
 CLIENT_TIMEOUT = 0.5
 FakeClock = Callable[[], float]  # sandbox_fixtures.FakeClock, which also has .advance()

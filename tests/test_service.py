@@ -8,7 +8,6 @@ a real AF_UNIX datagram socket bound by the test, as systemd's would be.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import re
@@ -20,62 +19,27 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
+from support import MASTODON_FR, X_EN, InProcessDryRun, bilingual_opening, config_toml, wait_for
 
-from broadcaster.app import service
 from broadcaster.notify import Notifier, Watchdog
 from broadcaster.sandbox import DEFAULT_MASTODON_ACCOUNT, Faults, MastodonSandbox
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "service-token-0f3a9b1c7e5d2468"
 TOKEN_VAR = "BROADCASTER_TEST_INTAKE_TOKEN"
 LISTENING = re.compile(r"HTTP intake listening on http://([\d.]+):(\d+)")
 
 
-def config_text(channels: str | None = None) -> str:
-    channels = (
-        channels
-        or """
-[channels.x-en]
-platform = "x"
-language = "en"
-
-[channels.mastodon-fr]
-platform = "mastodon"
-language = "fr"
-api_base_url = "https://mastodon.invalid"
-"""
-    )
-    return f"""
-[broadcaster]
-state_file = "state.toml"
-data_dir = "data"
-templates_dir = "{ROOT / "message_templates"}"
-timezone = "Europe/Paris"
-poll_interval = "100ms"
-{channels}
+def config_text(channels: str = X_EN + MASTODON_FR) -> str:
+    intake = f"""
 [intake.http]
 listen = "127.0.0.1:0"
 token = "${{{TOKEN_VAR}}}"
 """
-
-
-def opening(incident_id: str = "sbg-power", **changes: Any) -> dict[str, Any]:
-    started = datetime.now(UTC) - timedelta(minutes=10)
-    return {
-        "id": incident_id,
-        "title": {"en": "Power outage in Strasbourg", "fr": "Coupure électrique à Strasbourg"},
-        "status": "investigating",
-        "severity": "critical",
-        "started_at": started.isoformat(timespec="seconds"),
-        "message": {"en": "Power lost on both feeds", "fr": "Courant perdu sur les deux arrivées"},
-        **changes,
-    }
+    return config_toml(channels, intake)
 
 
 def request(
@@ -232,10 +196,8 @@ def test_the_watchdog_is_withheld_while_a_delivery_worker_is_dead(
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     monkeypatch.setenv("WATCHDOG_USEC", "40000")  # a ping every 20 ms
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
-    (tmp_path / "config.toml").write_text(config_text())
-    (tmp_path / "state.toml").write_text("")
-    daemon = service(tmp_path / "config.toml", dry_run=True, out=io.StringIO()).daemon
-    daemon.start()
+    run = InProcessDryRun(tmp_path, config_text())
+    daemon = run.start()
     try:
         notify.wait(lambda m: m.get("READY") == "1", 5, "READY=1")
         notify.wait(lambda m: m.get("WATCHDOG") == "1", 2, "WATCHDOG=1")
@@ -247,7 +209,7 @@ def test_the_watchdog_is_withheld_while_a_delivery_worker_is_dead(
         notify.quiet_for(0.3, lambda m: m.get("WATCHDOG") == "1")  # 15 intervals, no ping
     finally:
         daemon.stop()
-        daemon.shutdown()
+        run.stop()
     notify.wait(lambda m: m.get("STOPPING") == "1", 1, "STOPPING=1")
     notify.close()
 
@@ -291,7 +253,7 @@ timeout = "1s"
         daemon.start()
         try:
             address = daemon.address()
-            assert request(address, "POST", "/v1/events", opening())[0] == 202
+            assert request(address, "POST", "/v1/events", bilingual_opening())[0] == 202
             wait_for(lambda: len(sandbox.posts()) == 1, "the post to reach the platform", 5)
             update = {"id": "sbg-power", "status": "identified", "message": "Generator failed"}
             assert request(address, "POST", "/v1/events", update)[0] == 202
@@ -327,12 +289,12 @@ def test_the_intake_token_never_reaches_logs_or_answers(short_tmp: Path) -> None
     try:
         address = daemon.address()
         for body, token in (
-            (opening(), None),
-            (opening(), TOKEN[:-1] + "0"),
-            (opening(), f"{TOKEN} {TOKEN}"),
-            (opening(status=TOKEN), TOKEN),  # refused, and the refusal quotes the value
+            (bilingual_opening(), None),
+            (bilingual_opening(), TOKEN[:-1] + "0"),
+            (bilingual_opening(), f"{TOKEN} {TOKEN}"),
+            (bilingual_opening(status=TOKEN), TOKEN),  # refused, and the refusal quotes the value
             ({"id": TOKEN}, TOKEN),
-            (opening(), TOKEN),
+            (bilingual_opening(), TOKEN),
         ):
             status, headers, answer = request(address, "POST", "/v1/events", body, token)
             answers += [headers.encode(), answer]

@@ -2,51 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import dry_run_config, opening, wait_for
+from support import InProcessDryRun, dry_run_config, opening, wait_for
 
-from broadcaster.app import service
-from broadcaster.daemon import Daemon
 from broadcaster.sources.spool import SpoolSource
 
-ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Power outage in Strasbourg"
 
 
-def config_text(intake: str) -> str:
-    return dry_run_config(intake)
-
-
-class Harness:
+class Harness(InProcessDryRun):
     """A dry-run daemon, in process, fed by a spool directory."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, dry_run_config('[intake.spool]\ndirectory = "spool"'))
         self.spool = tmp / "spool"
         self.incoming = self.spool / "incoming"
         self.done = self.spool / "done"
         self.rejected = self.spool / "rejected"
-        self.config = tmp / "config.toml"
-        self.config.write_text(config_text('[intake.spool]\ndirectory = "spool"'))
-        (tmp / "state.toml").write_text("")
-        self.journal = tmp / "data" / "dry-run.jsonl"
-        self.daemon: Daemon | None = None
-
-    def start(self) -> Daemon:
-        self.daemon = service(self.config, dry_run=True, out=io.StringIO()).daemon
-        self.daemon.start()
-        return self.daemon
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.shutdown()
-            self.daemon = None
 
     def drop(self, name: str, event: dict[str, Any] | str) -> Path:
         """Write as a well-behaved producer does: a temporary name, then an atomic rename."""
@@ -57,15 +34,6 @@ class Harness:
         path = self.incoming / name
         part.rename(path)
         return path
-
-    def posts(self) -> list[dict[str, Any]]:
-        if not self.journal.exists():
-            return []
-        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
-
-    def wait_posts(self, n: int, timeout: float = 5) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.posts()) >= n, f"{n} post(s) in dry-run.jsonl", timeout)
-        return self.posts()
 
     def names(self, directory: Path) -> list[str]:
         return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
