@@ -207,9 +207,7 @@ def checked_renderer(config: Config) -> Renderer:
     Raises ``ReloadError`` otherwise: better the old config than silence.
     """
     renderer = Renderer(config.templates_dir, config.timezone)
-    problems = renderer.check(
-        [c.info() for c in config.channels.values()]
-    )
+    problems = renderer.check([c.info() for c in config.channels.values()])
     if problems:
         raise ReloadError(p for error in problems for p in error.problems)
     return renderer

@@ -373,9 +373,11 @@ class Store(DataStore):
         with self.transaction() as db:
             superseded = list(supersedes)
             if superseded:
+                # Only what is still pending: a part already handed to the platform may be
+                # published, and must stay visible to the look-up before any re-send.
                 db.executemany(
-                    "UPDATE posts SET state = ? WHERE key = ?",
-                    [(PostState.SUPERSEDED.value, k) for k in superseded],
+                    "UPDATE posts SET state = ? WHERE key = ? AND state = ?",
+                    [(PostState.SUPERSEDED.value, k, PostState.PENDING.value) for k in superseded],
                 )
             for index, (text, length, limit) in enumerate(parts, start=1):
                 key = planned.key(index)
