@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import jinja2
 from benchlib import (
     TEMPLATES,
     Figure,
@@ -64,7 +65,7 @@ import broadcaster.planner as planner_module
 from broadcaster.app import default_rule
 from broadcaster.config import Config, load_config
 from broadcaster.editor import Editor, Recorded
-from broadcaster.model import Incident, IncidentKind, Localized, PostKind, Snapshot
+from broadcaster.model import Incident, IncidentKind, Localized, PostKind, PostState, Snapshot
 from broadcaster.render import Renderer
 from broadcaster.store import Store
 from broadcaster.textfit import LengthRule
@@ -194,9 +195,12 @@ def make_editor(config: Config, store: Store, renderer: Renderer) -> Editor:
 
 
 def mark_all_sent(store: Store, at: datetime) -> None:
-    """As if delivery had caught up: one statement, not part of anything timed."""
-    with store.transaction() as db:
-        db.execute("UPDATE posts SET state = 'sent', sent_at = ?", (at.isoformat(),))
+    """As if delivery had caught up, through the outbox's own contract (``mark_sending``
+    then ``mark_sent``, as a worker does), in one batch; not part of anything timed."""
+    with store.batch():
+        for post in store.posts(states=(PostState.PENDING,)):
+            if store.mark_sending(post.key):
+                store.mark_sent(post.key, f"bench-{post.key}", None, at)
 
 
 def latest_promise(store: Store) -> datetime:
@@ -215,26 +219,44 @@ class RenderJob:
     snapshot: Snapshot
     recorded: Recorded
     channel: Any
-    template: Any
+    template: jinja2.Template
     context: dict[str, Any]
+
+
+@contextlib.contextmanager
+def jinja_calls() -> Iterator[list[tuple[jinja2.Template, dict[str, Any]]]]:
+    """Each ``jinja2.Template.render(context)`` made meanwhile: the compiled template and
+    the context, exactly as the renderer handed them to Jinja2. ``Renderer`` offers no
+    public way to its compiled templates, so the baseline watches Jinja2's public method
+    rather than reach into the renderer (capturing is not timed)."""
+    calls: list[tuple[jinja2.Template, dict[str, Any]]] = []
+    render = jinja2.Template.render
+
+    def watched(template: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+        calls.append((template, dict(*args, **kwargs)))
+        return render(template, *args, **kwargs)
+
+    with mock.patch.object(jinja2.Template, "render", watched):
+        yield calls
 
 
 def capture_jobs(
     editor: Editor, snapshots: dict[str, Snapshot], recorded: list[Recorded]
 ) -> list[RenderJob]:
+    """Render each recorded post once more through ``Renderer.render`` and keep what it
+    gave Jinja2, so the baseline repeats exactly those renders."""
     renderer = editor.renderer
-    templates: dict[tuple[str, PostKind], Any] = {}
     jobs = []
-    for item in recorded:
-        post = item.post
-        channel = editor.channel_info(post.channel)
-        template = templates.get((post.channel, post.kind))
-        if template is None:  # looked up once per channel and kind: capturing is not timed
-            path = renderer.template_path(channel.language, channel.platform, post.kind)
-            template = templates[post.channel, post.kind] = renderer._load(channel.language, path)
-        snapshot = snapshots[post.incident_id]
-        context = renderer.context(snapshot, post, channel, post.planned_at)
-        jobs.append(RenderJob(snapshot, item, channel, template, context))
+    with jinja_calls() as calls:
+        for item in recorded:
+            post = item.post
+            channel = editor.channel_info(post.channel)
+            snapshot = snapshots[post.incident_id]
+            seen = len(calls)
+            renderer.render(snapshot, post, channel, post.planned_at)
+            assert len(calls) == seen + 1, "one Jinja2 render per post"
+            template, context = calls[-1]
+            jobs.append(RenderJob(snapshot, item, channel, template, context))
     return jobs
 
 
