@@ -9,6 +9,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 ALL_LANGUAGES = "*"
@@ -338,17 +339,31 @@ class Incident:
     def from_json(cls, data: Mapping[str, Any]) -> Incident:
         """The incident :meth:`to_json` wrote."""
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            rule = f.metadata.get("rule")
-            if rule is None:
-                continue
-            value = _from_json(rule.kind, data.get(f.name))
-            if value is None and f.default is not MISSING:
-                value = f.default
-            elif value is None and rule.kind is FieldKind.LOCALIZED:
-                value = Localized({})  # a required text stored empty reads back empty
-            values[f.name] = value
+        for name, kind, default in _json_readers():
+            value = _from_json(kind, data.get(name))
+            if value is None:
+                value = default
+            values[name] = value
         return cls(**values, origin=data.get("origin", ""))
+
+
+@lru_cache(maxsize=1)
+def _json_readers() -> tuple[tuple[str, FieldKind, Any], ...]:
+    """(name, kind, value when absent) per declared field, worked out once: the store reads
+    every active incident on each plan."""
+    readers = []
+    for f in fields(Incident):
+        rule = f.metadata.get("rule")
+        if rule is None:
+            continue
+        if f.default is not MISSING:
+            absent = f.default
+        elif rule.kind is FieldKind.LOCALIZED:
+            absent = Localized({})  # a required text stored empty reads back empty
+        else:
+            absent = None
+        readers.append((f.name, rule.kind, absent))
+    return tuple(readers)
 
 
 def _to_json(kind: FieldKind, value: Any) -> Any:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import re
 import traceback
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, make_dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,29 +75,24 @@ class TemplateError(ProblemsError[TemplateProblem]):
         super().__init__([TemplateProblem(path, line, message)])
 
 
-class IncidentView:
-    """The incident as templates see it: texts in the channel's language, times local.
+def _view_names() -> list[str]:
+    names: list[str] = []
+    for name, rule in INCIDENT_FIELDS.items():
+        if rule.in_view:
+            names.append(name)
+            if rule.labelled:
+                names.append(f"{name}_label")
+    return [*names, "previous_status", "previous_status_label"]
 
-    One attribute per declared incident field (``model.Incident``), ``<field>_label`` for a
-    labelled one, and ``previous_status`` (with its label). Read-only.
-    """
 
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        object.__setattr__(self, "_values", dict(values))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is read-only")
-
-    def __repr__(self) -> str:
-        return f"IncidentView({self._values!r})"
+# The incident as templates see it: texts in the channel's language, times local. One
+# attribute per declared incident field (``model.Incident``), ``<field>_label`` for a
+# labelled one, and ``previous_status`` (with its label). Read-only. Generated from the
+# schema as a slotted dataclass, not a ``__getattr__`` over a dict: templates read these
+# attributes on every post, and the sandbox makes a missed lookup expensive.
+IncidentView = make_dataclass(
+    "IncidentView", [(name, Any) for name in _view_names()], frozen=True, slots=True
+)
 
 
 @dataclass(frozen=True)
@@ -221,13 +216,9 @@ class Renderer:
         elapsed = max(between(started, ended or local_now), timedelta(0))
         previous = snapshot.previous_status
         view = IncidentView(
-            {
-                **self._fields_view(incident, channel),
-                "previous_status": previous,
-                "previous_status_label": (
-                    i18n.status_label(previous, language) if previous else None
-                ),
-            }
+            **self._fields_view(incident, channel),
+            previous_status=previous,
+            previous_status_label=i18n.status_label(previous, language) if previous else None,
         )
         promised = None if post.kind.is_final else post.next_update_at
         return {
