@@ -36,7 +36,7 @@ MIN_PROMISE = timedelta(seconds=1)
 
 ThreadTail = Sequence[OutboxPost]
 """What the outbox holds of one thread that a new post can change: every unsent part
-(pending or sending) and the latest sent part, in planned order (``Store.thread_tail``)."""
+(pending or sending) and the latest sent part, in planned order (``DataStore.thread_tail``)."""
 
 
 def _no_tail(incident_id: str, channel: str) -> ThreadTail:
