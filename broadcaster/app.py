@@ -33,7 +33,7 @@ from .service import ServiceShell
 from .sources.base import PullSource
 from .sources.file import StateFileSource
 from .sources.http import HttpIntake
-from .store import ChannelChange, Store
+from .store import ChannelChange, DataStore, Store
 from .textfit import LengthRule, rule_for
 
 __all__ = ["App", "Assembly", "Service", "build", "service"]
@@ -121,7 +121,7 @@ def build(
     dry_run: bool,
     out: TextIO | None = None,
     clock: Clock = utcnow,
-    store: Store | None = None,
+    store: DataStore | None = None,
     backoff: Backoff | None = None,
     renderer: Renderer | None = None,
 ) -> App:

@@ -13,7 +13,7 @@ from .delivery import Delivery
 from .editor import Editor
 from .render import Renderer
 from .sources.base import PullSource
-from .store import Store
+from .store import DataStore
 
 log = logging.getLogger("broadcaster.app")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("broadcaster.app")
 @dataclass
 class App:
     config: Config
-    store: Store
+    store: DataStore
     renderer: Renderer
     editor: Editor
     channels: dict[str, Channel]

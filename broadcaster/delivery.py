@@ -28,7 +28,8 @@ from .channels.base import (
 )
 from .clock import Clock, utcnow
 from .model import OutboxPost, PostState
-from .store import ChannelChange, Store
+from .planner import reply_target
+from .store import ChannelChange, DataStore
 
 log = logging.getLogger("broadcaster.delivery")
 
@@ -75,7 +76,7 @@ class ChannelWorker:
     def __init__(
         self,
         channel: Channel,
-        store: Store,
+        store: DataStore,
         *,
         clock: Clock = utcnow,
         backoff: Backoff | None = None,
@@ -163,7 +164,8 @@ class ChannelWorker:
             )
             if slot is not None:
                 return (slot - now).total_seconds()
-        parent = self.store.parent_of(post)
+        planned = self.store.post(post.reply_to_key) if post.reply_to_key else None
+        parent = reply_target(planned, self.store.latest_sent_before(post))
         root = self.store.thread_root(post.incident_id, post.channel)
         request = PublishRequest(
             post=post,

@@ -20,7 +20,7 @@ from . import planner
 from .config import Config
 from .model import ChannelInfo, Incident, PlannedPost, Snapshot
 from .render import Renderer, TemplateError
-from .store import Store
+from .store import DataStore
 from .textfit import LengthRule, split
 
 log = logging.getLogger("broadcaster.editor")
@@ -46,7 +46,7 @@ class Recorded:
 class Editor:
     def __init__(
         self,
-        store: Store,
+        store: DataStore,
         renderer: Renderer,
         config: Config,
         rules: Mapping[str, LengthRule],

@@ -14,7 +14,7 @@ from typing import Any
 
 from .model import ID_FIELD, Incident
 from .statefile import Problem, StateFileError, parse_incident
-from .store import Store
+from .store import DataStore
 
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -55,7 +55,7 @@ def decode(raw: bytes | str, *, origin: str) -> dict[str, Any]:
 
 
 def merge(
-    store: Store, event: Mapping[str, Any], *, origin: str, languages: Collection[str] = ()
+    store: DataStore, event: Mapping[str, Any], *, origin: str, languages: Collection[str] = ()
 ) -> Incident:
     """The incident this event describes once applied to what the store knows."""
     incident_id = event.get(ID_FIELD)

@@ -293,17 +293,6 @@ class Incident:
 
         return (self.status, lz(self.message), lz(self.cause), lz(self.workaround))
 
-    def languages_missing(self, language: str) -> list[str]:
-        """Names of the text fields that have no text in ``language``."""
-        missing = []
-        for name, rule in INCIDENT_FIELDS.items():
-            if rule.kind is not FieldKind.LOCALIZED:
-                continue
-            value: Localized | None = getattr(self, name)
-            if value is not None and not value.covers(language):
-                missing.append(name)
-        return missing
-
     def with_changes(self, changes: Mapping[str, Any]) -> Incident:
         """This incident with ops' changes applied; a localized field merges by language.
 

@@ -36,7 +36,7 @@ MIN_PROMISE = timedelta(seconds=1)
 
 ThreadTail = Sequence[OutboxPost]
 """What the outbox holds of one thread that a new post can change: every unsent part
-(pending or sending) and the latest sent part, in planned order (``Store.thread_tail``)."""
+(pending or sending) and the latest sent part, in planned order (``DataStore.thread_tail``)."""
 
 
 def _no_tail(incident_id: str, channel: str) -> ThreadTail:
@@ -229,6 +229,27 @@ def thread_parent(tail: ThreadTail, superseded: Collection[str]) -> str | None:
         ):
             return part.key
     return None
+
+
+def reply_target(
+    planned_parent: OutboxPost | None, latest_sent_before: OutboxPost | None
+) -> OutboxPost | None:
+    """What a part replies to when it goes out: the parent the planner chose for it
+    (``Decision.reply_to``, recorded as its ``reply_to_key``), once that one is sent.
+
+    If the chosen parent failed or was superseded, the latest part of the thread that went
+    out before this one (None: the part starts the thread). If a later part went out after
+    the chosen parent (one this post was meant to supersede but that was already on its
+    way to the platform), it is replied to instead, so the thread stays one chain.
+    """
+    if planned_parent is None or planned_parent.state is not PostState.SENT:
+        return latest_sent_before
+    if latest_sent_before is not None and (
+        latest_sent_before.sequence,
+        latest_sent_before.part,
+    ) > (planned_parent.sequence, planned_parent.part):
+        return latest_sent_before
+    return planned_parent
 
 
 def _chained(

@@ -17,7 +17,7 @@ from .config import Config
 from .editor import Editor, Recorded
 from .model import Incident
 from .render import Renderer
-from .store import Store
+from .store import DataStore, Store
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,13 @@ class Shown:
         }
 
 
-def _editor(config: Config, store: Store) -> Editor:
+def _editor(config: Config, store: DataStore) -> Editor:
     seen = {n: s.max_characters for n, s in store.channel_states().items()}
     rules = {name: default_rule(c, seen.get(name)) for name, c in config.channels.items()}
     return Editor(store, Renderer(config.templates_dir, config.timezone), config, rules)
 
 
-def _deliver_all(store: Store, recorded: list[Recorded], at: datetime) -> None:
+def _deliver_all(store: DataStore, recorded: list[Recorded], at: datetime) -> None:
     for item in recorded:
         for key in item.keys:
             store.mark_sent(key, f"sim-{key}", None, at)
@@ -69,7 +69,7 @@ def _shown(config: Config, at: datetime, recorded: list[Recorded]) -> list[Shown
     ]
 
 
-def _working_copy(config: Config) -> Store:
+def _working_copy(config: Config) -> DataStore:
     path = store_path(config, dry_run=False)
     if path.exists():
         real = Store(path)

@@ -160,7 +160,7 @@ class StoreContract:
             nxt = again.next_to_deliver("x-en")
             assert nxt is not None and nxt.key == reminder.key(1)
             assert nxt.state is PostState.SENDING and nxt.attempts == 1
-            parent = again.parent_of(nxt)
+            parent = again.latest_sent_before(nxt)
             assert parent is not None and parent.remote_id == "111"
             assert parent.remote_url == "https://x/111" and parent.sent_at == T0
         finally:
@@ -220,6 +220,34 @@ class StoreContract:
         store.retry_later(update.key(1), "timeout", T0, outcome_unknown=True)
         record(store, PostKind.UPDATE, 3, revision=3)
         assert states(store)[update.key(1)] is PostState.SENDING
+
+    def test_superseding_leaves_a_part_already_handed_to_the_platform_alone(
+        self, store: DataStore
+    ) -> None:
+        # The plan saw these pending; delivery took them since: they may be out there.
+        opened = record(store, PostKind.OPENED, 1)
+        update = record(store, PostKind.UPDATE, 2, revision=2)
+        store.mark_sending(opened.key(1))
+        store.mark_sent(opened.key(1), "1", None, T0)
+        store.mark_sending(update.key(1))
+        post = PlannedPost("sbg", "x-en", PostKind.UPDATE, 3, 3, T0, T0 + PROMISE)
+        thread = ThreadState(
+            "sbg", "x-en", 3, PostKind.UPDATE, "identified", T0, T0 + PROMISE, 3, False, "k"
+        )
+        store.record_post(
+            post,
+            [("newer", 5, 280)],
+            "en",
+            thread,
+            reply_to=opened.key(1),
+            supersedes=[opened.key(1), update.key(1)],
+        )
+        assert states(store) == {
+            opened.key(1): PostState.SENT,
+            update.key(1): PostState.SENDING,
+            post.key(1): PostState.PENDING,
+        }
+        assert store.next_to_deliver("x-en").key == update.key(1)  # type: ignore[union-attr]
 
     def test_parts_of_a_long_post_chain_to_each_other(self, store: DataStore) -> None:
         post = record(store, PostKind.OPENED, 1, parts=3)
@@ -383,10 +411,21 @@ class StoreContract:
         root = store.thread_root("sbg", "x-en")
         assert root is not None and root.remote_url == "https://x/1"
         (first, second) = store.posts(states=(PostState.PENDING,))
-        assert store.parent_of(first).key == opened.key(1)  # type: ignore[union-attr]
+        assert store.latest_sent_before(first).key == opened.key(1)  # type: ignore[union-attr]
         store.mark_sending(update.key(1))
         store.mark_sent(update.key(1), "2", None, T0)
-        assert store.parent_of(second).key == update.key(1)  # type: ignore[union-attr]
+        assert store.latest_sent_before(second).key == update.key(1)  # type: ignore[union-attr]
+
+    def test_a_part_is_read_back_by_its_key(self, store: DataStore) -> None:
+        opened = record(store, PostKind.OPENED, 1)
+        update = record(store, PostKind.UPDATE, 2, revision=2, parts=2)
+        store.mark_sending(opened.key(1))
+        store.mark_sent(opened.key(1), "1", "https://x/1", T0)
+        assert store.post(opened.key(1)) == store.posts()[0]
+        part = store.post(update.key(2))
+        assert part is not None and part.reply_to_key == update.key(1)
+        assert part.state is PostState.PENDING and part.text == "sbg update 2 part 1"
+        assert store.post("never-recorded") is None
 
     def test_stale_posts_are_whole_unsent_posts_whose_promise_passed(
         self, store: DataStore
@@ -415,6 +454,19 @@ class StoreContract:
             ("x-en", PostState.FAILED): 1,
             ("mastodon-en", PostState.PENDING): 1,
         }
+
+    def test_a_working_copy_never_writes_back(self, store: DataStore) -> None:
+        store.apply_incidents([incident()], T0)
+        copy = store.copy_to_memory()
+        try:
+            record(copy, PostKind.OPENED, 1)
+            copy.mark_sending(copy.posts()[0].key)
+            copy.update_channel("x-en", ChannelChange(healthy=False), T0)
+            assert [p.state for p in copy.posts()] == [PostState.SENDING]
+            assert copy.snapshot("sbg") == store.snapshot("sbg")
+        finally:
+            copy.close()
+        assert store.posts() == [] and store.threads() == {} and store.channel_states() == {}
 
     def test_a_failed_write_in_a_batch_undoes_only_itself(self, store: DataStore) -> None:
         with store.batch():

@@ -329,3 +329,44 @@ def test_an_update_refused_with_a_429_is_superseded_by_a_newer_one(store, channe
     assert state(store, stale) is PostState.PENDING
     record(store, "a", PostKind.UPDATE, 3)
     assert state(store, stale) is PostState.SUPERSEDED
+
+
+# -- what a post replies to ------------------------------------------------------------
+
+
+def replied_to(channel: ScriptedChannel, key: str) -> str | None:
+    (request,) = [r for r in channel.requests if r.post.key == key]
+    return request.in_reply_to
+
+
+def test_a_post_replies_to_the_latest_part_sent_when_its_parent_was_refused(store, channel, clock):
+    (opening,) = record(store)
+    (update,) = record(store, kind=PostKind.UPDATE, sequence=2)
+    (reminder,) = record(store, kind=PostKind.REMINDER, sequence=3)  # planned under the update
+    assert store.post(reminder).reply_to_key == update
+    w = worker(store, channel, clock)
+    channel.publishes = [None, Rejected("422 refused for good")]
+    for _ in range(3):
+        w.step()
+    assert state(store, update) is PostState.FAILED
+    assert replied_to(channel, reminder) == store.post(opening).remote_id
+
+
+def test_a_post_meant_to_be_superseded_that_went_out_anyway_stays_in_the_chain(
+    store, channel, clock
+):
+    (opening,) = record(store)
+    (update,) = record(store, kind=PostKind.UPDATE, sequence=2)
+    w = worker(store, channel, clock)
+    w.step()  # the opening goes out
+    assert store.mark_sending(update)  # delivery took the update while a newer one was planned
+    newer = PlannedPost("inc", "c", PostKind.UPDATE, 3, 3, T0, None)
+    thread = ThreadState("inc", "c", 3, PostKind.UPDATE, "identified", T0, None, 3, False, "k")
+    store.record_post(
+        newer, [("newer", 5, 500)], "en", thread, reply_to=opening, supersedes=[update]
+    )
+    w.step()  # looked for, not found: the update goes out after all
+    w.step()
+    assert [p.state for p in store.posts()] == [PostState.SENT] * 3
+    assert replied_to(channel, update) == store.post(opening).remote_id
+    assert replied_to(channel, newer.key(1)) == store.post(update).remote_id

@@ -437,6 +437,33 @@ def test_a_whole_unsent_post_is_superseded_with_all_its_parts() -> None:
     assert planner.thread_parent([], ()) is None, "a thread's first post replies to nothing"
 
 
+def test_a_post_replies_to_the_parent_the_planner_chose_once_it_is_out() -> None:
+    opening = part(PostKind.OPENED, 1, PostState.SENT)
+    update = part(PostKind.UPDATE, 2, PostState.SENT)
+    assert planner.reply_target(update, update) == update
+    assert planner.reply_target(opening, opening) == opening
+    assert planner.reply_target(None, None) is None, "a thread's first post replies to nothing"
+
+
+@pytest.mark.parametrize("state", [PostState.FAILED, PostState.SUPERSEDED])
+def test_a_post_whose_parent_never_went_out_replies_to_the_latest_part_sent(
+    state: PostState,
+) -> None:
+    opening = part(PostKind.OPENED, 1, PostState.SENT)
+    lost = part(PostKind.UPDATE, 2, state)
+    assert planner.reply_target(lost, opening) == opening
+    assert planner.reply_target(lost, None) is None, "nothing went out: it starts the thread"
+
+
+def test_a_part_that_went_out_though_meant_to_be_superseded_stays_in_the_chain() -> None:
+    # The planner chose the opening; the update it superseded was already on its way and
+    # went out after the opening: replying to the update keeps the thread one chain.
+    opening = part(PostKind.OPENED, 1, PostState.SENT)
+    update = part(PostKind.UPDATE, 2, PostState.SENT, part=2, parts=2)
+    assert planner.reply_target(opening, update) == update
+    assert planner.reply_target(None, update) == update
+
+
 def test_a_decision_says_what_it_supersedes_and_replies_to() -> None:
     t = Timeline({"x-en": CHANNELS["x-en"]})
     t.set(incident(), T0)

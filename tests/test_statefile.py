@@ -113,9 +113,7 @@ def test_examples_load_without_problems_in_both_formats():
     assert maintenance.status == "scheduled"
     assert maintenance.started_at == maintenance.starts_at  # defaulted
     assert maintenance.ends_at is not None and maintenance.ends_at > maintenance.starts_at
-    for incident in from_toml:
-        for language in BOTH:
-            assert incident.languages_missing(language) == []
+    # every text is in both languages: load_state(..., BOTH) refuses one missing a language
     lines = (EXAMPLES / "state.toml").read_text().split("\n")
     for incident in from_toml:
         path, line = incident.origin.rsplit(":", 1)

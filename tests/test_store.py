@@ -1,13 +1,13 @@
-"""The SQLite store: the store contract, plus what only SQLite does (WAL, in-memory copies)."""
+"""The SQLite store: the store contract, plus what only SQLite does (WAL, full sync)."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
-from store_contract import T0, OpenStore, StoreContract, incident, record
+from store_contract import OpenStore, StoreContract
 
-from broadcaster.model import PostKind, PostState
 from broadcaster.store import Store
 
 
@@ -25,12 +25,27 @@ def test_the_database_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_a_copy_in_memory_never_writes_back(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite3")
-    store.apply_incidents([incident()], T0)
-    copy = store.copy_to_memory()
-    record(copy, PostKind.OPENED, 1)
-    copy.mark_sending(copy.posts()[0].key)
-    assert [p.state for p in copy.posts()] == [PostState.SENDING]
-    assert store.posts() == [] and store.threads() == {}
-    assert copy.snapshot("sbg") == store.snapshot("sbg")
+def test_outside_the_store_only_openings_name_the_sqlite_store() -> None:
+    # Everything else is typed against the contract, so another backend can take its place.
+    package = Path(__file__).resolve().parents[1] / "broadcaster"
+    misuse: list[str] = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "store":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        imports_store = any(
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").endswith("store")
+            and any(alias.name == "Store" for alias in node.names)
+            for node in ast.walk(tree)
+        )
+        for node in ast.walk(tree):
+            if (
+                imports_store
+                and isinstance(node, ast.Name)
+                and node.id == "Store"
+                and (id(node) not in called)
+            ):
+                misuse.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert misuse == [], "type these with DataStore (broadcaster/store/contract.py)"

@@ -14,7 +14,7 @@ from .contract import (
     SourceMarks,
     ThreadKey,
 )
-from .sqlite import Store, TransactionAborted, incident_from_json, incident_to_json, text_hash
+from .sqlite import Store, TransactionAborted, text_hash
 
 __all__ = [
     "ChannelChange",
@@ -28,7 +28,5 @@ __all__ = [
     "Store",
     "ThreadKey",
     "TransactionAborted",
-    "incident_from_json",
-    "incident_to_json",
     "text_hash",
 ]

@@ -135,8 +135,13 @@ class Outbox(ABC):
         """The channel's oldest pending or sending part: posts go out in planned order."""
 
     @abstractmethod
-    def parent_of(self, post: OutboxPost) -> OutboxPost | None:
-        """The latest sent part of the same thread planned before this one."""
+    def post(self, key: str) -> OutboxPost | None:
+        """One recorded part, by its key, or None if never recorded."""
+
+    @abstractmethod
+    def latest_sent_before(self, post: OutboxPost) -> OutboxPost | None:
+        """The latest sent part of the same thread planned before this one: what a post
+        replies to when its recorded parent never went out (``planner.reply_target``)."""
 
     @abstractmethod
     def thread_root(self, incident_id: str, channel: str) -> OutboxPost | None:
@@ -203,6 +208,11 @@ class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates):
     @abstractmethod
     def in_transaction(self) -> bool:
         """Whether a batch is open and still usable (False once the backend aborted it)."""
+
+    @abstractmethod
+    def copy_to_memory(self) -> DataStore:
+        """An in-memory working copy of everything recorded; writes to it never reach
+        this store (previews, drafts and simulations work on one)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -122,14 +122,6 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def incident_to_json(incident: Incident) -> dict[str, Any]:
-    return incident.to_json()
-
-
-def incident_from_json(d: dict[str, Any]) -> Incident:
-    return Incident.from_json(d)
-
-
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -208,7 +200,6 @@ class Store(DataStore):
             yield
 
     def copy_to_memory(self) -> Store:
-        """A private in-memory copy, for previews and drafts that must not touch this store."""
         copy = Store(":memory:")
         with self._lock:
             self._db.backup(copy._db)
@@ -232,10 +223,10 @@ class Store(DataStore):
         changed: list[str] = []
         with self.transaction() as db:
             for incident in incidents:
-                data = json.dumps(incident_to_json(incident), sort_keys=True)
+                data = json.dumps(incident.to_json(), sort_keys=True)
                 if source is not None:
                     digest = text_hash(
-                        json.dumps(incident_to_json(incident) | {"origin": ""}, sort_keys=True)
+                        json.dumps(incident.to_json() | {"origin": ""}, sort_keys=True)
                     )
                     mark = db.execute(
                         "SELECT digest FROM source_marks WHERE source = ? AND incident_id = ?",
@@ -275,7 +266,7 @@ class Store(DataStore):
             return True
         if row["fingerprint"] != fingerprint:
             revision = row["revision"] + 1
-            previous = incident_from_json(json.loads(row["data"])).status
+            previous = Incident.from_json(json.loads(row["data"])).status
             db.execute(
                 "UPDATE incidents SET revision = ?, fingerprint = ?, data = ?, "
                 "changed_at = ?, previous_status = ?, closed = ? WHERE id = ?",
@@ -321,7 +312,7 @@ class Store(DataStore):
     @staticmethod
     def _snapshot(row: sqlite3.Row) -> Snapshot:
         return Snapshot(
-            incident=incident_from_json(json.loads(row["data"])),
+            incident=Incident.from_json(json.loads(row["data"])),
             revision=row["revision"],
             first_seen_at=_dt(row["first_seen_at"]),  # type: ignore[arg-type]
             changed_at=_dt(row["changed_at"]),  # type: ignore[arg-type]
@@ -493,8 +484,12 @@ class Store(DataStore):
             ).fetchone()
         return self._post(row) if row else None
 
-    def parent_of(self, post: OutboxPost) -> OutboxPost | None:
-        """The latest post of the same thread that went out before this one: its parent."""
+    def post(self, key: str) -> OutboxPost | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM posts WHERE key = ?", (key,)).fetchone()
+        return self._post(row) if row else None
+
+    def latest_sent_before(self, post: OutboxPost) -> OutboxPost | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM posts WHERE incident_id = ? AND channel = ? AND state = ? "
