@@ -908,7 +908,13 @@ def test_refused_credentials_make_the_channel_unhealthy_until_fixed(
         assert channel["last_error"].startswith(str(code))
         assert channel["pending"] + channel["sending"] == 1 and channel["failed"] == 0
         (waiting,) = h.undelivered(a.name)
-        assert waiting.state is PostState.PENDING  # refused, so certainly not published
+        # Refused, so certainly not published: back to pending between two tries (the
+        # worker keeps trying the channel, and marks the post sending during each try).
+        wait_for(
+            lambda a=a: h.undelivered(a.name)[0].state is PostState.PENDING,
+            f"the refused post on {a.name} to be pending between tries",
+            5,
+        )
         assert waiting.key in {u["key"] for u in status["undelivered"]}
     assert len(x.posts()) == len(m.posts()) == 1
 
