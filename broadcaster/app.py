@@ -4,7 +4,9 @@ receives what it needs as arguments.
 
 - ``build(config)``: the components that serve one configuration (an ``App``);
 - ``service(config_path)``: the daemon that runs them (rebuilding them at each reload
-  through an ``Assembly``), with its service shell (HTTP intake, health, metrics, systemd).
+  through an ``Assembly``), with its service shell (HTTP intake, health, metrics, systemd);
+- ``rehearsal(config)``: the in-memory store and editor of preview, draft and simulate;
+- ``open_store``, ``renderer_for``: what ``status`` and ``check`` read on their own.
 """
 
 from __future__ import annotations
