@@ -4,7 +4,9 @@ receives what it needs as arguments.
 
 - ``build(config)``: the components that serve one configuration (an ``App``);
 - ``service(config_path)``: the daemon that runs them (rebuilding them at each reload
-  through an ``Assembly``), with its service shell (HTTP intake, health, metrics, systemd).
+  through an ``Assembly``), with its service shell (HTTP intake, health, metrics, systemd);
+- ``rehearsal(config)``: the in-memory store and editor of preview, draft and simulate;
+- ``open_store``, ``renderer_for``: what ``status`` and ``check`` read on their own.
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ def store_path(config: Config, dry_run: bool) -> Path:
     return config.data_dir / (DRY_RUN_STORE_FILE if dry_run else STORE_FILE)
 
 
+def open_store(config: Config, dry_run: bool) -> DataStore:
+    """The store of the daemon (or of its dry run) for ``config``; the caller closes it."""
+    return Store(store_path(config, dry_run))
+
+
+def renderer_for(config: Config) -> Renderer:
+    """The renderer of ``config``'s templates, not yet checked (see ``checked_renderer``)."""
+    return Renderer(config.templates_dir, config.timezone)
+
+
 def real_channel(config: Config, channel: ChannelConfig) -> Channel:
     """Build the channel that really posts. Credentials are required here, not before."""
     missing = [f"{k} ({v} is not set)" for k, v in channel.missing_env.items()]
@@ -90,10 +102,9 @@ def default_rule(channel: ChannelConfig, seen_limit: int | None = None) -> Lengt
 
 def seen_limits(config: Config) -> dict[str, int]:
     """Limits the real daemon read from the servers (e.g. Mastodon's max_characters)."""
-    path = store_path(config, dry_run=False)
-    if not path.exists():
+    if not store_path(config, dry_run=False).exists():
         return {}
-    store = Store(path)
+    store = open_store(config, dry_run=False)
     try:
         states = store.channel_states()
     finally:
@@ -143,9 +154,9 @@ def build(
         # instance must not hold up the other platforms for its timeout.
         with ThreadPoolExecutor(max_workers=max(1, len(channels))) as pool:
             list(pool.map(lambda channel: channel.start(), channels.values()))
-        store = store or Store(store_path(config, dry_run))
+        store = store or open_store(config, dry_run)
         opened.callback(store.close)
-        renderer = renderer or Renderer(config.templates_dir, config.timezone)
+        renderer = renderer or renderer_for(config)
         rules = {name: channel.length_rule() for name, channel in channels.items()}
         if not dry_run:
             now = clock()
@@ -206,11 +217,29 @@ def checked_renderer(config: Config) -> Renderer:
 
     Raises ``ReloadError`` otherwise: better the old config than silence.
     """
-    renderer = Renderer(config.templates_dir, config.timezone)
+    renderer = renderer_for(config)
     problems = renderer.check([c.info() for c in config.channels.values()])
     if problems:
         raise ReloadError(p for error in problems for p in error.problems)
     return renderer
+
+
+def rehearsal(config: Config, *, fresh: bool = False) -> tuple[DataStore, Editor]:
+    """A private in-memory store and the very Editor the daemon would use on it, for
+    preview, draft and simulate: a copy of the real store (so what is posted counts), or an
+    empty one when ``fresh``. Channel rules come from config and the limits the real daemon
+    last read, without asking the platforms. The caller closes the store."""
+    if fresh or not store_path(config, dry_run=False).exists():
+        store: DataStore = Store(":memory:")
+    else:
+        real = open_store(config, dry_run=False)
+        try:
+            store = real.copy_to_memory()
+        finally:
+            real.close()
+    seen = {n: s.max_characters for n, s in store.channel_states().items()}
+    rules = {name: default_rule(c, seen.get(name)) for name, c in config.channels.items()}
+    return store, Editor(store, renderer_for(config), config, rules)
 
 
 class Assembly:

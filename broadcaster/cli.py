@@ -16,7 +16,6 @@ from .config import Config, load_config
 from .daemon import AlreadyRunning
 from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
 from .problems import ProblemsError
-from .render import Renderer
 from .statefile import StateFileError, load_state, load_timeline
 
 if TYPE_CHECKING:
@@ -147,6 +146,8 @@ def _channel_infos(config: Config) -> list[ChannelInfo]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .app import renderer_for
+
     problems: list[str] = []
     config = load_config(args.config)
     try:
@@ -154,7 +155,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except StateFileError as e:
         problems += [str(p) for p in e.problems]
         incidents = []
-    renderer = Renderer(config.templates_dir, config.timezone)
+    renderer = renderer_for(config)
     problems += [str(p) for p in renderer.check(_channel_infos(config))]
     warnings = budget_warnings(config)
     summary = {
@@ -331,9 +332,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .app import store_path
+    from .app import open_store, store_path
     from .status import read_status
-    from .store import Store
 
     config = load_config(args.config)
     path = store_path(config, args.dry_run)
@@ -344,7 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{path}: nothing recorded yet\n",
         )
         return EXIT_OK
-    store = Store(path)
+    store = open_store(config, args.dry_run)
     try:
         status = read_status(store, config.channels, _now(), detailed=True)
     finally:

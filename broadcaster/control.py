@@ -7,37 +7,33 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
-from .clock import Clock
-from .components import App
+from .config import IntakeConfig
+from .health import Health
 
 
 class DaemonControl(Protocol):
-    """The daemon as the service shell uses it."""
+    """The daemon as the service shell uses it: the whole of what the shell may ask."""
 
     @property
-    def dry_run(self) -> bool: ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def app(self) -> App | None:
-        """The components in service, None before the start and after the stop."""
-
-    @property
-    def scheduler_alive(self) -> bool:
-        """Whether the job scheduler (planning, polling) is running."""
+    def config_path(self) -> Path:
+        """The configuration file (named in the shell's own configuration errors)."""
 
     @property
     def stopping(self) -> bool:
         """True once a stop was asked for."""
 
-    def hold(self, timeout: float) -> AbstractContextManager[bool]:
-        """Keep planning (and reloads) out while reading ``app``; yields False if that could
-        not be had within ``timeout`` seconds (planning is stuck)."""
+    def health(self, *, stopping: bool = False) -> Health:
+        """The one health check (``/healthz``, metrics, watchdog); ``stopping`` when the
+        shell is stopping already."""
+
+    def intake_config(self) -> IntakeConfig | None:
+        """The intake settings in force (HTTP address, token); None when not serving."""
+
+    def source_names(self) -> list[str]:
+        """The names of the polled sources in service (the metrics show each)."""
 
     def submit(self, data: dict[str, Any], *, origin: str, source: str) -> str:
         """Apply one pushed event now; returns the incident id once committed."""

@@ -12,8 +12,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,9 +21,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .clock import Clock, utcnow
 from .components import App
-from .config import Config, load_config
+from .config import Config, IntakeConfig, load_config
 from .control import Attachment, EventListener
 from .events import EventError, merge
+from .health import LOCK_TIMEOUT, Health, assess
 from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
@@ -128,7 +128,7 @@ class Daemon:
         and asked to reload on SIGHUP."""
         self.shell = shell
 
-    # -- what the service shell may see --------------------------------------------------
+    # -- what the service shell may see (``control.DaemonControl``) ----------------------
 
     @property
     def scheduler_alive(self) -> bool:
@@ -141,17 +141,42 @@ class Daemon:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    @contextmanager
-    def hold(self, timeout: float) -> Iterator[bool]:
-        """Planning, polls and reloads wait while this is held; False if it could not be
-        had within ``timeout`` seconds."""
-        if not self._plan_lock.acquire(timeout=timeout):
-            yield False
-            return
+    def health(self, *, stopping: bool = False) -> Health:
+        """The health check (``/healthz``, metrics, watchdog); ``stopping`` when the shell
+        around the daemon is stopping already.
+
+        Planning is held still while the components are assessed, so a reload cannot swap
+        them midway; if that cannot be had within ``LOCK_TIMEOUT`` seconds, planning is
+        stuck and the daemon unhealthy.
+        """
+        now = self.clock()
+        if stopping or self.stopping:
+            return Health("stopping", ("the service is stopping",), now, dry_run=self.dry_run)
+        if not self._plan_lock.acquire(timeout=LOCK_TIMEOUT):
+            return Health(
+                "unhealthy",
+                (f"planning has been stuck for more than {LOCK_TIMEOUT:g}s",),
+                now,
+                dry_run=self.dry_run,
+            )
         try:
-            yield True
+            if self.app is None:
+                return Health(
+                    "stopping", ("the service is not running",), now, dry_run=self.dry_run
+                )
+            return assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
         finally:
             self._plan_lock.release()
+
+    def intake_config(self) -> IntakeConfig | None:
+        """The intake settings in force (a reload may change them); None when not serving."""
+        app = self.app
+        return app.config.intake if app is not None else None
+
+    def source_names(self) -> list[str]:
+        """The names of the polled sources in service."""
+        app = self.app
+        return [s.name for s in app.sources] if app is not None else []
 
     # -- lifecycle -----------------------------------------------------------------------
 

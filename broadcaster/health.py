@@ -1,14 +1,25 @@
-"""What the daemon's health check reports: shared by the service shell that computes it and
-by the HTTP listener, the metrics and the systemd watchdog that show it."""
+"""The daemon's health check: what it reports (``Health``), and how it is assessed from the
+components in service (``assess``, called by ``Daemon.health``). The HTTP listener, the
+metrics and the systemd watchdog all show this one answer, so they can never disagree."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from .components import App
 from .logs import redact
+from .model import PostState
+from .status import read_status
+
+# A promise is "overdue" once its time passed by more than this without a post being
+# planned: the planner wakes at the promised second, so anything later is a real miss.
+OVERDUE_GRACE = timedelta(seconds=5)
+# Planning or a pushed event holds the daemon's plan lock for milliseconds; held this long,
+# the daemon is stuck and must be reported (and restarted by the watchdog), not waited on.
+LOCK_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -92,3 +103,53 @@ class Health:
                 for n, e in self.sources.items()
             },
         }
+
+
+def assess(app: App, *, scheduler_alive: bool, now: datetime) -> Health:
+    """The health of the daemon serving ``app``: is it doing its job, and how is each
+    channel doing. Called with planning held still, so a reload cannot swap ``app`` midway.
+
+    Only what a restart could fix makes the daemon unhealthy (a dead scheduler or delivery
+    worker, a store that cannot be read; a stuck plan is the caller's to see). A platform
+    that is down, a channel paused by a rate limit or a broken state file are reported per
+    channel or source but leave the daemon "ok": restarting it would not bring X back, and
+    the watchdog would otherwise kill the one process that keeps the outbox until it does.
+    """
+    reasons: list[str] = []
+    if not scheduler_alive:
+        reasons.append("the scheduler is not running")
+    alive = {name: w.is_alive() for name, w in app.delivery.workers.items()}
+    reasons += [f"the delivery worker of {n} is not running" for n, ok in alive.items() if not ok]
+    sources = {s.name: s.last_error for s in app.sources}
+    try:
+        status = read_status(app.store, app.config.channels, now)
+    except Exception as e:
+        reasons.append(f"the store cannot be read: {type(e).__name__}: {e}")
+        return Health("unhealthy", tuple(reasons), now, sources=sources, dry_run=app.dry_run)
+    channels = {}
+    for name, config in app.config.channels.items():
+        channel = status.channels[name]
+        waiting_since = channel.oldest_waiting_at
+        channels[name] = ChannelHealth(
+            name=name,
+            platform=config.platform,
+            worker_alive=alive.get(name, False),
+            platform_healthy=channel.state.healthy,
+            paused_until=channel.state.paused_until,
+            sent=channel.count(PostState.SENT),
+            failed=channel.count(PostState.FAILED),
+            undelivered=channel.waiting,
+            oldest_undelivered_seconds=max(0.0, (now - waiting_since).total_seconds())
+            if waiting_since
+            else 0.0,
+            overdue=channel.overdue(now, OVERDUE_GRACE),
+            last_error=channel.state.last_error,
+        )
+    return Health(
+        "unhealthy" if reasons else "ok",
+        tuple(reasons),
+        now,
+        channels,
+        sources,
+        dry_run=app.dry_run,
+    )

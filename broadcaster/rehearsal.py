@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .app import default_rule, store_path
+from .app import rehearsal
 from .config import Config
-from .editor import Editor, Recorded
+from .editor import Recorded
 from .model import Incident
-from .render import Renderer
-from .store import DataStore, Store
+from .store import DataStore
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,6 @@ class Shown:
         }
 
 
-def _editor(config: Config, store: DataStore) -> Editor:
-    seen = {n: s.max_characters for n, s in store.channel_states().items()}
-    rules = {name: default_rule(c, seen.get(name)) for name, c in config.channels.items()}
-    return Editor(store, Renderer(config.templates_dir, config.timezone), config, rules)
-
-
 def _deliver_all(store: DataStore, recorded: list[Recorded], at: datetime) -> None:
     for item in recorded:
         for key in item.keys:
@@ -69,23 +62,11 @@ def _shown(config: Config, at: datetime, recorded: list[Recorded]) -> list[Shown
     ]
 
 
-def _working_copy(config: Config) -> DataStore:
-    path = store_path(config, dry_run=False)
-    if path.exists():
-        real = Store(path)
-        try:
-            return real.copy_to_memory()
-        finally:
-            real.close()
-    return Store(":memory:")
-
-
 def preview(
     config: Config, incidents: list[Incident], now: datetime, incident_id: str | None = None
 ) -> list[Shown]:
     """What would be posted now; for threads with nothing due now, the next post and its time."""
-    store = _working_copy(config)
-    editor = _editor(config, store)
+    store, editor = rehearsal(config)
     editor.ingest(incidents, now)
     recorded, wake_at = editor.run(now)
     shown = _shown(config, now, recorded)
@@ -122,8 +103,7 @@ def draft(
     by_id = {i.id: i for i in incidents}
     if incident_id not in by_id:
         raise KeyError(incident_id)
-    store = _working_copy(config)
-    editor = _editor(config, store)
+    store, editor = rehearsal(config)
     editor.ingest(incidents, now)
     baseline, _ = editor.run(now)
     _deliver_all(store, baseline, now)
@@ -141,8 +121,7 @@ def simulate(
     end: datetime,
 ) -> list[Shown]:
     """Replay successive states on a virtual clock and return every post, with its time."""
-    store = Store(":memory:")
-    editor = _editor(config, store)
+    store, editor = rehearsal(config, fresh=True)
     steps = sorted(steps, key=lambda s: s[0])
     shown: list[Shown] = []
     now = start

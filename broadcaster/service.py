@@ -3,8 +3,9 @@
 ``ServiceShell`` wraps a daemon it sees only through ``DaemonControl``: ``app.py`` builds
 both and attaches the shell, which the daemon then calls ``start()`` once it serves,
 ``stop()`` first thing when it shuts down and ``reload()`` instead of reloading itself.
-One health check (``inspect``) answers ``/healthz``, feeds ``/metrics`` and decides whether
-the systemd watchdog is pinged, so the three can never disagree.
+One health check (the daemon's ``health()``, through ``inspect``) answers ``/healthz``,
+feeds ``/metrics`` and decides whether the systemd watchdog is pinged, so the three can
+never disagree.
 """
 
 from __future__ import annotations
@@ -12,101 +13,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
-from .config import Config, ConfigError, ConfigProblem, IntakeConfig
+from .config import ConfigError, ConfigProblem, IntakeConfig
 from .control import DaemonControl
-from .health import ChannelHealth, Health
+from .health import Health
 from .http import IntakeService
 from .metrics import Metrics
-from .model import PostState
 from .notify import Notifier, Watchdog
 from .sources.http import HttpIntake
-from .status import read_status
 
-__all__ = ["ChannelHealth", "Health", "ServiceShell", "inspect"]
+__all__ = ["ServiceShell"]
 
 log = logging.getLogger("broadcaster.service")
 
-# A promise is "overdue" once its time passed by more than this without a post being
-# planned: the planner wakes at the promised second, so anything later is a real miss.
-OVERDUE_GRACE = timedelta(seconds=5)
-# Planning or a pushed event holds the daemon's plan lock for milliseconds; held this long,
-# the daemon is stuck and must be reported (and restarted by the watchdog), not waited on.
-LOCK_TIMEOUT = 5.0
 HTTP_SOURCE = HttpIntake.name
 
 # Opens the HTTP listener on an address, serving the given shell (``HttpIntake`` itself).
 Listen = Callable[[tuple[str, int], IntakeService], HttpIntake]
-
-
-def inspect(daemon: DaemonControl, *, stopping: bool = False) -> Health:
-    """The daemon's health: is it doing its job, and how is each channel doing.
-
-    Only what a restart could fix makes the daemon unhealthy (a dead scheduler or delivery
-    worker, a store that cannot be read, a stuck plan). A platform that is down, a channel
-    paused by a rate limit or a broken state file are reported per channel or source but
-    leave the daemon "ok": restarting it would not bring X back, and the watchdog would
-    otherwise kill the one process that keeps the outbox until it does.
-    """
-    now = daemon.clock()
-    if stopping or daemon.stopping:
-        return Health("stopping", ("the service is stopping",), now, dry_run=daemon.dry_run)
-    # Holding the daemon still is what makes the answer consistent across a reload that
-    # swaps the whole App.
-    with daemon.hold(LOCK_TIMEOUT) as held:
-        if not held:
-            return Health(
-                "unhealthy",
-                (f"planning has been stuck for more than {LOCK_TIMEOUT:g}s",),
-                now,
-                dry_run=daemon.dry_run,
-            )
-        return _inspect_locked(daemon, now)
-
-
-def _inspect_locked(daemon: DaemonControl, now: datetime) -> Health:
-    app = daemon.app
-    if app is None:
-        return Health("stopping", ("the service is not running",), now, dry_run=daemon.dry_run)
-    reasons: list[str] = []
-    if not daemon.scheduler_alive:
-        reasons.append("the scheduler is not running")
-    alive = {name: w.is_alive() for name, w in app.delivery.workers.items()}
-    reasons += [f"the delivery worker of {n} is not running" for n, ok in alive.items() if not ok]
-    sources = {s.name: s.last_error for s in app.sources}
-    try:
-        status = read_status(app.store, app.config.channels, now)
-    except Exception as e:
-        reasons.append(f"the store cannot be read: {type(e).__name__}: {e}")
-        return Health("unhealthy", tuple(reasons), now, sources=sources, dry_run=app.dry_run)
-    channels = {}
-    for name, config in app.config.channels.items():
-        channel = status.channels[name]
-        waiting_since = channel.oldest_waiting_at
-        channels[name] = ChannelHealth(
-            name=name,
-            platform=config.platform,
-            worker_alive=alive.get(name, False),
-            platform_healthy=channel.state.healthy,
-            paused_until=channel.state.paused_until,
-            sent=channel.count(PostState.SENT),
-            failed=channel.count(PostState.FAILED),
-            undelivered=channel.waiting,
-            oldest_undelivered_seconds=max(0.0, (now - waiting_since).total_seconds())
-            if waiting_since
-            else 0.0,
-            overdue=channel.overdue(now, OVERDUE_GRACE),
-            last_error=channel.state.last_error,
-        )
-    return Health(
-        "unhealthy" if reasons else "ok",
-        tuple(reasons),
-        now,
-        channels,
-        sources,
-        dry_run=app.dry_run,
-    )
 
 
 class ServiceShell:
@@ -142,11 +65,10 @@ class ServiceShell:
 
     def intake_config(self) -> IntakeConfig | None:
         """The intake settings in force (read per request: a reload rotates the token)."""
-        app = self.daemon.app
-        return app.config.intake if app is not None else None
+        return self.daemon.intake_config()
 
     def inspect(self) -> Health:
-        return inspect(self.daemon, stopping=self._stopping.is_set())
+        return self.daemon.health(stopping=self._stopping.is_set())
 
     def _watchdog_check(self) -> tuple[bool, str]:
         health = self.inspect()
@@ -160,11 +82,11 @@ class ServiceShell:
         Raises ``ConfigError`` when the HTTP address cannot be bound: a daemon that was told
         to accept events and cannot must not report itself ready.
         """
-        app = self.daemon.app
-        assert app is not None, "ServiceShell.start() is called at the end of Daemon.start()"
+        intake = self.daemon.intake_config()
+        assert intake is not None, "ServiceShell.start() is called at the end of Daemon.start()"
         self.metrics.reloaded(True)  # the configuration loaded at start counts as the first
-        self._touch_sources(app.config, [s.name for s in app.sources])
-        self._listen(app.config, starting=True)
+        self._touch_sources(intake, self.daemon.source_names())
+        self._listen(intake, starting=True)
         self.notifier.ready(self.inspect().summary())
         self.watchdog.start()
 
@@ -186,10 +108,10 @@ class ServiceShell:
         ok = False
         try:
             ok = self.daemon.reload()
-            app = self.daemon.app
-            if ok and app is not None:
-                self._touch_sources(app.config, [s.name for s in app.sources])
-                self._listen(app.config)
+            intake = self.daemon.intake_config()
+            if ok and intake is not None:
+                self._touch_sources(intake, self.daemon.source_names())
+                self._listen(intake)
         finally:
             # Whatever happened, systemd must hear READY=1 again or it waits out its timeout.
             self.metrics.reloaded(ok)
@@ -200,9 +122,9 @@ class ServiceShell:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _touch_sources(self, config: Config, names: list[str]) -> None:
+    def _touch_sources(self, intake: IntakeConfig, names: list[str]) -> None:
         # Zero-valued series from the start: rate() and alerts need a first sample.
-        if config.intake.http_address is not None:
+        if intake.http_address is not None:
             names = [*names, HTTP_SOURCE]
         self.metrics.touch_sources(names)
 
@@ -215,9 +137,9 @@ class ServiceShell:
     def _submit(self, data: dict[str, object], origin: str) -> str:
         return self.daemon.submit(data, origin=origin, source=HTTP_SOURCE)
 
-    def _listen(self, config: Config, *, starting: bool = False) -> None:
+    def _listen(self, intake: IntakeConfig, *, starting: bool = False) -> None:
         """Bind the configured address, or move the listener after a reload changed it."""
-        wanted = config.intake.http_address
+        wanted = intake.http_address
         with self._lock:
             if self._stopping.is_set():
                 return
@@ -237,7 +159,11 @@ class ServiceShell:
                 problem = f"cannot listen on {_fmt(wanted)}: {e.strerror or e}"
                 if starting:
                     raise ConfigError(
-                        [ConfigProblem(str(config.path), None, "intake.http.listen", problem)]
+                        [
+                            ConfigProblem(
+                                str(self.daemon.config_path), None, "intake.http.listen", problem
+                            )
+                        ]
                     ) from None
                 log.error("reload: %s", problem)
                 if current is not None:
