@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import re
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ from .model import (
     IncidentKind,
     Localized,
     PlannedPost,
+    names_in,
     PostKind,
     Snapshot,
     sample_incident,
@@ -53,6 +54,20 @@ from .problems import Problem, ProblemsError
 # Languages and platforms become path components: no separators, no "..".
 _PATH_PIECE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
+# Where the ``head`` block starts and ends in a rendered text: private-use characters, taken
+# out of the text once found (and out of ops' text, should it ever hold one).
+_HEAD_START = "\ue000"
+_HEAD_END = "\ue001"
+HEAD_BLOCK = "head"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered post: ``text``, whose first ``head`` characters are the template's
+    ``{% block head %}``, the lines that must stay whole in the first part (0: no head)."""
+
+    text: str
+    head: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,10 +219,16 @@ class Renderer:
     def render(
         self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
     ) -> str:
+        return self.render_post(snapshot, post, channel, now).text
+
+    def render_post(
+        self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
+    ) -> Rendered:
+        """The post's text and where its head (the lines for the first part) ends."""
         path = self.template_path(channel.language, channel.platform, post.kind)
         template = self._load(channel.language, path)
         context = self.context(snapshot, post, channel, now)
-        return self._render(template, path, context, channel.language)
+        return self._render_parts(template, path, context, channel.language)
 
     def context(
         self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
@@ -224,6 +245,8 @@ class Renderer:
             {
                 **self._fields_view(incident, channel),
                 "previous_status": previous,
+                # When ops last changed what the incident says (status, message, cause...).
+                "updated_at": self._local(snapshot.changed_at),
                 "previous_status_label": (
                     i18n.status_label(previous, language) if previous else None
                 ),
@@ -257,6 +280,8 @@ class Renderer:
                 value = str(value.value)
             elif rule.kind is FieldKind.STRINGS:
                 value = list(value)
+            elif rule.kind is FieldKind.NAMES:
+                value = list(names_in(value, language))
             elif rule.kind is FieldKind.DATETIME:
                 value = self._local(value)
             elif rule.kind is FieldKind.URL:
@@ -275,12 +300,32 @@ class Renderer:
     def _render(
         self, template: Template, path: Path, context: dict[str, Any], language: str
     ) -> str:
+        return self._render_parts(template, path, context, language).text
+
+    def _render_parts(
+        self, template: Template, path: Path, context: dict[str, Any], language: str
+    ) -> Rendered:
         try:
-            text = template.render(context)
+            raw = _render_marking_head(template, context)
         except TemplateSyntaxError as e:  # in a template imported or included at run time
             raise self._syntax_error(e, path) from e
         except Exception as e:
             raise self._runtime_error(e, path) from e
+        start = raw.find(_HEAD_START)
+        end = raw.find(_HEAD_END, start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            return Rendered(self._finish(raw, language))
+        head = self._finish(raw[start + 1 : end], language)
+        body = self._finish(raw[:start] + raw[end + 1 :], language)
+        if not head:
+            return Rendered(body)
+        if not body:
+            return Rendered(head, len(head))
+        return Rendered(f"{head}\n{body}", len(head))
+
+    @staticmethod
+    def _finish(text: str, language: str) -> str:
+        text = text.replace(_HEAD_START, "").replace(_HEAD_END, "")
         return tidy(i18n.typography(text, language))
 
     # -- environments and errors -------------------------------------------------------------
@@ -345,6 +390,9 @@ class Renderer:
             until=relative(i18n.until),
             window=window,
             duration=lambda delta: i18n.duration(delta, language),
+            rough=lambda delta: i18n.rough(delta, language),
+            ago=relative(i18n.ago),
+            zone=lambda dt: i18n.zone_words(local(dt), language),
             join_and=lambda items: i18n.join_and(items, language),
             sentence=i18n.sentence,
             nbsp=i18n.french_typography,
@@ -441,6 +489,26 @@ class Renderer:
                                 "broken promise",
                             )
         return problems
+
+
+def _render_marking_head(template: Template, context: dict[str, Any]) -> str:
+    """``template.render(context)``, with the ``head`` block's output between markers."""
+    ctx = template.new_context(context)
+    blocks = ctx.blocks.get(HEAD_BLOCK)
+    if blocks:
+        inner = blocks[0]
+
+        def marked(block_context: Context) -> Iterator[str]:
+            yield _HEAD_START
+            yield from inner(block_context)
+            yield _HEAD_END
+
+        blocks[0] = marked
+    try:
+        return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined,no-any-return]
+    except Exception:
+        template.environment.handle_exception()
+        raise  # handle_exception always raises; this keeps type checkers informed
 
 
 def _describe(e: Exception) -> str:
