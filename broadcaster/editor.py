@@ -102,20 +102,30 @@ class Editor:
             exact,
             f"{exact} · {hashlib.sha256(post.incident_id.encode()).hexdigest()[:6]}",
         )
-        room = max(rule.count(f"\n{m}") for m in markers) + 1
-        parts = split(text, replace(rule, limit=rule.limit - room), head=head)
-        result: list[str] = []
-        for index, part in enumerate(parts):
-            others = parts[:index] + parts[index + 1 :] + result
-            stamped = part
-            for marker in markers:
-                if stamped not in others and not self.store.is_duplicate_text(
-                    post.channel, stamped
-                ):
-                    break
-                stamped = _with_marker(part, marker)  # each marker on the original part
-            result.append(stamped)
+        # Room for the short stamp first, so the head keeps its place in part 1; for the
+        # longer ones only when the short one is not enough.
+        for tried in (markers[:1], markers):
+            room = max(rule.count(f"\n{m}") for m in tried) + 1
+            parts = split(text, replace(rule, limit=rule.limit - room), head=head)
+            result: list[str] = []
+            for index, part in enumerate(parts):
+                stamped = part
+                for marker in tried:
+                    if self._unique(
+                        post.channel, stamped, parts[:index] + parts[index + 1 :] + result
+                    ):
+                        break
+                    stamped = _with_marker(part, marker)  # each marker on the original part
+                result.append(stamped)
+            if all(
+                self._unique(post.channel, part, result[:index] + result[index + 1 :])
+                for index, part in enumerate(result)
+            ):
+                break
         return result
+
+    def _unique(self, channel: str, part: str, others: list[str]) -> bool:
+        return part not in others and not self.store.is_duplicate_text(channel, part)
 
     def _report(self, post: PlannedPost, error: TemplateError) -> None:
         # Retried at the next plan; logged once: loud, not spammy.

@@ -287,26 +287,19 @@ def rough(delta: timedelta, language: str) -> str:
     """
     lang = base_language(language)
     minutes = max(0, int(delta.total_seconds() // 60))
-    over = "plus de " if lang == "fr" else "over "
     if minutes < 1:
         return "moins d’une minute" if lang == "fr" else "less than a minute"
     if minutes < 60:
         return f"{minutes} minute" + ("s" if minutes > 1 else "")
     if minutes < 24 * 60:
-        hours, rest = divmod(minutes, 60)
-        text = _hours(hours, lang)
-        if rest == 0:
-            return text
-        return ("plus d’" + text if text.startswith("une") else over + text) if lang == "fr" else (
-            over + text
-        )
-    days, rest = divmod(minutes, 24 * 60)
-    text = _days(days, lang)
+        text, rest = _hours(minutes // 60, lang), minutes % 60
+    else:
+        text, rest = _days(minutes // (24 * 60), lang), minutes % (24 * 60)
     if rest == 0:
         return text
-    return ("plus d’" + text if text.startswith("un ") else over + text) if lang == "fr" else (
-        over + text
-    )
+    if lang == "fr":
+        return ("plus d’" if text.startswith("un") else "plus de ") + text
+    return "over " + text
 
 
 def ago(dt: datetime, now: datetime, language: str) -> str:

@@ -44,9 +44,9 @@ from .model import (
     IncidentKind,
     Localized,
     PlannedPost,
-    names_in,
     PostKind,
     Snapshot,
+    names_in,
     sample_incident,
 )
 from .problems import Problem, ProblemsError
@@ -505,7 +505,7 @@ def _render_marking_head(template: Template, context: dict[str, Any]) -> str:
 
         blocks[0] = marked
     try:
-        return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined,no-any-return]
+        return template.environment.concat(template.root_render_func(ctx))
     except Exception:
         template.environment.handle_exception()
         raise  # handle_exception always raises; this keeps type checkers informed

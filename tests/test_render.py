@@ -329,10 +329,10 @@ def test_reminder_restates_status_scope_and_work_never_an_empty_still_ongoing(re
     )
     assert text.splitlines() == [
         "🔴 Investigating: Power outage in Strasbourg (SBG)",
-        "Ongoing since 07:23 CET, 45 minutes.",
         "Affected: Dedicated servers and VPS in SBG.",
         "Next update by 08:23 CET.",
         URL,
+        "Ongoing since 07:23 CET, 45 minutes.",
         "We are looking for the origin of the problem.",
     ]
 
