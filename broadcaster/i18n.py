@@ -388,7 +388,7 @@ _TYPOGRAPHY = re.compile(
     rf"|«(?P<open_space>{_SPACES})(?=\S)"
     rf"|(?<=\S)(?P<close_space>{_SPACES})»"
     # A straight apostrophe between letters: "l'incident" → "l’incident".
-    r"|(?<=[^\W\d_])'(?=[^\W\d_])"
+    r"|(?<=[^\W\d_])'(?=[^\W\d_]|«)"
 )
 
 

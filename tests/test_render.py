@@ -454,6 +454,12 @@ def test_incident_text_is_data_never_template_code(renderer: Renderer):
         ("mailto:ops@example.com", "mailto:ops@example.com"),
         (":) au début", ":) au début"),
         ("a\n: b", "a\n: b"),
+        ("30% des paiements, 30 % des cartes", f"30{NBSP}% des paiements, 30{NBSP}% des cartes"),
+        ("« merci »", f"«{NBSP}merci{NBSP}»"),
+        ("«merci»", f"«{NBSP}merci{NBSP}»"),
+        ("n'est pas l'heure d'aujourd'hui", "n’est pas l’heure d’aujourd’hui"),
+        ("voir https://x.fr/l'a?d'b=1 puis l'aide", "voir https://x.fr/l'a?d'b=1 puis l’aide"),
+        ("l'« aide »", f"l’«{NBSP}aide{NBSP}»"),
     ],
 )
 def test_french_typography(raw: str, expected: str):
@@ -570,6 +576,84 @@ def test_join_and():
     assert i18n.join_and(["A", "B"], "fr-CA") == "A et B"
     assert i18n.join_and(["A"], "en") == "A"
     assert i18n.join_and([], "en") == ""
+
+
+@pytest.mark.parametrize(
+    ("minutes", "en", "fr"),
+    [
+        (0, "less than a minute", "moins d’une minute"),
+        (1, "1 minute", "1 minute"),
+        (45, "45 minutes", "45 minutes"),
+        (60, "an hour", "une heure"),
+        (75, "over an hour", "plus d’une heure"),
+        (7 * 60 + 15, "over 7 hours", "plus de 7 heures"),
+        (24 * 60, "a day", "un jour"),
+        (50 * 60, "over 2 days", "plus de 2 jours"),
+    ],
+)
+def test_rough_durations_are_words_never_mistaken_for_clock_times(minutes: int, en: str, fr: str):
+    assert i18n.rough(timedelta(minutes=minutes), "en") == en
+    assert i18n.rough(timedelta(minutes=minutes), "fr") == fr
+
+
+def test_ago_and_the_zone_said_once_in_french():
+    assert i18n.ago(at(10, 55), at(11, 35), "en") == "40 minutes ago"
+    assert i18n.ago(at(10, 55), at(11, 35), "fr") == "il y a 40 minutes"
+    assert i18n.ago(at(10, 55), at(10, 55), "fr") == "à l’instant"
+    assert i18n.zone_words(at(13, 0), "fr") == ", heure de Paris"
+    assert i18n.zone_words(at(13, 0), "en") == ""  # English names it in every clock: CET
+    assert i18n.zone_words(at(13, 0).astimezone(UTC), "fr") == ""  # the clock says "UTC"
+    brussels = at(13, 0).astimezone(ZoneInfo("Europe/Berlin"))
+    assert i18n.zone_words(brussels, "fr") == ", heure d’Europe centrale"
+
+
+def test_eta_is_in_every_non_final_post_and_reminders_quote_ops_with_its_time(
+    renderer: Renderer,
+):
+    eta = replace(SBG_IDENTIFIED, eta=at(14, 0))
+    for kind, now, promise in (
+        (PostKind.OPENED, at(7, 28), at(7, 45)),
+        (PostKind.UPDATE, at(8, 40), at(9, 10)),
+        (PostKind.REMINDER, at(9, 38), at(10, 8)),
+    ):
+        en = render_at(renderer, eta, kind, now, promise, X_EN, "identified", at(8, 40))
+        fr = render_at(renderer, eta, kind, now, promise, X_FR, "identified", at(8, 40))
+        assert "Expected recovery at 14:00 CET." in en
+        assert "Rétablissement prévu à 14 h." in fr
+    assert "Latest update (08:40 CET, 58 minutes ago): Electricians" in en
+    assert f"Dernier point (8 h 40, il y a 58 minutes){NBSP}: Les électriciens" in fr
+    over = replace(eta, status="resolved", resolved_at=at(13, 40))
+    assert "14:00" not in render(renderer, over, PostKind.RESOLVED, at(13, 45))
+
+
+def test_identified_without_a_cause_claims_no_cause_and_says_what_customers_get(
+    renderer: Renderer,
+):
+    no_cause = replace(SBG_IDENTIFIED, cause=None, message=None)
+    en = render(renderer, no_cause, PostKind.UPDATE, at(8, 40), at(9, 10), X_EN, "investigating")
+    fr = render(renderer, no_cause, PostKind.UPDATE, at(8, 40), at(9, 10), X_FR, "investigating")
+    assert "We are working to restore service." in en and "Cause:" not in en
+    assert "Nous travaillons au rétablissement du service." in fr and "Cause " not in fr
+
+
+def test_the_resolution_says_when_the_report_comes_unless_ops_did(renderer: Renderer):
+    said = replace(
+        SBG_RESOLVED,
+        message=Localized(
+            {"en": "Postmortem within a week.", "fr": "Analyse détaillée d’ici une semaine."}
+        ),
+    )
+    assert "will follow" not in render(renderer, said, PostKind.RESOLVED, at(18, 0))
+    assert "sera publié" not in render(renderer, said, PostKind.RESOLVED, at(18, 0), None, X_FR)
+    assert "A post-incident report will follow." in render(
+        renderer, SBG_RESOLVED, PostKind.RESOLVED, at(18, 0)
+    )
+
+
+def test_minor_incidents_do_not_dwell_on_impact(renderer: Renderer):
+    minor = replace(SBG, severity="minor")
+    text = render(renderer, minor, PostKind.OPENED, at(7, 28), at(7, 45))
+    assert "disrupt" not in text and text.startswith("🟠")
 
 
 def test_labels():
