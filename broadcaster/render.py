@@ -464,10 +464,11 @@ class Renderer:
                     snapshot, post = sample.planned(kind, channel.name)
                     context = self.context(snapshot, post, channel, sample.now)
                     try:
-                        text = self._render(template, path, context, channel.language)
+                        rendered = self._render_parts(template, path, context, channel.language)
                     except TemplateError as e:
                         report(e, sample.label)
                         continue
+                    text = rendered.text
                     if not text:
                         report(
                             TemplateError(self._display(path), None, "renders empty"), sample.label
@@ -487,6 +488,19 @@ class Renderer:
                                 ),
                                 sample.label,
                                 "broken promise",
+                            )
+                        elif rendered.head and expected not in text[: rendered.head]:
+                            report(
+                                TemplateError(
+                                    self._display(path),
+                                    None,
+                                    f"the next update time ({expected!r}) must be in the "
+                                    f"{{% block {HEAD_BLOCK} %}}, which stays in the first "
+                                    f"part, but this head does not say it: "
+                                    f"{text[: rendered.head]!r}",
+                                ),
+                                sample.label,
+                                "promise outside the head",
                             )
         return problems
 

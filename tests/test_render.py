@@ -789,6 +789,19 @@ def test_check_flags_a_non_final_template_that_breaks_the_promise(tmp_path: Path
     assert "next update" in problems[0].message
 
 
+def test_check_flags_a_head_that_leaves_the_promise_to_a_reply(tmp_path: Path):
+    root = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, root)
+    (root / "en" / "x").mkdir()
+    (root / "en" / "x" / "reminder.j2").write_text(
+        "{% block head %}{{ incident.title }}{% endblock %}\n"
+        "Next update by {{ next_update|when }}.\n"
+    )
+    problems = Renderer(root, PARIS).check([X_EN])
+    assert problems and all("reminder.j2" in str(p) for p in problems)
+    assert "must be in the {% block head %}" in str(problems[0])
+
+
 def test_check_reports_every_problem_not_just_the_first(tmp_path: Path):
     root = shipped_copy(tmp_path)
     (root / "en" / "opened.j2").write_text("{% if %}")
