@@ -241,7 +241,15 @@ class Incident:
     # A list for every language, or a table of lists by language (``Names``).
     services: tuple[str, ...] = field(
         default=(),
-        metadata=_rule(FieldKind.NAMES, sample=("Dedicated servers", "Public Cloud", "VPS")),
+        metadata=_rule(
+            FieldKind.NAMES,
+            sample=Names(
+                {
+                    "en": ("Dedicated servers", "Public Cloud", "VPS"),
+                    "fr": ("Serveurs dédiés", "Public Cloud", "VPS"),
+                }
+            ),
+        ),
     )
     regions: tuple[str, ...] = field(
         default=(), metadata=_rule(FieldKind.NAMES, sample=("SBG1", "SBG2"))
