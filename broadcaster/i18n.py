@@ -359,6 +359,73 @@ def join_and(items: Iterable[str], language: str) -> str:
     return ", ".join(words[:-1]) + conjunction + words[-1]
 
 
+# French words that start a sentence but take a lower case after a colon; anything else
+# (a proper noun, an acronym, a word not listed) keeps its capital.
+_FR_LOWER_AFTER_COLON = frozenset(
+    [
+        "le",
+        "la",
+        "les",
+        "l",
+        "un",
+        "une",
+        "des",
+        "du",
+        "de",
+        "d",
+        "nos",
+        "notre",
+        "votre",
+        "vos",
+        "si",
+        "nous",
+        "vous",
+        "tous",
+        "toutes",
+        "tout",
+        "certains",
+        "certaines",
+        "aucun",
+        "aucune",
+        "il",
+        "elle",
+        "ils",
+        "elles",
+        "ce",
+        "cet",
+        "cette",
+        "ces",
+        "on",
+        "en",
+        "à",
+        "au",
+        "aux",
+        "pour",
+        "depuis",
+        "après",
+        "avant",
+        "plusieurs",
+        "quelques",
+        "redémarrez",
+        "basculez",
+        "utilisez",
+        "merci",
+    ]
+)
+_FIRST_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def after_colon(text: str, language: str) -> str:
+    """``text`` as it reads after a colon: French puts a lower case there ("Cause : le site
+    a perdu…"), unless a proper noun follows, so only known common words are lowered."""
+    if base_language(language) != "fr" or not text:
+        return text
+    word = _FIRST_WORD.match(text)
+    if word is None or word.group(0).lower() not in _FR_LOWER_AFTER_COLON:
+        return text
+    return text[0].lower() + text[1:]
+
+
 def sentence(text: str) -> str:
     """``text`` ending with a full stop, for ops' fragments such as "a failed power feed".
 

@@ -396,6 +396,7 @@ class Renderer:
             zone=lambda dt: i18n.zone_words(local(dt), language),
             join_and=lambda items: i18n.join_and(items, language),
             sentence=i18n.sentence,
+            after_colon=lambda text: i18n.after_colon(text, language),
             nbsp=i18n.french_typography,
         )
         # A ``<field>_label`` filter per labelled field (status_label, severity_label).

@@ -115,7 +115,9 @@ def test_a_reminder_restates_the_cause_and_ops_latest_word_with_its_time(
     for shown in reminders:
         text = whole(shown)
         if french(shown):
-            assert "Cause\u00a0: Le site a perdu ses deux arrivées électriques" in text
+            assert (
+                "Cause\u00a0: le site a perdu ses deux arrivées électriques" in text
+            )  # lower case after a colon
             assert re.search(r"Dernier point \(\d+ h( \d\d)?, il y a [^)]+\)\u00a0: ", text)
             assert re.search(r"En cours depuis 7 h 23, soit plus d(’une|e \d+) heures?\.", text)
         else:

@@ -193,7 +193,7 @@ EXPECTED = {
     ("fr", PostKind.UPDATE): [
         f"🔴 Cause identifiée{NBSP}: Coupure électrique à Strasbourg (SBG)",
         f"Cause{NBSP}: un défaut électrique a coupé les deux arrivées.",
-        f"Ce que vous pouvez faire{NBSP}: Basculez",
+        f"Ce que vous pouvez faire{NBSP}: basculez",
         "Prochain point à 9 h 10, heure de Paris.",
     ],
     ("en", PostKind.REMINDER): [
@@ -206,7 +206,7 @@ EXPECTED = {
     ("fr", PostKind.REMINDER): [
         f"Cause identifiée{NBSP}: Coupure",
         "En cours depuis 7 h 23, soit plus de 2 heures.",
-        f"Dernier point (9 h 08, il y a 30 minutes){NBSP}: Les électriciens",
+        f"Dernier point (9 h 08, il y a 30 minutes){NBSP}: les électriciens",
         "Prochain point à 10 h 08, heure de Paris.",
     ],
     ("en", PostKind.RESOLVED): [
@@ -621,7 +621,7 @@ def test_eta_is_in_every_non_final_post_and_reminders_quote_ops_with_its_time(
         assert "Expected recovery at 14:00 CET." in en
         assert "Rétablissement prévu à 14 h." in fr
     assert "Latest update (08:40 CET, 58 minutes ago): Electricians" in en
-    assert f"Dernier point (8 h 40, il y a 58 minutes){NBSP}: Les électriciens" in fr
+    assert f"Dernier point (8 h 40, il y a 58 minutes){NBSP}: les électriciens" in fr
     over = replace(eta, status="resolved", resolved_at=at(13, 40))
     assert "14:00" not in render(renderer, over, PostKind.RESOLVED, at(13, 45))
 
@@ -654,6 +654,14 @@ def test_minor_incidents_do_not_dwell_on_impact(renderer: Renderer):
     minor = replace(SBG, severity="minor")
     text = render(renderer, minor, PostKind.OPENED, at(7, 28), at(7, 45))
     assert "disrupt" not in text and text.startswith("🟠")
+
+
+def test_french_lowers_a_common_word_after_a_colon_but_never_a_proper_noun():
+    assert i18n.after_colon("Le site a perdu", "fr") == "le site a perdu"
+    assert i18n.after_colon("L’alimentation", "fr") == "l’alimentation"
+    assert i18n.after_colon("Strasbourg est touché", "fr") == "Strasbourg est touché"
+    assert i18n.after_colon("OVH redémarre", "fr") == "OVH redémarre"
+    assert i18n.after_colon("Le site", "en") == "Le site"
 
 
 def test_labels():
