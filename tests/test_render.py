@@ -797,6 +797,24 @@ def test_check_flags_a_non_final_template_that_breaks_the_promise(tmp_path: Path
     assert "next update" in problems[0].message
 
 
+def test_the_head_block_comes_first_and_its_end_is_reported(tmp_path: Path):
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "opened.j2").write_text(
+        '{% set who = "ops" %}\nIntro by {{ who }}\n'
+        "{% block head %}\nHead by {{ who }}, next {{ next_update|when }}\n{% endblock %}\n"
+        "Body\n"
+    )
+    r = Renderer(tmp_path, PARIS)
+    snapshot = Snapshot(SBG, 2, SBG.started_at, at(7, 30), None)
+    post = PlannedPost(SBG.id, "x-en", PostKind.OPENED, 2, 1, at(7, 30), at(7, 45))
+    rendered = r.render_post(snapshot, post, X_EN, at(7, 30))
+    assert rendered.text == "Head by ops, next 07:45 CET\nIntro by ops\nBody"
+    assert rendered.text[: rendered.head] == "Head by ops, next 07:45 CET"
+    (tmp_path / "en" / "opened.j2").write_text("No head {{ next_update|when }}\n")
+    r.reload()
+    assert r.render_post(snapshot, post, X_EN, at(7, 30)).head == 0
+
+
 def test_check_flags_a_head_that_leaves_the_promise_to_a_reply(tmp_path: Path):
     root = tmp_path / "templates"
     shutil.copytree(TEMPLATES, root)
