@@ -411,7 +411,7 @@ class Split:
             (store, "threads", "load"),
             (store, "is_duplicate_text", "dedupe"),
             (store, "record_post", "record"),
-            (renderer, "render", "render"),
+            (renderer, "render_post", "render"),
             (planner_module, "plan", "plan"),
             (editor_module, "split", "fit"),
             (LengthRule, "count", "fit"),

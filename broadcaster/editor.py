@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from . import planner
+from . import i18n, planner
 from .config import Config
 from .model import ChannelInfo, Incident, PlannedPost, Snapshot
 from .render import Renderer, TemplateError
@@ -29,11 +29,12 @@ _NUMBERING = re.compile(r" \(\d+/\d+\)$")
 
 
 def _with_marker(part: str, marker: str) -> str:
-    """Insert `` · marker`` before a thread part's "(i/n)", or at the end."""
+    """``marker`` on a line of its own at the end of a part, before its "(i/n)": after the
+    last full sentence, never inside one."""
     numbering = _NUMBERING.search(part)
     if numbering:
-        return f"{part[: numbering.start()]} · {marker}{numbering.group(0)}"
-    return f"{part} · {marker}"
+        return f"{part[: numbering.start()]}\n{marker}{numbering.group(0)}"
+    return f"{part}\n{marker}"
 
 
 @dataclass(frozen=True)
@@ -69,45 +70,62 @@ class Editor:
     def compose(self, snapshot: Snapshot, post: PlannedPost) -> list[tuple[str, int, int]]:
         """The exact parts of one post: (text, counted length, limit)."""
         channel = self.channel_info(post.channel)
-        text = self.renderer.render(snapshot, post, channel, post.planned_at)
+        rendered = self.renderer.render_post(snapshot, post, channel, post.planned_at)
+        text, head = rendered.text, rendered.head
         rule = self.rules[post.channel]
-        parts = split(text, rule)
+        parts = split(text, rule, head=head)
         if any(self._repeats(post.channel, part, parts) for part in parts):
-            parts = self._stamped(text, rule, post)
+            parts = self._stamped(text, head, rule, post, channel.language)
         return [(part, rule.count(part), rule.limit) for part in parts]
 
     def _repeats(self, channel: str, part: str, parts: list[str]) -> bool:
         return parts.count(part) > 1 or self.store.is_duplicate_text(channel, part)
 
-    def _stamped(self, text: str, rule: LengthRule, post: PlannedPost) -> list[str]:
-        """Parts made unique by a time stamp on each repeated part.
+    def _stamped(
+        self, text: str, head: int, rule: LengthRule, post: PlannedPost, language: str
+    ) -> list[str]:
+        """Parts made unique by a "Posted at 15:30" line on each repeated part.
 
-        X refuses duplicate content, and a repeated part would read as a stuck feed. Two
-        incidents with the same long message share middle parts, so every repeated part is
-        stamped, not just the last. Room for the stamp is kept in every part.
+        The last resort: the templates make each post differ in words (elapsed time, next
+        update), but X refuses duplicate content, and two incidents with the same long
+        message share middle parts, so every repeated part is stamped, not just the last.
+        The stamp is a line of its own saying when the part was posted, so it never reads
+        as a deadline. Room for it is kept in every part.
         """
         local = post.planned_at.astimezone(self.config.timezone)
+        posted = i18n.posted(local, language)
+        exact = i18n.posted(local, language, seconds=True)
         # The last marker carries a short hash of the incident id: unique even for many
         # incidents sharing one long message in the same second, and short whatever the id.
         markers = (
-            f"{local:%H:%M}",
-            f"{local:%H:%M:%S}",
-            f"{local:%H:%M:%S} {hashlib.sha256(post.incident_id.encode()).hexdigest()[:6]}",
+            posted,
+            exact,
+            f"{exact} · {hashlib.sha256(post.incident_id.encode()).hexdigest()[:6]}",
         )
-        room = max(rule.count(f" · {m}") for m in markers) + 1
-        parts = split(text, replace(rule, limit=rule.limit - room))
-        result: list[str] = []
-        for index, part in enumerate(parts):
-            others = parts[:index] + parts[index + 1 :] + result
-            stamped = part
-            for marker in markers:
-                if stamped not in others and not self.store.is_duplicate_text(
-                    post.channel, stamped
-                ):
-                    break
-                stamped = _with_marker(part, marker)  # each marker on the original part
-            result.append(stamped)
+        # Room for the short stamp first, so the head keeps its place in part 1; for the
+        # longer ones only when the short one is not enough.
+        for tried in (markers[:1], markers):
+            room = max(rule.count(f"\n{m}") for m in tried) + 1
+            parts = split(text, replace(rule, limit=rule.limit - room), head=head)
+            result: list[str] = []
+            for index, part in enumerate(parts):
+                stamped = part
+                for marker in tried:
+                    if self._unique(
+                        post.channel, stamped, parts[:index] + parts[index + 1 :] + result
+                    ):
+                        break
+                    stamped = _with_marker(part, marker)  # each marker on the original part
+                result.append(stamped)
+            if all(
+                self._unique(post.channel, part, result[:index] + result[index + 1 :])
+                for index, part in enumerate(result)
+            ):
+                break
         return result
+
+    def _unique(self, channel: str, part: str, others: list[str]) -> bool:
+        return part not in others and not self.store.is_duplicate_text(channel, part)
 
     def _report(self, post: PlannedPost, error: TemplateError) -> None:
         # Retried at the next plan; logged once: loud, not spammy.

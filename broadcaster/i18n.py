@@ -27,9 +27,9 @@ STATUS_LABELS: dict[str, dict[str, str]] = {
         "completed": "Completed",
     },
     "fr": {
-        "investigating": "Enquête en cours",
+        "investigating": "Analyse en cours",
         "identified": "Cause identifiée",
-        "monitoring": "Sous surveillance",
+        "monitoring": "Rétablissement en cours",
         "resolved": "Résolu",
         "scheduled": "Planifiée",
         "in_progress": "En cours",
@@ -245,7 +245,8 @@ def window(start: datetime, end: datetime | None, now: datetime, language: str) 
 
 
 def duration(delta: timedelta, language: str) -> str:
-    """en "2 h 15 min", "45 min", "3 days 4 h"; fr "2 h 15", "45 min", "3 jours 4 h".
+    """An exact duration, written unlike a clock time: en "2 h 15 min", "45 min",
+    "3 days 4 h"; fr "2 h 15 min", "45 min", "3 jours 4 h".
 
     Rounded to the minute; past a day, to the hour, as nobody needs minutes then.
     """
@@ -257,15 +258,96 @@ def duration(delta: timedelta, language: str) -> str:
         return f"{minutes} min"
     if minutes < 24 * 60:
         hours, rest = divmod(minutes, 60)
-        if rest == 0:
-            return f"{hours} h"
-        return f"{hours} h {rest:02d}" if lang == "fr" else f"{hours} h {rest} min"
+        return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
     days, hours = divmod(round(minutes / 60), 24)
     if lang == "fr":
         text = f"{days} jour" + ("s" if days > 1 else "")
     else:
         text = f"{days} day" + ("s" if days > 1 else "")
     return f"{text} {hours} h" if hours else text
+
+
+def _hours(count: int, lang: str) -> str:
+    if lang == "fr":
+        return "une heure" if count == 1 else f"{count} heures"
+    return "an hour" if count == 1 else f"{count} hours"
+
+
+def _days(count: int, lang: str) -> str:
+    if lang == "fr":
+        return "un jour" if count == 1 else f"{count} jours"
+    return "a day" if count == 1 else f"{count} days"
+
+
+def rough(delta: timedelta, language: str) -> str:
+    """A duration in words, as said aloud: en "17 minutes", "over 7 hours", "3 hours",
+    "over 2 days"; fr "17 minutes", "plus de 7 heures", "3 heures", "plus de 2 jours".
+
+    Never mistaken for a clock time ("depuis 7 h 15, soit plus de 7 heures").
+    """
+    lang = base_language(language)
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 1:
+        return "moins d’une minute" if lang == "fr" else "less than a minute"
+    if minutes < 60:
+        return f"{minutes} minute" + ("s" if minutes > 1 else "")
+    if minutes < 24 * 60:
+        text, rest = _hours(minutes // 60, lang), minutes % 60
+    else:
+        text, rest = _days(minutes // (24 * 60), lang), minutes % (24 * 60)
+    if rest == 0:
+        return text
+    if lang == "fr":
+        return ("plus d’" if text.startswith("un") else "plus de ") + text
+    return "over " + text
+
+
+def ago(dt: datetime, now: datetime, language: str) -> str:
+    """How long before ``now``, in words: en "40 minutes ago"; fr "il y a 40 minutes"."""
+    lang = base_language(language)
+    delta = _aware(now).astimezone(UTC) - _aware(dt).astimezone(UTC)
+    words = rough(delta, lang)
+    if delta < timedelta(minutes=1):
+        return "à l’instant" if lang == "fr" else "just now"
+    return f"il y a {words}" if lang == "fr" else f"{words} ago"
+
+
+# French names of the zone, as French readers say it. Any other zone in CET/CEST is "heure
+# d’Europe centrale"; a zone outside it is named by its abbreviation, as in English.
+_FR_ZONE_NAMES = {
+    "Europe/Paris": "heure de Paris",
+    "Europe/Brussels": "heure de Bruxelles",
+    "Europe/Luxembourg": "heure de Luxembourg",
+    "Europe/Monaco": "heure de Monaco",
+    "Europe/Zurich": "heure de Zurich",
+}
+
+
+def zone_words(dt: datetime, language: str) -> str:
+    """The zone of ``dt`` as a phrase to follow a time, for the one place a post names it.
+
+    fr ", heure de Paris" in CET/CEST, where ``clock`` names no zone; empty otherwise (the
+    clock already says "UTC", "CET"...). English always names the zone in the clock.
+    """
+    if base_language(language) != "fr":
+        return ""
+    dt = _aware(dt)
+    if _zone(dt) not in _IMPLICIT_FR_ZONES:
+        return ""
+    key = getattr(dt.tzinfo, "key", "")
+    return ", " + _FR_ZONE_NAMES.get(key, "heure d’Europe centrale")
+
+
+def posted(dt: datetime, language: str, *, seconds: bool = False) -> str:
+    """When a post went out, as a line to make a repeated text unique: en "Posted at
+    15:30 CET" / "Posted at 15:30:12 CET"; fr "Publié à 15 h 30" / "Publié à 15 h 30 min 12 s"."""
+    lang = base_language(language)
+    dt = _aware(dt)
+    if lang == "fr":
+        time = f"{dt.hour} h {dt.minute:02d}" + (f" min {dt.second} s" if seconds else "")
+        return f"Publié à {time}{_zone_suffix(dt, lang)}"
+    time = f"{dt:%H:%M:%S}" if seconds else f"{dt:%H:%M}"
+    return f"Posted at {time}{_zone_suffix(dt, lang)}"
 
 
 def join_and(items: Iterable[str], language: str) -> str:
@@ -275,6 +357,73 @@ def join_and(items: Iterable[str], language: str) -> str:
         return "".join(words)
     conjunction = " et " if base_language(language) == "fr" else " and "
     return ", ".join(words[:-1]) + conjunction + words[-1]
+
+
+# French words that start a sentence but take a lower case after a colon; anything else
+# (a proper noun, an acronym, a word not listed) keeps its capital.
+_FR_LOWER_AFTER_COLON = frozenset(
+    [
+        "le",
+        "la",
+        "les",
+        "l",
+        "un",
+        "une",
+        "des",
+        "du",
+        "de",
+        "d",
+        "nos",
+        "notre",
+        "votre",
+        "vos",
+        "si",
+        "nous",
+        "vous",
+        "tous",
+        "toutes",
+        "tout",
+        "certains",
+        "certaines",
+        "aucun",
+        "aucune",
+        "il",
+        "elle",
+        "ils",
+        "elles",
+        "ce",
+        "cet",
+        "cette",
+        "ces",
+        "on",
+        "en",
+        "à",
+        "au",
+        "aux",
+        "pour",
+        "depuis",
+        "après",
+        "avant",
+        "plusieurs",
+        "quelques",
+        "redémarrez",
+        "basculez",
+        "utilisez",
+        "merci",
+    ]
+)
+_FIRST_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def after_colon(text: str, language: str) -> str:
+    """``text`` as it reads after a colon: French puts a lower case there ("Cause : le site
+    a perdu…"), unless a proper noun follows, so only known common words are lowered."""
+    if base_language(language) != "fr" or not text:
+        return text
+    word = _FIRST_WORD.match(text)
+    if word is None or word.group(0).lower() not in _FR_LOWER_AFTER_COLON:
+        return text
+    return text[0].lower() + text[1:]
 
 
 def sentence(text: str) -> str:
@@ -300,6 +449,13 @@ _TYPOGRAPHY = re.compile(
     rf"|(?<=[^\s:;?!])(?P<colon_space>{_SPACES}):(?=\s|$)"
     # ";", "?", "!" likewise, or doubled ("?!"): only the first of a run gets the space.
     rf"|(?<=[^\s:;?!])(?P<mark_space>{_SPACES})(?P<mark>[;?!])(?=[\s?!.,;:)\]»\"”’']|$)"
+    # "%" after a number: "50 %".
+    rf"|(?<=\d)(?P<percent_space>{_SPACES})%"
+    # Inside « guillemets ».
+    rf"|«(?P<open_space>{_SPACES})(?=\S)"
+    rf"|(?<=\S)(?P<close_space>{_SPACES})»"
+    # A straight apostrophe between letters: "l'incident" → "l’incident".
+    r"|(?<=[^\W\d_])'(?=[^\W\d_]|«)"
 )
 
 
@@ -308,11 +464,20 @@ def _typography_sub(match: re.Match[str]) -> str:
         return match.group("url")
     if match.group("colon_space") is not None:
         return NBSP + ":"
-    return NNBSP + match.group("mark")
+    if match.group("mark") is not None:
+        return NNBSP + match.group("mark")
+    if match.group("percent_space") is not None:
+        return NBSP + "%"
+    if match.group("open_space") is not None:
+        return "«" + NBSP
+    if match.group("close_space") is not None:
+        return NBSP + "»"
+    return "’"
 
 
 def french_typography(text: str) -> str:
-    """A no-break space before ":" and a narrow one before ";", "?" and "!".
+    """French typography: a no-break space before ":" and "%" and inside « », a narrow one
+    before ";", "?" and "!", and typographic apostrophes (’).
 
     Existing ordinary spaces there are replaced, missing ones added; URLs, clock times and
     other colons inside words are left alone. Idempotent.

@@ -6,9 +6,9 @@ Nothing here does I/O. Every other module imports from here, never the other way
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -85,6 +85,50 @@ class Localized:
         return cls(dict(value))
 
 
+class Names(tuple[str, ...]):
+    """Names of services or regions: one list for every language, or one per language.
+
+    As a tuple it holds every name in any language, once (what channel filters match on);
+    :meth:`get` gives the list for one language, as posts show it.
+    """
+
+    by_language: Mapping[str, tuple[str, ...]]
+
+    def __new__(cls, names: Mapping[str, Iterable[str]] | Iterable[str] = ()) -> Names:
+        if isinstance(names, Names):
+            table = dict(names.by_language)
+        elif isinstance(names, Mapping):
+            table = {str(k): tuple(v) for k, v in names.items()}
+        else:
+            table = {ALL_LANGUAGES: tuple(names)}
+        every = tuple(dict.fromkeys(name for group in table.values() for name in group))
+        self = super().__new__(cls, every)
+        self.by_language = table
+        return self
+
+    def get(self, language: str, fallback: str = "en") -> tuple[str, ...]:
+        """The names for ``language`` ("fr-CA" finds "fr"), else for every language, else
+        ``fallback``'s, else any."""
+        table = self.by_language
+        for key in (language, language.replace("_", "-").split("-")[0], ALL_LANGUAGES, fallback):
+            if key in table:
+                return table[key]
+        return next(iter(table.values()), ())
+
+    def covers(self, language: str) -> bool:
+        return language in self.by_language or ALL_LANGUAGES in self.by_language
+
+    def to_json(self) -> list[str] | dict[str, list[str]]:
+        if set(self.by_language) <= {ALL_LANGUAGES}:
+            return list(self)
+        return {k: list(v) for k, v in self.by_language.items()}
+
+
+def names_in(value: Iterable[str], language: str) -> tuple[str, ...]:
+    """Service or region names as ``language`` reads them (a plain tuple is for all)."""
+    return value.get(language) if isinstance(value, Names) else tuple(value)
+
+
 class FieldKind(enum.Enum):
     """What an incident field holds; validation, storage and templates follow from it."""
 
@@ -93,6 +137,7 @@ class FieldKind(enum.Enum):
     ENUM = "enum"  # one of a few words
     LOCALIZED = "localized"  # a text, or a table of texts by language
     STRINGS = "strings"  # a list of non-empty strings
+    NAMES = "names"  # a list of names, or a table of lists by language (Names)
     DATETIME = "datetime"  # an aware datetime
     URL = "url"  # an http(s) URL
     BOOL = "bool"
@@ -194,12 +239,21 @@ class Incident:
             sample="critical",
         ),
     )
+    # A list for every language, or a table of lists by language (``Names``).
     services: tuple[str, ...] = field(
         default=(),
-        metadata=_rule(FieldKind.STRINGS, sample=("Dedicated servers", "Public Cloud", "VPS")),
+        metadata=_rule(
+            FieldKind.NAMES,
+            sample=Names(
+                {
+                    "en": ("Dedicated servers", "Public Cloud", "VPS"),
+                    "fr": ("Serveurs dédiés", "Public Cloud", "VPS"),
+                }
+            ),
+        ),
     )
     regions: tuple[str, ...] = field(
-        default=(), metadata=_rule(FieldKind.STRINGS, sample=("SBG1", "SBG2"))
+        default=(), metadata=_rule(FieldKind.NAMES, sample=("SBG1", "SBG2"))
     )
     started_at: datetime = field(
         metadata=_rule(
@@ -234,6 +288,16 @@ class Incident:
             draft_option="--workaround",
             draft_order=4,
             sample="Fail over to another region.",
+        ),
+    )
+    # The expected recovery time (maintenance: end of work), shown in every non-final post.
+    eta: datetime | None = field(
+        default=None,
+        metadata=_rule(
+            FieldKind.DATETIME,
+            draft_option="--eta",
+            draft_order=7,
+            sample=datetime(2017, 11, 9, 16, 47, tzinfo=UTC),
         ),
     )
     next_update_at: datetime | None = field(
@@ -286,12 +350,16 @@ class Incident:
         return self.status in FINAL_STATUSES
 
     def change_fingerprint(self) -> tuple[Any, ...]:
-        """What makes a new public update worth posting (status, message, cause, workaround)."""
+        """What makes a new public update worth posting (status, message, cause,
+        workaround, expected recovery time)."""
 
         def lz(v: Localized | None) -> tuple[tuple[str, str], ...]:
             return tuple(sorted(v.values.items())) if v else ()
 
-        return (self.status, lz(self.message), lz(self.cause), lz(self.workaround))
+        core = (self.status, lz(self.message), lz(self.cause), lz(self.workaround))
+        # A new expected recovery time is news; appended only when set, so the fingerprints
+        # of incidents stored before ``eta`` existed do not change.
+        return core + ((self.eta.isoformat(),) if self.eta else ())
 
     def with_changes(self, changes: Mapping[str, Any]) -> Incident:
         """This incident with ops' changes applied; a localized field merges by language.
@@ -304,7 +372,16 @@ class Incident:
         for name, value in changes.items():
             rule = INCIDENT_FIELDS.get(name)
             current = getattr(self, name)
-            if rule is not None and rule.kind is FieldKind.LOCALIZED:
+            if rule is not None and rule.kind is FieldKind.NAMES:
+                if (
+                    isinstance(current, Names)
+                    and isinstance(value, Mapping)
+                    and ALL_LANGUAGES not in current.by_language
+                ):
+                    value = Names({**current.by_language, **value})
+                elif isinstance(value, Mapping | list | tuple):
+                    value = Names(value)
+            elif rule is not None and rule.kind is FieldKind.LOCALIZED:
                 if (
                     isinstance(current, Localized)
                     and isinstance(value, Mapping)
@@ -366,6 +443,8 @@ def _to_json(kind: FieldKind, value: Any) -> Any:
         return value.value
     if kind is FieldKind.STRINGS:
         return list(value)
+    if kind is FieldKind.NAMES:
+        return value.to_json() if isinstance(value, Names) else list(value)
     return value
 
 
@@ -380,6 +459,8 @@ def _from_json(kind: FieldKind, value: Any) -> Any:
         return IncidentKind(value)
     if kind is FieldKind.STRINGS:
         return tuple(value)
+    if kind is FieldKind.NAMES:
+        return Names(value)
     return value
 
 

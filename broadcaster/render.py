@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import re
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, make_dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,18 +41,34 @@ from .model import (
     ChannelInfo,
     FieldKind,
     Incident,
-    IncidentKind,
     Localized,
     PlannedPost,
     PostKind,
     Snapshot,
-    sample_incident,
+    names_in,
 )
 from .problems import Problem, ProblemsError
+from .samples import samples_for
+
+__all__ = ["Rendered", "Renderer", "TemplateError", "TemplateProblem", "samples_for", "tidy"]
 
 # Languages and platforms become path components: no separators, no "..".
 _PATH_PIECE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
+# Where the ``head`` block starts and ends in a rendered text: private-use characters, taken
+# out of the text once found (and out of ops' text, should it ever hold one).
+_HEAD_START = "\ue000"
+_HEAD_END = "\ue001"
+HEAD_BLOCK = "head"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered post: ``text``, whose first ``head`` characters are the template's
+    ``{% block head %}``, the lines that must stay whole in the first part (0: no head)."""
+
+    text: str
+    head: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,7 @@ def _view_names() -> list[str]:
             names.append(name)
             if rule.labelled:
                 names.append(f"{name}_label")
-    return [*names, "previous_status", "previous_status_label"]
+    return [*names, "previous_status", "previous_status_label", "updated_at"]
 
 
 # The incident as templates see it: texts in the channel's language, times local. One
@@ -199,10 +215,16 @@ class Renderer:
     def render(
         self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
     ) -> str:
+        return self.render_post(snapshot, post, channel, now).text
+
+    def render_post(
+        self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
+    ) -> Rendered:
+        """The post's text and where its head (the lines for the first part) ends."""
         path = self.template_path(channel.language, channel.platform, post.kind)
         template = self._load(channel.language, path)
         context = self.context(snapshot, post, channel, now)
-        return self._render(template, path, context, channel.language)
+        return self._render_parts(template, path, context, channel.language)
 
     def context(
         self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
@@ -218,6 +240,8 @@ class Renderer:
         view = IncidentView(
             **self._fields_view(incident, channel),
             previous_status=previous,
+            # When ops last changed what the incident says (status, message, cause...).
+            updated_at=self._local(snapshot.changed_at),
             previous_status_label=i18n.status_label(previous, language) if previous else None,
         )
         promised = None if post.kind.is_final else post.next_update_at
@@ -248,6 +272,8 @@ class Renderer:
                 value = str(value.value)
             elif rule.kind is FieldKind.STRINGS:
                 value = list(value)
+            elif rule.kind is FieldKind.NAMES:
+                value = list(names_in(value, language))
             elif rule.kind is FieldKind.DATETIME:
                 value = self._local(value)
             elif rule.kind is FieldKind.URL:
@@ -266,12 +292,32 @@ class Renderer:
     def _render(
         self, template: Template, path: Path, context: dict[str, Any], language: str
     ) -> str:
+        return self._render_parts(template, path, context, language).text
+
+    def _render_parts(
+        self, template: Template, path: Path, context: dict[str, Any], language: str
+    ) -> Rendered:
         try:
-            text = template.render(context)
+            raw = _render_marking_head(template, context)
         except TemplateSyntaxError as e:  # in a template imported or included at run time
             raise self._syntax_error(e, path) from e
         except Exception as e:
             raise self._runtime_error(e, path) from e
+        start = raw.find(_HEAD_START)
+        end = raw.find(_HEAD_END, start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            return Rendered(self._finish(raw, language))
+        head = self._finish(raw[start + 1 : end], language)
+        body = self._finish(raw[:start] + raw[end + 1 :], language)
+        if not head:
+            return Rendered(body)
+        if not body:
+            return Rendered(head, len(head))
+        return Rendered(f"{head}\n{body}", len(head))
+
+    @staticmethod
+    def _finish(text: str, language: str) -> str:
+        text = text.replace(_HEAD_START, "").replace(_HEAD_END, "")
         return tidy(i18n.typography(text, language))
 
     # -- environments and errors -------------------------------------------------------------
@@ -336,8 +382,12 @@ class Renderer:
             until=relative(i18n.until),
             window=window,
             duration=lambda delta: i18n.duration(delta, language),
+            rough=lambda delta: i18n.rough(delta, language),
+            ago=relative(i18n.ago),
+            zone=lambda dt: i18n.zone_words(local(dt), language),
             join_and=lambda items: i18n.join_and(items, language),
             sentence=i18n.sentence,
+            after_colon=lambda text: i18n.after_colon(text, language),
             nbsp=i18n.french_typography,
         )
         # A ``<field>_label`` filter per labelled field (status_label, severity_label).
@@ -407,10 +457,11 @@ class Renderer:
                     snapshot, post = sample.planned(kind, channel.name)
                     context = self.context(snapshot, post, channel, sample.now)
                     try:
-                        text = self._render(template, path, context, channel.language)
+                        rendered = self._render_parts(template, path, context, channel.language)
                     except TemplateError as e:
                         report(e, sample.label)
                         continue
+                    text = rendered.text
                     if not text:
                         report(
                             TemplateError(self._display(path), None, "renders empty"), sample.label
@@ -431,7 +482,40 @@ class Renderer:
                                 sample.label,
                                 "broken promise",
                             )
+                        elif rendered.head and expected not in text[: rendered.head]:
+                            report(
+                                TemplateError(
+                                    self._display(path),
+                                    None,
+                                    f"the next update time ({expected!r}) must be in the "
+                                    f"{{% block {HEAD_BLOCK} %}}, which stays in the first "
+                                    f"part, but this head does not say it: "
+                                    f"{text[: rendered.head]!r}",
+                                ),
+                                sample.label,
+                                "promise outside the head",
+                            )
         return problems
+
+
+def _render_marking_head(template: Template, context: dict[str, Any]) -> str:
+    """``template.render(context)``, with the ``head`` block's output between markers."""
+    ctx = template.new_context(context)
+    blocks = ctx.blocks.get(HEAD_BLOCK)
+    if blocks:
+        inner = blocks[0]
+
+        def marked(block_context: Context) -> Iterator[str]:
+            yield _HEAD_START
+            yield from inner(block_context)
+            yield _HEAD_END
+
+        blocks[0] = marked
+    try:
+        return template.environment.concat(template.root_render_func(ctx))
+    except Exception:
+        template.environment.handle_exception()
+        raise  # handle_exception always raises; this keeps type checkers informed
 
 
 def _describe(e: Exception) -> str:
@@ -442,201 +526,3 @@ def _describe(e: Exception) -> str:
     if isinstance(e, TemplateRuntimeError):
         return str(e)
     return f"{type(e).__name__}: {e}"
-
-
-# -- samples for check() ----------------------------------------------------------------------
-# Built in UTC, rendered in whatever timezone is configured. Every time has its own minute so
-# that the promised clock time cannot appear in a text by coincidence.
-
-
-@dataclass(frozen=True)
-class Sample:
-    label: str
-    incident: Incident
-    now: datetime
-    previous_status: str | None = None
-    next_update: datetime | None = None
-
-    def planned(self, kind: PostKind, channel: str) -> tuple[Snapshot, PlannedPost]:
-        snapshot = Snapshot(
-            self.incident, 2, self.incident.started_at, self.now, self.previous_status
-        )
-        post = PlannedPost(
-            incident_id=self.incident.id,
-            channel=channel,
-            kind=kind,
-            revision=2,
-            sequence=1 if kind in (PostKind.OPENED, PostKind.SCHEDULED) else 3,
-            planned_at=self.now,
-            next_update_at=None if kind.is_final else self.next_update,
-        )
-        return snapshot, post
-
-
-def _utc(day: int, hour: int, minute: int) -> datetime:
-    return datetime(2017, 11, day, hour, minute, tzinfo=UTC)
-
-
-def _t(text: str) -> Localized:
-    return Localized.of(text)  # type: ignore[return-value]
-
-
-_URL = "https://status.example.com/incidents/sample?id=42"
-
-
-def _incident(full: bool = False, **kw: Any) -> Incident:
-    """A sample incident; ``full`` sets every field that has a declared sample value."""
-    base: dict[str, Any] = {
-        "id": "sample",
-        "title": _t("Sample outage"),
-        "status": "investigating",
-        "started_at": _utc(9, 6, 23),
-    }
-    return sample_incident(full, **(base | kw))
-
-
-def _maintenance(full: bool = False, **kw: Any) -> Incident:
-    base: dict[str, Any] = {
-        "id": "sample-maintenance",
-        "kind": IncidentKind.MAINTENANCE,
-        "title": _t("Sample maintenance"),
-        "status": "scheduled",
-        "starts_at": _utc(9, 21, 0),
-        "ends_at": _utc(9, 22, 30),
-        "started_at": _utc(9, 21, 0),
-    }
-    return sample_incident(full, **(base | kw))
-
-
-INCIDENT_SAMPLES = (
-    Sample("incident, minimal", _incident(), _utc(9, 6, 31), None, _utc(9, 7, 18)),
-    Sample(
-        "incident, all fields, identified",
-        _incident(True, status="identified"),
-        _utc(9, 8, 38),
-        "investigating",
-        _utc(9, 9, 25),
-    ),
-    Sample(
-        "incident, monitoring, across midnight",
-        _incident(
-            status="monitoring",
-            started_at=_utc(8, 20, 5),
-            services=("VPS",),
-            severity="minor",
-            message=_t("Fix applied."),
-        ),
-        _utc(9, 22, 40),
-        "identified",
-        _utc(9, 23, 27),
-    ),
-    Sample(
-        "incident, unchanged status",
-        _incident(status="identified", regions=("SBG",), message=_t("Still on it.")),
-        _utc(9, 9, 14),
-        "identified",
-        _utc(9, 9, 59),
-    ),
-    Sample(
-        "incident, reopened",
-        _incident(status="investigating", regions=("SBG",)),
-        _utc(9, 12, 10),
-        "resolved",
-        _utc(9, 12, 57),
-    ),
-)
-RESOLVED_SAMPLES = (
-    Sample(
-        "resolved, all fields, no data lost",
-        _incident(True, status="resolved", resolved_at=_utc(9, 9, 45)),
-        _utc(9, 9, 50),
-        "monitoring",
-    ),
-    Sample("resolved, minimal", _incident(status="resolved"), _utc(9, 10, 2), "investigating"),
-    Sample(
-        "resolved, data lost, no links",
-        _incident(status="resolved", resolved_at=_utc(10, 1, 12), data_loss=True),
-        _utc(10, 1, 14),
-        "monitoring",
-    ),
-    Sample(
-        "resolved, data lost, with link",
-        _incident(status="resolved", data_loss=True, url=_URL),
-        _utc(9, 11, 3),
-        "identified",
-    ),
-)
-MAINTENANCE_SAMPLES = (
-    Sample(
-        "maintenance, announced a week ahead, all fields",
-        _maintenance(
-            True, starts_at=_utc(16, 21, 0), ends_at=_utc(16, 22, 30), started_at=_utc(16, 21, 0)
-        ),
-        _utc(9, 10, 12),
-        None,
-        _utc(16, 20, 0),
-    ),
-    Sample("maintenance, minimal", _maintenance(), _utc(9, 20, 7), None, _utc(9, 20, 54)),
-    Sample(
-        "maintenance, window across midnight",
-        _maintenance(starts_at=_utc(9, 22, 0), ends_at=_utc(10, 2, 0), services=("VPS",)),
-        _utc(9, 21, 3),
-        None,
-        _utc(9, 21, 50),
-    ),
-    Sample("maintenance, start time passed", _maintenance(), _utc(9, 21, 9), None, _utc(9, 21, 56)),
-    Sample(
-        "maintenance, without times",
-        _maintenance(starts_at=None, ends_at=None),
-        _utc(9, 20, 11),
-        None,
-        _utc(9, 20, 58),
-    ),
-    Sample(
-        "maintenance in progress, all fields",
-        _maintenance(True, status="in_progress"),
-        _utc(9, 21, 4),
-        "scheduled",
-        _utc(9, 21, 51),
-    ),
-    Sample(
-        "maintenance running late",
-        _maintenance(status="in_progress", message=_t("Taking longer than planned.")),
-        _utc(9, 22, 41),
-        "in_progress",
-        _utc(9, 23, 28),
-    ),
-)
-COMPLETED_SAMPLES = (
-    Sample(
-        "maintenance completed, all fields",
-        _maintenance(True, status="completed", resolved_at=_utc(9, 22, 20)),
-        _utc(9, 22, 24),
-        "in_progress",
-    ),
-    Sample(
-        "maintenance completed, minimal",
-        _maintenance(status="completed"),
-        _utc(9, 22, 33),
-        "in_progress",
-    ),
-    Sample(
-        "maintenance completed, without times",
-        _maintenance(status="completed", starts_at=None, ends_at=None),
-        _utc(9, 22, 35),
-        "scheduled",
-    ),
-)
-
-
-def samples_for(kind: PostKind) -> tuple[Sample, ...]:
-    """The sample incidents a template of ``kind`` must render, as the planner uses kinds."""
-    if kind is PostKind.OPENED:
-        return INCIDENT_SAMPLES
-    if kind in (PostKind.UPDATE, PostKind.REMINDER):
-        return INCIDENT_SAMPLES + MAINTENANCE_SAMPLES
-    if kind in (PostKind.SCHEDULED, PostKind.STARTED):
-        return MAINTENANCE_SAMPLES
-    if kind is PostKind.RESOLVED:
-        return RESOLVED_SAMPLES
-    return COMPLETED_SAMPLES

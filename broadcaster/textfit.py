@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -354,8 +354,12 @@ _ATOMIC = regex.compile(r"(?<![\w@])@\w+(?:@[\w\-]+(?:\.[\w\-]+)*)?|(?<![\w&])[#
 _NON_SPACE = re.compile(r"\S")
 
 
-def split(text: str, rule: LengthRule, spoiler_text: str = "") -> list[str]:
+def split(text: str, rule: LengthRule, spoiler_text: str = "", *, head: int = 0) -> list[str]:
     """``[text]`` if it fits; otherwise parts that each fit with their " (i/n)" suffix.
+
+    The first ``head`` characters (the essentials: status, scope, next update, link) stay
+    whole in the first part, which the rest fills as far as it fits; only what follows is
+    cut into replies. A head too long for one part is cut like the rest.
 
     Cuts prefer paragraph breaks, then sentence ends, then spaces; they never fall inside a
     URL, a mention or a hashtag, and fall between grapheme clusters only when a single word
@@ -366,7 +370,8 @@ def split(text: str, rule: LengthRule, spoiler_text: str = "") -> list[str]:
     stripped = text.strip()
     if stripped != text and rule.fits(stripped, spoiler_text):
         return [stripped]
-    splitter = _Splitter(stripped, rule, spoiler_text)
+    head = max(0, head - (len(text) - len(text.lstrip())))
+    splitter = _Splitter(stripped, rule, spoiler_text, head)
     # The suffix width depends on the number of digits of n, and n on the suffix width:
     # pack for a digit count, repack if n needs more digits. Wider suffixes never yield
     # fewer parts, so this settles in one or two passes.
@@ -387,8 +392,9 @@ class _Splitter:
     chosen part is counted exactly, so a long text costs about one exact count per part.
     """
 
-    def __init__(self, text: str, rule: LengthRule, spoiler_text: str) -> None:
+    def __init__(self, text: str, rule: LengthRule, spoiler_text: str, head: int = 0) -> None:
         self.text = text
+        self.head = min(head, len(text))
         self.rule = rule
         self.spoiler_text = spoiler_text
         units, self.scale = rule._units(text)
@@ -474,7 +480,8 @@ class _Splitter:
         spans: list[tuple[int, int]] = []
         pos = 0
         while pos < len(self.text):
-            end = self._take(pos, f" ({len(spans) + 1}/{n})")
+            suffix = f" ({len(spans) + 1}/{n})"
+            end = self._take_head(suffix) if pos == 0 and self.head else self._take(pos, suffix)
             spans.append((pos, end))
             next_start = _NON_SPACE.search(self.text, end)
             pos = next_start.start() if next_start else len(self.text)
@@ -505,6 +512,20 @@ class _Splitter:
             if k is not None:
                 return self.ends[k]
         return self._hard_cut(pos, self.ends[first], suffix)
+
+    def _take_head(self, suffix: str) -> int:
+        """Where the first part ends when it must hold the head whole: at the end of the
+        head or later (as much of the rest as fits), else wherever it would have."""
+        floor = bisect_left(self.ends, self.head)
+        last = bisect_right(self.end_units, self._budget(0, suffix), lo=floor) - 1
+        if last >= floor:
+            chosen = self._prefer(0, floor, last)
+            if self._fits(0, self.ends[chosen], suffix):
+                return self.ends[chosen]
+            k = _last_true(floor, chosen - 1, lambda k: self._fits(0, self.ends[k], suffix))
+            if k is not None:
+                return self.ends[k]
+        return self._take(0, suffix)
 
     def _prefer(self, pos: int, first: int, last: int) -> int:
         if self.levels[last] == _END:

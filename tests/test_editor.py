@@ -78,7 +78,8 @@ def test_a_repeated_text_is_stamped_so_the_platform_never_sees_a_duplicate(
     assert snapshot is not None
     parts = editor.compose(snapshot, opened.post)
     assert parts[0][0] != opened.parts[0][0]
-    assert parts[0][0].endswith(" · 07:25")
+    # The last resort, said as the time of posting on a line of its own, never mid-sentence.
+    assert parts[0][0].endswith("\nPosted at 07:25 CET")
     assert parts[0][1] <= parts[0][2]
 
 

@@ -145,8 +145,8 @@ def test_a_partial_update_posts_an_update_with_what_the_first_event_said(
     harness.push({"id": "sbg-power", "status": "identified", "message": "Both feeds lost"})
     update = harness.wait_posts(2)[1]
     assert update["kind"] == "update"
-    assert f"Update: {TITLE}" in update["text"]
-    assert "Cause identified" in update["text"] and "Both feeds lost" in update["text"]
+    assert f"Incident: {TITLE}" in update["text"]  # identified, no cause yet
+    assert "Cause identified" not in update["text"] and "Both feeds lost" in update["text"]
     assert update["reply_to"] == opened["idempotency_key"]
     wait_for(lambda: harness.pending() == 0, "both entries to be acknowledged")
 

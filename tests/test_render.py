@@ -16,6 +16,7 @@ from broadcaster.model import (
     Incident,
     IncidentKind,
     Localized,
+    Names,
     PlannedPost,
     PostKind,
     Snapshot,
@@ -47,7 +48,7 @@ SBG = Incident(
     status="investigating",
     started_at=at(7, 23),
     severity="critical",
-    services=("Dedicated servers", "VPS"),
+    services=Names({"en": ("Dedicated servers", "VPS"), "fr": ("Serveurs dédiés", "VPS")}),
     regions=("SBG",),
     message=Localized(
         {
@@ -96,7 +97,7 @@ MAINTENANCE = Incident(
     started_at=at(22, 0, 16),
     starts_at=at(22, 0, 16),
     ends_at=at(23, 30, 16),
-    services=("Dedicated servers",),
+    services=Names({"en": ("Dedicated servers",), "fr": ("Serveurs dédiés",)}),
     regions=("SBG",),
     message=Localized(
         {
@@ -128,6 +129,24 @@ def render(
     return r.render(snapshot, post, channel, now)
 
 
+def render_at(
+    r: Renderer,
+    incident: Incident,
+    kind: PostKind,
+    now: datetime,
+    next_update: datetime | None,
+    channel: ChannelInfo,
+    previous_status: str | None,
+    changed_at: datetime,
+) -> str:
+    """``render``, with ops' last change at ``changed_at`` (what "Latest update" quotes)."""
+    snapshot = Snapshot(incident, 2, incident.started_at, changed_at, previous_status)
+    post = PlannedPost(
+        incident.id, channel.name, kind, 2, 2, now, None if kind.is_final else next_update
+    )
+    return r.render(snapshot, post, channel, now)
+
+
 # Every kind as the planner uses it: (kind, incident, now, next update, previous status).
 STORY = {
     PostKind.OPENED: (SBG, at(7, 28), at(7, 45), None),
@@ -153,50 +172,57 @@ EXPECTED = {
     ("en", PostKind.OPENED): [
         "🔴 Incident: Power outage in Strasbourg (SBG)",
         "Affected since 07:23 CET: Dedicated servers and VPS in SBG.",
-        "Technicians are on site.",
-        "We are investigating.",
         "Next update by 07:45 CET.",
         URL,
+        "Technicians are on site.",
+        "We know this outage disrupts your work.",
     ],
     ("fr", PostKind.OPENED): [
         f"🔴 Incident en cours{NBSP}: Coupure électrique à Strasbourg (SBG)",
-        f"Services concernés depuis 7 h 23{NBSP}: Dedicated servers et VPS (SBG).",
-        "Nous enquêtons.",
-        "Prochain point à 7 h 45.",
+        f"Services concernés depuis 7 h 23{NBSP}: Serveurs dédiés et VPS (SBG).",
+        "Prochain point à 7 h 45, heure de Paris.",
         URL,
+        "Nous savons que cette panne perturbe votre activité.",
     ],
     ("en", PostKind.UPDATE): [
-        "Cause identified: an electrical fault took down both feeds.",
-        "Workaround: Fail over to Roubaix (RBX) if you can.",
+        "🔴 Cause identified: Power outage in Strasbourg (SBG)",
+        "Cause: an electrical fault took down both feeds.",
+        "What you can do: Fail over to Roubaix (RBX) if you can.",
         "Next update by 09:10 CET.",
     ],
     ("fr", PostKind.UPDATE): [
-        f"Cause identifiée{NBSP}: un défaut électrique a coupé les deux arrivées.",
-        f"Contournement possible{NBSP}: Basculez",
-        "Prochain point à 9 h 10.",
+        f"🔴 Cause identifiée{NBSP}: Coupure électrique à Strasbourg (SBG)",
+        f"Cause{NBSP}: un défaut électrique a coupé les deux arrivées.",
+        f"Ce que vous pouvez faire{NBSP}: basculez",
+        "Prochain point à 9 h 10, heure de Paris.",
     ],
     ("en", PostKind.REMINDER): [
         "Cause identified: Power outage",
-        "Ongoing for 2 h 15 min, since 07:23 CET.",
-        "Electricians are restoring power",
+        "Ongoing since 07:23 CET, over 2 hours.",
+        "Cause: an electrical fault took down both feeds.",
+        "Latest update (09:08 CET, 30 minutes ago): Electricians are restoring power",
         "Next update by 10:08 CET.",
     ],
     ("fr", PostKind.REMINDER): [
         f"Cause identifiée{NBSP}: Coupure",
-        "En cours depuis 7 h 23, soit 2 h 15.",
-        "Prochain point à 10 h 08.",
+        "En cours depuis 7 h 23, soit plus de 2 heures.",
+        f"Dernier point (9 h 08, il y a 30 minutes){NBSP}: les électriciens",
+        "Prochain point à 10 h 08, heure de Paris.",
     ],
     ("en", PostKind.RESOLVED): [
         "✅ Resolved: Power outage in Strasbourg (SBG)",
-        "Service restored at 17:50 CET. Total duration: 10 h 27 min.",
+        "Service restored at 17:50 CET, after 10 h 27 min.",
+        "Cause: an electrical fault took down both feeds.",
         "No data was lost.",
         "A post-incident report will follow.",
+        "We are sorry for the disruption to your work.",
     ],
     ("fr", PostKind.RESOLVED): [
-        f"✅ Résolu{NBSP}: Coupure électrique",
-        f"Service rétabli à 17 h 50. Durée totale{NBSP}: 10 h 27.",
+        f"✅ Service rétabli{NBSP}: Coupure électrique",
+        "Rétabli à 17 h 50, après 10 h 27 min de perturbation.",
+        f"Cause{NBSP}: un défaut électrique a coupé les deux arrivées.",
         "Aucune perte de données.",
-        "Un rapport d’incident suivra.",
+        "Un rapport d’incident sera publié.",
     ],
     ("en", PostKind.SCHEDULED): [
         "🔧 Scheduled maintenance: Network upgrade in SBG",
@@ -207,8 +233,8 @@ EXPECTED = {
     ],
     ("fr", PostKind.SCHEDULED): [
         f"🔧 Maintenance planifiée{NBSP}: Mise à niveau réseau à SBG",
-        "Intervention prévue le jeudi 16 novembre de 22 h à 23 h 30.",
-        "Prochain point le jeudi 16 novembre à 21 h.",
+        "Intervention prévue le jeudi 16 novembre de 22 h à 23 h 30, heure de Paris.",
+        "Prochain point le jeudi 16 novembre à 21 h, heure de Paris.",
     ],
     ("en", PostKind.STARTED): [
         "🔧 Maintenance started: Network upgrade in SBG",
@@ -218,7 +244,7 @@ EXPECTED = {
     ("fr", PostKind.STARTED): [
         f"🔧 Début de la maintenance{NBSP}: Mise",
         "Fin prévue à 23 h 30.",
-        "Prochain point à 23 h 30.",
+        "Prochain point à 23 h 30, heure de Paris.",
     ],
     ("en", PostKind.COMPLETED): [
         "✅ Maintenance completed: Network upgrade in SBG",
@@ -227,7 +253,7 @@ EXPECTED = {
     ],
     ("fr", PostKind.COMPLETED): [
         f"✅ Maintenance terminée{NBSP}: Mise",
-        "Fin à 23 h 10, après 1 h 10 d’intervention.",
+        "Fin à 23 h 10, après 1 h 10 min d’intervention.",
         "Aucune perte de données.",
     ],
 }
@@ -237,13 +263,16 @@ EXPECTED = {
 @pytest.mark.parametrize("kind", list(PostKind))
 def test_every_kind_renders_in_both_languages(renderer: Renderer, kind: PostKind, language: str):
     incident, now, next_update, previous = STORY[kind]
-    text = render(renderer, incident, kind, now, next_update, CHANNELS[language], previous)
+    changed = now - timedelta(minutes=30)
+    channel = CHANNELS[language]
+    text = render_at(renderer, incident, kind, now, next_update, channel, previous, changed)
     for expected in EXPECTED[(language, kind)]:
         assert expected in text, f"{expected!r} not in:\n{text}"
     assert "None" not in text
     assert text == tidy(text)
     if language == "fr":
         assert not any(word in text for word in ("Next update", "Affected", "Resolved"))
+        assert "Dedicated servers" not in text and "'" not in text
 
 
 @pytest.mark.parametrize("kind", list(PostKind))
@@ -282,10 +311,15 @@ def test_promise_in_every_non_final_post_and_absent_from_final_ones(
 
 
 def test_reminders_at_two_times_differ(renderer: Renderer):
+    # Ops last wrote at 09:38; the reminders at 09:38 and 10:08 say it in words.
     first = render(renderer, SBG_IDENTIFIED, PostKind.REMINDER, at(9, 38), at(10, 8))
-    second = render(renderer, SBG_IDENTIFIED, PostKind.REMINDER, at(10, 8), at(10, 38))
+    second = render_at(
+        renderer, SBG_IDENTIFIED, PostKind.REMINDER, at(10, 8), at(10, 38), X_EN, None, at(9, 38)
+    )
     assert first != second
-    assert "Ongoing for 2 h 15 min" in first and "Ongoing for 2 h 45 min" in second
+    assert "Ongoing since 07:23 CET, over 2 hours." in first
+    assert "Latest update (09:38 CET, just now)" in first
+    assert "Latest update (09:38 CET, 30 minutes ago)" in second
     assert "Next update by 10:38 CET." in second
 
 
@@ -295,23 +329,23 @@ def test_reminder_restates_status_scope_and_work_never_an_empty_still_ongoing(re
     )
     assert text.splitlines() == [
         "🔴 Investigating: Power outage in Strasbourg (SBG)",
-        "Ongoing for 45 min, since 07:23 CET.",
         "Affected: Dedicated servers and VPS in SBG.",
-        "We are still investigating.",
         "Next update by 08:23 CET.",
         URL,
+        "Ongoing since 07:23 CET, 45 minutes.",
+        "We are looking for the origin of the problem.",
     ]
 
 
 def test_maintenance_reminder_before_start_and_while_running(renderer: Renderer):
     before = render(renderer, MAINTENANCE, PostKind.REMINDER, at(21, 0, 16), at(22, 0, 16))
     assert "Reminder – scheduled maintenance: Network upgrade in SBG" in before
-    assert "Starts at 22:00 CET, expected to last until 23:30 CET." in before
+    assert "Starts at 22:00 CET, in an hour; expected to last until 23:30 CET." in before
     running = replace(MAINTENANCE, status="in_progress")
     late = render(renderer, running, PostKind.REMINDER, at(23, 40, 16), at(0, 10, 17), X_FR)
-    assert "En cours depuis 22 h, soit 1 h 40." in late
+    assert "En cours depuis 22 h, soit plus d’une heure." in late
     assert f"Plus longue que prévu{NBSP}: la fin était annoncée à 23 h 30." in late
-    assert "Prochain point le vendredi 17 novembre à 0 h 10." in late
+    assert "Prochain point le vendredi 17 novembre à 0 h 10, heure de Paris." in late
 
 
 def test_update_leads_with_what_changed(renderer: Renderer):
@@ -319,7 +353,8 @@ def test_update_leads_with_what_changed(renderer: Renderer):
     text = render(
         renderer, monitoring, PostKind.UPDATE, at(12, 0), at(13, 0), previous_status="identified"
     )
-    assert text.splitlines()[1] == "Fix applied; we are monitoring the recovery."
+    assert text.splitlines()[0] == "🟠 Monitoring: Power outage in Strasbourg (SBG)"
+    assert "Service is coming back; we are checking that it stays stable." in text
     reopened = render(
         renderer,
         replace(SBG, status="investigating"),
@@ -329,9 +364,10 @@ def test_update_leads_with_what_changed(renderer: Renderer):
         X_FR,
         previous_status="resolved",
     )
-    assert reopened.splitlines()[1] == f"Le problème est réapparu{NNBSP}; nous enquêtons."
+    assert f"Le problème est réapparu{NNBSP}; nous reprenons l’analyse." in reopened
     same = render(renderer, SBG, PostKind.UPDATE, at(7, 40), at(7, 55), previous_status=SBG.status)
-    assert same.splitlines()[1].startswith("Both power feeds are down")
+    # The head says where things stand; ops' word follows it.
+    assert same.splitlines()[4].startswith("Both power feeds are down")
 
 
 def test_elapsed_is_real_time_across_a_dst_change(renderer: Renderer):
@@ -340,7 +376,7 @@ def test_elapsed_is_real_time_across_a_dst_change(renderer: Renderer):
     now = (started.astimezone(UTC) + timedelta(hours=3)).astimezone(PARIS)
     incident = replace(SBG, started_at=started, message=None)
     text = render(renderer, incident, PostKind.REMINDER, now, now + timedelta(minutes=15))
-    assert "Ongoing for 3 h, since 01:30 CEST." in text
+    assert "Ongoing since 01:30 CEST, 3 hours." in text
     maintenance = replace(
         MAINTENANCE,
         status="in_progress",
@@ -349,7 +385,7 @@ def test_elapsed_is_real_time_across_a_dst_change(renderer: Renderer):
         ends_at=started + timedelta(hours=5),
     )
     text = render(renderer, maintenance, PostKind.REMINDER, now, now + timedelta(minutes=15))
-    assert "Under way for 3 h, since 01:30 CEST." in text
+    assert "Under way since 01:30 CEST, 3 hours." in text
 
 
 @pytest.mark.parametrize(
@@ -359,8 +395,8 @@ def test_elapsed_is_real_time_across_a_dst_change(renderer: Renderer):
         (
             True,
             URL,
-            "Some data was lost: details at the link below.",
-            f"Des données ont été perdues{NBSP}: détails sur le lien ci-dessous.",
+            "Some data was lost: details at the link above.",
+            f"Des données ont été perdues{NBSP}: détails sur le lien ci-dessus.",
         ),
         (True, None, "Some data was lost.", "Des données ont été perdues."),
     ],
@@ -418,6 +454,12 @@ def test_incident_text_is_data_never_template_code(renderer: Renderer):
         ("mailto:ops@example.com", "mailto:ops@example.com"),
         (":) au début", ":) au début"),
         ("a\n: b", "a\n: b"),
+        ("30% des paiements, 30 % des cartes", f"30{NBSP}% des paiements, 30{NBSP}% des cartes"),
+        ("« merci »", f"«{NBSP}merci{NBSP}»"),
+        ("«merci»", f"«{NBSP}merci{NBSP}»"),
+        ("n'est pas l'heure d'aujourd'hui", "n’est pas l’heure d’aujourd’hui"),
+        ("voir https://x.fr/l'a?d'b=1 puis l'aide", "voir https://x.fr/l'a?d'b=1 puis l’aide"),
+        ("l'« aide »", f"l’«{NBSP}aide{NBSP}»"),
     ],
 )
 def test_french_typography(raw: str, expected: str):
@@ -513,8 +555,8 @@ def test_window():
 @pytest.mark.parametrize(
     ("delta", "en", "fr"),
     [
-        (timedelta(hours=2, minutes=15), "2 h 15 min", "2 h 15"),
-        (timedelta(hours=2, minutes=5), "2 h 5 min", "2 h 05"),
+        (timedelta(hours=2, minutes=15), "2 h 15 min", "2 h 15 min"),
+        (timedelta(hours=2, minutes=5), "2 h 5 min", "2 h 5 min"),
         (timedelta(minutes=45), "45 min", "45 min"),
         (timedelta(hours=3), "3 h", "3 h"),
         (timedelta(days=3, hours=4, minutes=10), "3 days 4 h", "3 jours 4 h"),
@@ -536,6 +578,92 @@ def test_join_and():
     assert i18n.join_and([], "en") == ""
 
 
+@pytest.mark.parametrize(
+    ("minutes", "en", "fr"),
+    [
+        (0, "less than a minute", "moins d’une minute"),
+        (1, "1 minute", "1 minute"),
+        (45, "45 minutes", "45 minutes"),
+        (60, "an hour", "une heure"),
+        (75, "over an hour", "plus d’une heure"),
+        (7 * 60 + 15, "over 7 hours", "plus de 7 heures"),
+        (24 * 60, "a day", "un jour"),
+        (50 * 60, "over 2 days", "plus de 2 jours"),
+    ],
+)
+def test_rough_durations_are_words_never_mistaken_for_clock_times(minutes: int, en: str, fr: str):
+    assert i18n.rough(timedelta(minutes=minutes), "en") == en
+    assert i18n.rough(timedelta(minutes=minutes), "fr") == fr
+
+
+def test_ago_and_the_zone_said_once_in_french():
+    assert i18n.ago(at(10, 55), at(11, 35), "en") == "40 minutes ago"
+    assert i18n.ago(at(10, 55), at(11, 35), "fr") == "il y a 40 minutes"
+    assert i18n.ago(at(10, 55), at(10, 55), "fr") == "à l’instant"
+    assert i18n.zone_words(at(13, 0), "fr") == ", heure de Paris"
+    assert i18n.zone_words(at(13, 0), "en") == ""  # English names it in every clock: CET
+    assert i18n.zone_words(at(13, 0).astimezone(UTC), "fr") == ""  # the clock says "UTC"
+    brussels = at(13, 0).astimezone(ZoneInfo("Europe/Berlin"))
+    assert i18n.zone_words(brussels, "fr") == ", heure d’Europe centrale"
+
+
+def test_eta_is_in_every_non_final_post_and_reminders_quote_ops_with_its_time(
+    renderer: Renderer,
+):
+    eta = replace(SBG_IDENTIFIED, eta=at(14, 0))
+    for kind, now, promise in (
+        (PostKind.OPENED, at(7, 28), at(7, 45)),
+        (PostKind.UPDATE, at(8, 40), at(9, 10)),
+        (PostKind.REMINDER, at(9, 38), at(10, 8)),
+    ):
+        en = render_at(renderer, eta, kind, now, promise, X_EN, "identified", at(8, 40))
+        fr = render_at(renderer, eta, kind, now, promise, X_FR, "identified", at(8, 40))
+        assert "Expected recovery at 14:00 CET." in en
+        assert "Rétablissement prévu à 14 h." in fr
+    assert "Latest update (08:40 CET, 58 minutes ago): Electricians" in en
+    assert f"Dernier point (8 h 40, il y a 58 minutes){NBSP}: les électriciens" in fr
+    over = replace(eta, status="resolved", resolved_at=at(13, 40))
+    assert "14:00" not in render(renderer, over, PostKind.RESOLVED, at(13, 45))
+
+
+def test_identified_without_a_cause_claims_no_cause_and_says_what_customers_get(
+    renderer: Renderer,
+):
+    no_cause = replace(SBG_IDENTIFIED, cause=None, message=None)
+    en = render(renderer, no_cause, PostKind.UPDATE, at(8, 40), at(9, 10), X_EN, "investigating")
+    fr = render(renderer, no_cause, PostKind.UPDATE, at(8, 40), at(9, 10), X_FR, "investigating")
+    assert "We are working to restore service." in en and "Cause:" not in en
+    assert "Nous travaillons au rétablissement du service." in fr and "Cause " not in fr
+
+
+def test_the_resolution_says_when_the_report_comes_unless_ops_did(renderer: Renderer):
+    said = replace(
+        SBG_RESOLVED,
+        message=Localized(
+            {"en": "Postmortem within a week.", "fr": "Analyse détaillée d’ici une semaine."}
+        ),
+    )
+    assert "will follow" not in render(renderer, said, PostKind.RESOLVED, at(18, 0))
+    assert "sera publié" not in render(renderer, said, PostKind.RESOLVED, at(18, 0), None, X_FR)
+    assert "A post-incident report will follow." in render(
+        renderer, SBG_RESOLVED, PostKind.RESOLVED, at(18, 0)
+    )
+
+
+def test_minor_incidents_do_not_dwell_on_impact(renderer: Renderer):
+    minor = replace(SBG, severity="minor")
+    text = render(renderer, minor, PostKind.OPENED, at(7, 28), at(7, 45))
+    assert "disrupt" not in text and text.startswith("🟠")
+
+
+def test_french_lowers_a_common_word_after_a_colon_but_never_a_proper_noun():
+    assert i18n.after_colon("Le site a perdu", "fr") == "le site a perdu"
+    assert i18n.after_colon("L’alimentation", "fr") == "l’alimentation"
+    assert i18n.after_colon("Strasbourg est touché", "fr") == "Strasbourg est touché"
+    assert i18n.after_colon("OVH redémarre", "fr") == "OVH redémarre"
+    assert i18n.after_colon("Le site", "en") == "Le site"
+
+
 def test_labels():
     assert i18n.status_label("identified", "fr") == "Cause identifiée"
     assert i18n.status_label("in_progress", "en") == "In progress"
@@ -553,8 +681,8 @@ def test_filters_are_available_to_templates(tmp_path: Path):
     r = Renderer(tmp_path, PARIS)
     text = render(r, SBG, PostKind.OPENED, at(23, 40), at(0, 25, 10), X_FR)
     assert text == (
-        "7 h 23|vendredi 10 novembre à 0 h 25|16 h 17|Dedicated servers et VPS|"
-        "le vendredi 10 novembre à 0 h 25|depuis 7 h 23|non|Enquête en cours"
+        "7 h 23|vendredi 10 novembre à 0 h 25|16 h 17 min|Serveurs dédiés et VPS|"
+        "le vendredi 10 novembre à 0 h 25|depuis 7 h 23|non|Analyse en cours"
     )
 
 
@@ -667,6 +795,37 @@ def test_check_flags_a_non_final_template_that_breaks_the_promise(tmp_path: Path
     assert len(problems) == 1
     assert problems[0].path == "message_templates/fr/reminder.j2"
     assert "next update" in problems[0].message
+
+
+def test_the_head_block_comes_first_and_its_end_is_reported(tmp_path: Path):
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "opened.j2").write_text(
+        '{% set who = "ops" %}\nIntro by {{ who }}\n'
+        "{% block head %}\nHead by {{ who }}, next {{ next_update|when }}\n{% endblock %}\n"
+        "Body\n"
+    )
+    r = Renderer(tmp_path, PARIS)
+    snapshot = Snapshot(SBG, 2, SBG.started_at, at(7, 30), None)
+    post = PlannedPost(SBG.id, "x-en", PostKind.OPENED, 2, 1, at(7, 30), at(7, 45))
+    rendered = r.render_post(snapshot, post, X_EN, at(7, 30))
+    assert rendered.text == "Head by ops, next 07:45 CET\nIntro by ops\nBody"
+    assert rendered.text[: rendered.head] == "Head by ops, next 07:45 CET"
+    (tmp_path / "en" / "opened.j2").write_text("No head {{ next_update|when }}\n")
+    r.reload()
+    assert r.render_post(snapshot, post, X_EN, at(7, 30)).head == 0
+
+
+def test_check_flags_a_head_that_leaves_the_promise_to_a_reply(tmp_path: Path):
+    root = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, root)
+    (root / "en" / "x").mkdir()
+    (root / "en" / "x" / "reminder.j2").write_text(
+        "{% block head %}{{ incident.title }}{% endblock %}\n"
+        "Next update by {{ next_update|when }}.\n"
+    )
+    problems = Renderer(root, PARIS).check([X_EN])
+    assert problems and all("reminder.j2" in str(p) for p in problems)
+    assert "must be in the {% block head %}" in str(problems[0])
 
 
 def test_check_reports_every_problem_not_just_the_first(tmp_path: Path):

@@ -126,8 +126,8 @@ def test_a_partial_update_posts_an_update_with_what_the_first_event_said(spool: 
     )
     update = spool.wait_posts(2)[1]
     assert update["kind"] == "update"
-    assert f"Update: {TITLE}" in update["text"]
-    assert "Cause identified" in update["text"] and "Both feeds lost" in update["text"]
+    assert f"Incident: {TITLE}" in update["text"]  # identified, no cause yet
+    assert "Cause identified" not in update["text"] and "Both feeds lost" in update["text"]
     assert update["reply_to"] == opened["idempotency_key"]
     assert spool.names(spool.done) == ["0001.json", "0002.json"]
 

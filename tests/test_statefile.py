@@ -1078,3 +1078,70 @@ def test_apply_changes_with_dotted_keys_sub_tables_and_multiline_values(tmp_path
     assert path.read_bytes().decode() == expected
     a, b = load_state(path, BOTH)
     assert a.title == Localized({"en": "T", "fr": "Nouveau"}) and b.title.get("fr") == "multi\nline"
+
+
+# --------------------------------------------------------------------------------------
+# Names per language and the expected recovery time
+
+
+def test_services_and_regions_take_a_list_per_language_like_the_texts(tmp_path):
+    text = BASE_TOML.replace(
+        'services = ["VPS"]',
+        'services = { en = ["Dedicated servers", "VPS"], fr = ["Serveurs dédiés", "VPS"] }\n'
+        "eta = 2017-11-09T14:00:00+01:00",
+    )
+    [incident] = load_state(write(tmp_path, "state.toml", text), BOTH)
+    assert incident.services.get("fr") == ("Serveurs dédiés", "VPS")
+    assert incident.services.get("fr-CA") == ("Serveurs dédiés", "VPS")
+    assert incident.services.get("en") == ("Dedicated servers", "VPS")
+    # As a whole, every name once: what channel filters match on.
+    assert set(incident.services) == {"Dedicated servers", "Serveurs dédiés", "VPS"}
+    assert incident.eta == datetime(2017, 11, 9, 14, 0, tzinfo=CET)
+    again = type(incident).from_json(json.loads(json.dumps(incident.to_json())))
+    assert again.services.by_language == incident.services.by_language
+    assert again.eta == incident.eta
+    # A plain list still serves every language.
+    [plain] = load_state(write(tmp_path, "plain.toml", BASE_TOML), BOTH)
+    assert plain.services.get("fr") == ("VPS",) and plain.to_json()["services"] == ["VPS"]
+
+
+@pytest.mark.parametrize(
+    ("written", "field", "fragment"),
+    [
+        (
+            'services = { en = ["VPS"] }',
+            "services.fr",
+            "no 'fr' names, and a channel posts in 'fr'",
+        ),
+        ('services = { en = ["VPS", 3], fr = ["VPS"] }', "services.en", "item 2 is an integer"),
+        ("services = {}", "services", "no names in any language"),
+        ('services = { en = "VPS", fr = ["VPS"] }', "services.en", "got a string"),
+    ],
+)
+def test_names_per_language_problems_are_located(tmp_path, written, field, fragment):
+    path = write(tmp_path, "state.toml", BASE_TOML.replace('services = ["VPS"]', written))
+    (problem,) = problems_of(path)
+    assert problem.field == field and problem.line == 7
+    assert_named(problem, path, fragment)
+
+
+def test_an_event_may_give_names_per_language_and_they_merge_by_language():
+    data = json.loads(BASE_JSON)["incidents"][0]
+    current = parse_incident(
+        {**data, "services": {"en": ["Dedicated servers"], "fr": ["Serveurs dédiés"]}},
+        origin="queue:1",
+        languages=BOTH,
+    )
+    updated = current.with_changes({"services": {"fr": ["Serveurs dédiés", "VPS"]}})
+    assert updated.services.get("fr") == ("Serveurs dédiés", "VPS")
+    assert updated.services.get("en") == ("Dedicated servers",)
+    assert current.with_changes({"services": ["VPS"]}).services.get("fr") == ("VPS",)
+
+
+def test_apply_changes_writes_names_per_language(tmp_path):
+    path = write(tmp_path, "state.toml", BASE_TOML)
+    apply_changes(
+        path, "sbg-power", {"services": {"en": ["Web hosting"], "fr": ["Hébergement web"]}}
+    )
+    [incident] = load_state(path, BOTH)
+    assert incident.services.get("fr") == ("Hébergement web",)

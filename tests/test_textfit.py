@@ -223,6 +223,33 @@ def test_long_text_becomes_a_numbered_thread_with_every_word_in_order(
     assert " ".join(_body(part) for part in parts).split() == text.split()
 
 
+HEAD = (
+    "🔴 Investigating: Power outage in Strasbourg (SBG)\n"
+    "Affected since 07:23 CET: Web hosting, VPS, Dedicated servers and Public Cloud in SBG.\n"
+    "Next update by 07:40 CET.\n"
+    "https://status.example.com/incidents/sbg-power"
+)
+
+
+@pytest.mark.parametrize("rule", [x_rule(), mastodon_rule(limit=300)], ids=["x", "mastodon"])
+def test_the_head_stays_whole_in_the_first_part_and_the_rest_fills_it(rule: LengthRule) -> None:
+    text = f"{HEAD}\n{ENGLISH}"
+    parts = split(text, rule, head=len(HEAD))
+    _check_thread(parts, rule)
+    assert parts[0].startswith(HEAD)
+    assert len(_body(parts[0])) > len(HEAD), "the first part is filled after the head"
+    assert " ".join(_body(part) for part in parts).split() == text.split()
+    # Without a head, the same text may cut the essentials off the first part.
+    assert not split(text, x_rule(limit=120))[0].startswith(HEAD)
+
+
+def test_a_head_too_long_for_one_part_is_cut_like_the_rest() -> None:
+    rule = x_rule(limit=100)
+    parts = split(f"{HEAD}\n{ENGLISH}", rule, head=len(HEAD))
+    _check_thread(parts, rule)
+    assert parts == split(f"{HEAD}\n{ENGLISH}", rule)
+
+
 def test_french_punctuation_stays_with_its_word() -> None:
     text = " ".join([FRENCH.replace("\u202f", " ").replace("\u00a0", " ")] * 3)
     parts = split(text, mastodon_rule(limit=120))

@@ -25,6 +25,7 @@ from ..model import (
     Incident,
     IncidentKind,
     Localized,
+    Names,
 )
 from .sourcemap import Address, LazySourceMap, describe_address
 from .syntax import DATETIME_EXAMPLE, Problem, StateFileError, parse
@@ -400,6 +401,8 @@ def _as_written(value: Any) -> Any:
     """A current field value as a file would hold it, for the checks (None if not set)."""
     if isinstance(value, Localized):
         return dict(value.values)
+    if isinstance(value, Names) and value:
+        return value.to_json()
     if value == ():
         return None
     return value
@@ -507,6 +510,32 @@ def _check_strings(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Cont
     return tuple(value)
 
 
+def _check_names(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
+    """A list of names for every language, or a table of lists by language."""
+    if not isinstance(value, Mapping):
+        names = _check_strings(value, name, rule, bad, ctx)
+        return names if names is _INVALID else Names(names)
+    if not value:
+        bad(name, "no names in any language")
+        return _INVALID
+    table: dict[str, tuple[str, ...]] = {}
+    for language, names in value.items():
+        checked = _check_strings(names, f"{name}.{language}", rule, bad, ctx)
+        if checked is _INVALID:
+            return _INVALID
+        table[str(language)] = checked
+    result = Names(table)
+    ok = True
+    for language in sorted(ctx.languages):
+        if not result.covers(language):
+            bad(
+                f"{name}.{language}",
+                f"no {language!r} names, and a channel posts in {language!r}",
+            )
+            ok = False
+    return result if ok else _INVALID
+
+
 def _check_datetime(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
     parsed, error = _to_datetime(value)
     if error:
@@ -543,6 +572,7 @@ _CHECKERS: dict[FieldKind, Callable[[Any, str, FieldRule, _Bad, _Context], Any]]
     FieldKind.ENUM: _check_enum,
     FieldKind.LOCALIZED: _check_localized,
     FieldKind.STRINGS: _check_strings,
+    FieldKind.NAMES: _check_names,
     FieldKind.DATETIME: _check_datetime,
     FieldKind.URL: _check_url,
     FieldKind.BOOL: _check_bool,
@@ -554,6 +584,7 @@ _CHECK_ORDER = (
     FieldKind.ENUM,
     FieldKind.LOCALIZED,
     FieldKind.STRINGS,
+    FieldKind.NAMES,
     FieldKind.DATETIME,
     FieldKind.URL,
     FieldKind.BOOL,
