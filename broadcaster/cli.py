@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[common], help="what the store holds")
     st.add_argument("--dry-run", action="store_true", help="show the dry-run store")
 
+    co = sub.add_parser(
+        "console", parents=[common], help="the drafting console (a web page) on its own"
+    )
+    co.add_argument("--listen", help="HOST:PORT (default: [console] listen, 127.0.0.1:8471)")
+
     sb = sub.add_parser(
         "sandbox", parents=[common], help="run local X and Mastodon API servers for drills"
     )
@@ -414,6 +419,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    import re
+
+    from .web.console import create_app
+    from .web.server import serve
+
+    config = load_config(args.config)
+    token = config.console.require_token(config.path)
+    listen = args.listen or config.console.listen
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
+        raise UsageError(f"--listen: expected HOST:PORT, got {listen!r}")
+    host, _, port = listen.rpartition(":")
+    print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
+    serve(create_app(config, token, warnings=budget_warnings), host.strip("[]"), int(port))
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import run_sandboxes
 
@@ -429,4 +451,5 @@ COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "sandbox": cmd_sandbox,
+    "console": cmd_console,
 }

@@ -63,6 +63,54 @@ def apply_changes(
         _write_atomic(target, path_str, encoded, expected=raw)
 
 
+def append_incident(
+    path: Path, data: Mapping[str, Any], *, languages: Collection[str] = ()
+) -> None:
+    """Add a new incident at the end of the file, the rest of it kept as written.
+
+    Validated with the whole file (a duplicate id is refused) before anything is written,
+    and written atomically, like :func:`apply_changes`.
+    """
+    path_str = str(path)
+    incident_id = str(data.get(ID_FIELD, ""))
+    with no_surprises(path_str):
+        fmt = format_of(path_str)
+        target = Path(os.path.realpath(path))
+        text, raw = read(target, path_str)
+        _check_change_keys(path_str, incident_id, {k: v for k, v in data.items() if k != ID_FIELD})
+        if fmt == "toml":
+            parse_toml(text, path_str)
+            lines = [f"{key} = {_toml_value(_plain(v, for_json=False))}" for key, v in data.items()]
+            newline = "\r\n" if "\r\n" in text else "\n"
+            body = text.rstrip("\r\n")
+            new_text = (
+                (body + newline * 2 if body else "")
+                + newline.join(["[[incidents]]", *lines])
+                + newline
+            )
+        else:
+            parsed, _ = parse_json(text, path_str) if text.strip() else ({"incidents": []}, None)
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("incidents"), list):
+                parsed = {"incidents": []} if not text.strip() else parsed
+            parsed["incidents"].append({str(k): _plain(v, for_json=True) for k, v in data.items()})
+            new_text = json.dumps(parsed, indent=2, ensure_ascii=False) + "\n"
+            if "\r\n" in text:
+                new_text = new_text.replace("\n", "\r\n")
+        try:
+            state_from_text(new_text, path_str, fmt, languages)
+        except StateFileError as exc:
+            raise StateFileError(
+                [
+                    Problem(p.path, p.line, p.incident_id, p.field, f"change refused: {p.message}")
+                    for p in exc.problems
+                ]
+            ) from None
+        encoded = new_text.encode("utf-8")
+        if raw.startswith(b"\xef\xbb\xbf"):
+            encoded = b"\xef\xbb\xbf" + encoded
+        _write_atomic(target, path_str, encoded, expected=raw)
+
+
 # --------------------------------------------------------------------------------------
 # Updating
 
