@@ -170,3 +170,20 @@ def test_the_console_command_needs_a_token_and_never_platform_credentials(
     config.write_text(config.read_text().replace('token = "short"', 'listen = "nowhere"'))
     with pytest.raises(ConfigError, match=r"console\.listen: expected HOST:PORT"):
         load_config(config)
+
+
+def test_the_editor_refuses_a_file_changed_since_the_hash_the_person_saw(tmp_path: Path) -> None:
+    from broadcaster.statefile import StateFileError, append_incident, apply_changes
+
+    config = load_config(console_config(tmp_path))
+    seen = config.state_file.read_bytes()
+    config.state_file.write_text(config.state_file.read_text() + "\n# an edit by hand\n")
+    edited = config.state_file.read_bytes()
+    import hashlib
+
+    stale = hashlib.sha256(seen).hexdigest()
+    with pytest.raises(StateFileError, match="the file changed"):
+        apply_changes(config.state_file, SBG, {"status": "monitoring"}, expected_sha256=stale)
+    with pytest.raises(StateFileError, match="the file changed"):
+        append_incident(config.state_file, {"id": "x"}, expected_sha256=stale)
+    assert config.state_file.read_bytes() == edited

@@ -28,6 +28,7 @@ from ...statefile import (
     load_state,
     parse_incident,
 )
+from ...statefile.edit import CHANGED_MESSAGE
 from ...statefile.syntax import format_of
 from .forms import changes_between, read_form
 
@@ -261,7 +262,9 @@ class Workspace:
                 changes = dict(data)
 
                 def write() -> None:
-                    append_incident(path, changes, languages=self.languages)
+                    append_incident(
+                        path, changes, languages=self.languages, expected_sha256=view.hash
+                    )
             else:
                 current = view.incident(incident_id)
                 if current is None:
@@ -271,12 +274,18 @@ class Workspace:
                     return Outcome(saved={}, hash_after=view.hash)
 
                 def write() -> None:
-                    apply_changes(path, incident_id, changes, languages=self.languages)
+                    apply_changes(
+                        path,
+                        incident_id,
+                        changes,
+                        languages=self.languages,
+                        expected_sha256=view.hash,
+                    )
 
             try:
                 write()
             except StateFileError as exc:
-                if "the file changed while" in str(exc):
+                if CHANGED_MESSAGE in str(exc):
                     return Outcome(
                         conflict=self._what_changed(base_hash, self.state(), incident.id)
                     )
