@@ -44,6 +44,17 @@ token = "{TOKEN}"
     return config
 
 
+def shipped_example(tmp: Path) -> Path:
+    """config.example.toml as shipped (four channels, en and fr) with a console token, on a
+    copy of examples/ so the console can write its state file."""
+    shutil.copytree(ROOT / "examples", tmp / "examples")
+    (tmp / "message_templates").symlink_to(ROOT / "message_templates")
+    config = tmp / "config.toml"
+    text = (ROOT / "config.example.toml").read_text()
+    config.write_text(text + f'\n[console]\ntoken = "{TOKEN}"\n')
+    return config
+
+
 def csrf_of(page: str) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', page)
     assert match, "the page has no CSRF token"

@@ -187,3 +187,32 @@ def test_the_editor_refuses_a_file_changed_since_the_hash_the_person_saw(tmp_pat
     with pytest.raises(StateFileError, match="the file changed"):
         append_incident(config.state_file, {"id": "x"}, expected_sha256=stale)
     assert config.state_file.read_bytes() == edited
+
+
+def test_the_edit_page_shows_what_was_posted_with_links_and_when_the_next_update_is_due(
+    logged,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from store_contract import record
+
+    from broadcaster.app import store_path
+    from broadcaster.model import PostKind
+    from broadcaster.store import Store
+
+    config, client = logged
+    incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
+    sent_at = datetime.now(UTC) - timedelta(minutes=20)
+    config.data_dir.mkdir(exist_ok=True)
+    store = Store(store_path(config, dry_run=False))
+    store.apply_incidents([incident], sent_at)
+    opened = record(store, PostKind.OPENED, 1, at=sent_at, incident_id=SBG)
+    store.mark_sending(opened.key(1))
+    store.mark_sent(opened.key(1), "1", "https://x.example/i/status/1", sent_at)
+    store.close()
+    page = client.get(f"/incidents/{SBG}").text
+    assert 'href="https://x.example/i/status/1"' in page
+    assert f"{SBG} opened 1 part 0" in page
+    assert "5 min late" in page, "promised 15 min after a post 20 min ago"
+    listing = client.get("/").text
+    assert "5 min late" in listing

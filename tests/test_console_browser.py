@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console_support import TOKEN, console_config
+from console_support import TOKEN, console_config, shipped_example
 from support import journal_posts, wait_for
 
 from broadcaster.cli import budget_warnings
@@ -66,8 +66,8 @@ def browser() -> Iterator[Any]:
 
 
 class Console:
-    def __init__(self, tmp: Path) -> None:
-        self.config_path = console_config(tmp)
+    def __init__(self, tmp: Path, *, shipped: bool = False) -> None:
+        self.config_path = shipped_example(tmp) if shipped else console_config(tmp)
         self.config = load_config(self.config_path)
         app = create_app(
             self.config,
@@ -97,6 +97,14 @@ def console(tmp_path: Path) -> Iterator[Console]:
     c.server.stop()
 
 
+@pytest.fixture
+def shipped(tmp_path: Path) -> Iterator[Console]:
+    """The console on the shipped example: config.example.toml and examples/state.toml."""
+    c = Console(tmp_path, shipped=True)
+    yield c
+    c.server.stop()
+
+
 def preview_updated(page: Any, after: int) -> int:
     """Wait for a preview answer newer than ``after``; its sequence number."""
     state = page.get_by_test_id("preview-state")
@@ -106,13 +114,14 @@ def preview_updated(page: Any, after: int) -> int:
     return int(state.get_attribute("data-seq"))
 
 
-def test_login_then_live_preview_per_channel_while_typing(console: Console, browser: Any) -> None:
-    page = console.login(browser)
+def test_login_then_live_preview_per_channel_while_typing(shipped: Console, browser: Any) -> None:
+    page = shipped.login(browser)
     page.get_by_test_id(f"incident-{SBG}").click()
     seq = preview_updated(page, 0)
     x_en = page.get_by_test_id("preview-x-en")
     assert "Power is back on one feed" in x_en.inner_text()
     assert "Le courant est rétabli" in page.get_by_test_id("preview-mastodon-fr").inner_text()
+    assert "Le courant est rétabli" in page.get_by_test_id("preview-x-fr").inner_text()
     message = page.get_by_test_id("field-message-en")
     message.fill("")
     latencies = []

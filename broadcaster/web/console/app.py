@@ -9,6 +9,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -163,6 +164,7 @@ def create_app(
             outcome=outcome,
             posted=posted,
             summary=summary,
+            now=utcnow(),
             channels=config.channels,
         )
 
@@ -193,7 +195,7 @@ def create_app(
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         base_hash = form.get("base_hash", "")
         assert session.name is not None
-        outcome = work.publish(form, incident_id, base_hash, session.name)
+        outcome = await run_in_threadpool(work.publish, form, incident_id, base_hash, session.name)
         if outcome.ok:
             saved_id = incident_id or form.get("id", "")
             view = work.state()
@@ -211,9 +213,11 @@ def create_app(
             return JSONResponse({"error": "expected {form: {...}}"}, status_code=400)
         fields = {str(k): str(v) for k, v in form.items() if isinstance(v, str)}
         incident_id = data.get("incident_id")
-        return JSONResponse(
-            work.preview(fields, incident_id if isinstance(incident_id, str) else None)
+        # Rendering every channel's posts takes a few tens of ms: off the event loop.
+        result = await run_in_threadpool(
+            work.preview, fields, incident_id if isinstance(incident_id, str) else None
         )
+        return JSONResponse(result)
 
     routes = [
         Route("/login", login_page, methods=["GET"]),

@@ -25,11 +25,11 @@ from ...statefile import (
     StateFileError,
     append_incident,
     apply_changes,
-    load_state,
     parse_incident,
 )
 from ...statefile.edit import CHANGED_MESSAGE
-from ...statefile.syntax import format_of
+from ...statefile.syntax import format_of, no_surprises
+from ...statefile.validate import state_from_text
 from .forms import changes_between, read_form
 
 AUDIT_FILE = "console-audit.jsonl"
@@ -89,6 +89,7 @@ class Workspace:
         self.languages = sorted(config.languages())
         self._lock = threading.Lock()  # one publish at a time in this process
         self._seen: OrderedDict[str, list[Incident]] = OrderedDict()  # by hash, for conflicts
+        self._seen_lock = threading.Lock()  # previews run on several threads
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -99,15 +100,21 @@ class Workspace:
         except OSError as exc:
             return StateView("", [], f"{path}: cannot read: {exc.strerror}")
         digest = _hash(raw)
-        if digest in self._seen:
-            return StateView(digest, self._seen[digest])
+        with self._seen_lock:
+            known = self._seen.get(digest)
+        if known is not None:
+            return StateView(digest, known)
         try:
-            incidents = load_state(path, self.languages)
-        except StateFileError as exc:
+            # The very bytes hashed: the hash a form carries names the incidents it showed.
+            with no_surprises(str(path)):
+                text = raw.decode("utf-8-sig")
+                incidents = state_from_text(text, str(path), format_of(str(path)), self.languages)
+        except (StateFileError, UnicodeDecodeError) as exc:
             return StateView(digest, [], str(exc))
-        self._seen[digest] = incidents
-        while len(self._seen) > 64:
-            self._seen.popitem(last=False)
+        with self._seen_lock:
+            self._seen[digest] = incidents
+            while len(self._seen) > 64:
+                self._seen.popitem(last=False)
         return StateView(digest, incidents)
 
     def store_summary(self, now: datetime) -> dict[str, dict[str, Any]]:
@@ -295,7 +302,8 @@ class Workspace:
             return Outcome(saved=changes, hash_after=after)
 
     def _what_changed(self, base_hash: str, view: StateView, incident_id: str) -> list[str]:
-        before = self._seen.get(base_hash)
+        with self._seen_lock:
+            before = self._seen.get(base_hash)
         now_incident = view.incident(incident_id)
         if before is None:
             return ["the state file was saved by someone else since this page was opened"]
