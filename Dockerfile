@@ -5,6 +5,14 @@
 #     -e BROADCASTER_TOKEN -e X_CONSUMER_KEY ... -p 127.0.0.1:8470:8470 broadcaster
 # config.toml must say data_dir = "/var/lib/broadcaster" and, for the HEALTHCHECK and
 # intake to be reachable, [intake.http] listen = "0.0.0.0:8470". See deploy/README.md.
+#
+# The drafting console is the same image with another command, in its own container: it
+# needs the console token and no platform credentials; it writes the state file, so keep
+# that file in the shared data volume (state_file = "/var/lib/broadcaster/state.toml"):
+#   docker run -d --name broadcaster-console \
+#     -v "$PWD/etc:/etc/broadcaster:ro" -v broadcaster-data:/var/lib/broadcaster \
+#     -e BROADCASTER_CONSOLE_TOKEN -p 127.0.0.1:8471:8471 broadcaster \
+#     broadcaster console --config /etc/broadcaster/config.toml --listen 0.0.0.0:8471
 
 # -- build: a virtualenv with broadcaster and its dependencies ------------------------------
 FROM python:3.11-slim AS build
@@ -37,7 +45,7 @@ USER broadcaster:broadcaster
 WORKDIR /var/lib/broadcaster
 # The store (SQLite, WAL) and the dry-run journal: losing it means re-posting, so a volume.
 VOLUME ["/var/lib/broadcaster"]
-EXPOSE 8470
+EXPOSE 8470 8471
 # /healthz answers 503 when the scheduler or a delivery worker died or the store is
 # unreadable. BROADCASTER_HEALTH_URL overrides the address; no proxy is ever consulted.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

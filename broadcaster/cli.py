@@ -36,12 +36,22 @@ def _aware(text: str) -> datetime:
     return value
 
 
-# The incident fields ``draft`` can change: (name, option, kind), as declared in the model.
+# The incident fields ``draft`` can set: (name, option, kind), derived from the model: its
+# declared option (in its order) first, then every other field as ``--<name>``.
 _DRAFT_FIELDS = [
-    (name, rule.draft_option, rule.kind)
-    for name, rule in sorted(INCIDENT_FIELDS.items(), key=lambda item: item[1].draft_order)
-    if rule.draft_option is not None
+    (name, rule.draft_option or "--" + name.replace("_", "-"), rule.kind)
+    for name, rule in sorted(
+        INCIDENT_FIELDS.items(),
+        key=lambda item: (item[1].draft_option is None, item[1].draft_order),
+    )
+    if rule.kind is not FieldKind.ID
 ]
+_DRAFT_HELP = {
+    FieldKind.LOCALIZED: "LANG=TEXT, once per language (or TEXT with --lang/--all-languages)",
+    FieldKind.DATETIME: "ISO 8601, HH:MM or +30m (in the configured timezone)",
+    FieldKind.STRINGS: "comma-separated",
+    FieldKind.BOOL: "true or false",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,10 +80,22 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
     d.add_argument("incident_id")
+    d.add_argument("--new", action="store_true", help="open a new incident with this id")
     for name, option, kind in _DRAFT_FIELDS:
-        d.add_argument(option, dest=name, type=_aware if kind is FieldKind.DATETIME else str)
+        localized = kind is FieldKind.LOCALIZED
+        d.add_argument(
+            option,
+            dest=name,
+            action="append" if localized else "store",
+            help=_DRAFT_HELP.get(kind),
+        )
     texts = "/".join(option for _, option, kind in _DRAFT_FIELDS if kind is FieldKind.LOCALIZED)
-    d.add_argument("--lang", help=f"language of {texts} (default: all)")
+    d.add_argument("--lang", help=f"language of a plain {texts} text")
+    d.add_argument(
+        "--all-languages",
+        action="store_true",
+        help=f"a plain {texts} text is meant for every language",
+    )
     d.add_argument("--write", action="store_true", help="apply the changes to the state file")
     d.add_argument("--at", type=_aware)
 
@@ -91,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", parents=[common], help="what the store holds")
     st.add_argument("--dry-run", action="store_true", help="show the dry-run store")
+
+    co = sub.add_parser(
+        "console", parents=[common], help="the drafting console (a web page) on its own"
+    )
+    co.add_argument("--listen", help="HOST:PORT (default: [console] listen, 127.0.0.1:8471)")
 
     sb = sub.add_parser(
         "sandbox", parents=[common], help="run local X and Mastodon API servers for drills"
@@ -252,32 +279,107 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_draft(args: argparse.Namespace) -> int:
-    from .rehearsal import draft
-    from .statefile import apply_changes
+    from .rehearsal import draft, preview
+    from .statefile import append_incident, apply_changes, parse_incident
 
     config, incidents = _load(args)
-    changes: dict[str, Any] = {}
-    for name, _, kind in _DRAFT_FIELDS:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        localized = kind is FieldKind.LOCALIZED
-        changes[name] = {args.lang: value} if args.lang and localized else value
-    if not changes:
-        options = [option for _, option, _ in _DRAFT_FIELDS]
-        raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
-    if args.incident_id not in {i.id for i in incidents}:
-        raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
-    _validate_changes(config, incidents, args.incident_id, changes)
-    shown = draft(config, incidents, args.incident_id, changes, args.at or _now())
-    if args.write:
-        apply_changes(config.state_file, args.incident_id, changes, languages=config.languages())
-    data = {"posts": [s.to_json() for s in shown], "written": bool(args.write)}
+    now = args.at or _now()
+    changes = _draft_changes(args, config, now)
+    known = {i.id for i in incidents}
+    if args.new:
+        if args.incident_id in known:
+            raise UsageError(f"incident {args.incident_id!r} already exists in {config.state_file}")
+        data = {"id": args.incident_id, **changes}
+        kind = str(data.get("kind", "incident"))
+        if kind == "incident":
+            data.setdefault("started_at", now.astimezone(config.timezone).replace(microsecond=0))
+            data.setdefault("status", "investigating")
+        incident = parse_incident(
+            data, origin=f"draft --new {args.incident_id}", languages=config.languages()
+        )
+        shown = preview(config, [*incidents, incident], now, incident.id)
+        if args.write:
+            append_incident(config.state_file, data, languages=config.languages())
+    else:
+        if not changes:
+            options = [option for _, option, _ in _DRAFT_FIELDS]
+            raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
+        if args.incident_id not in known:
+            raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+        _validate_changes(config, incidents, args.incident_id, changes)
+        shown = draft(config, incidents, args.incident_id, changes, now)
+        if args.write:
+            apply_changes(
+                config.state_file, args.incident_id, changes, languages=config.languages()
+            )
+    data_out = {"posts": [s.to_json() for s in shown], "written": bool(args.write)}
     text = _text_posts(shown, with_time=False)
     if args.write:
         text += f"written to {config.state_file}\n"
-    _emit(args, data, text)
+    _emit(args, data_out, text)
     return EXIT_OK
+
+
+def _draft_changes(args: argparse.Namespace, config: Config, now: datetime) -> dict[str, Any]:
+    """The fields the command line sets, read as the state file would hold them."""
+    from .timeinput import parse_time
+
+    languages = sorted(config.languages())
+    changes: dict[str, Any] = {}
+    for name, option, kind in _DRAFT_FIELDS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if kind is FieldKind.LOCALIZED:
+            changes[name] = _localized(option, value, languages, args.lang, args.all_languages)
+        elif kind is FieldKind.DATETIME:
+            try:
+                changes[name] = parse_time(
+                    value, now, config.timezone, future=name == "next_update_at"
+                )
+            except ValueError as e:
+                raise UsageError(f"{option}: {e}") from None
+        elif kind is FieldKind.STRINGS:
+            changes[name] = [part.strip() for part in value.split(",") if part.strip()]
+        elif kind is FieldKind.BOOL:
+            if value not in ("true", "false"):
+                raise UsageError(f"{option}: expected true or false, got {value!r}")
+            changes[name] = value == "true"
+        else:
+            changes[name] = value
+    return changes
+
+
+def _localized(
+    option: str, given: list[str], languages: list[str], lang: str | None, everywhere: bool
+) -> str | dict[str, str]:
+    """``--message en=… --message fr=…`` as a text by language; a plain text only where it
+    cannot land on the wrong channel (one language, ``--lang`` or ``--all-languages``)."""
+    texts: dict[str, str] = {}
+    plain: list[str] = []
+    for item in given:
+        code, sep, text = item.partition("=")
+        if sep and code in languages:
+            if code in texts:
+                raise UsageError(f"{option}: {code}= given twice")
+            texts[code] = text
+        else:
+            plain.append(item)
+    if plain and texts:
+        raise UsageError(f"{option}: give every text as LANG=TEXT ({', '.join(languages)})")
+    if len(plain) > 1:
+        raise UsageError(f"{option} given {len(plain)} times without LANG=")
+    if texts:
+        return texts
+    if lang:
+        return {lang: plain[0]}
+    if everywhere or len(languages) <= 1:
+        return plain[0]
+    examples = " ".join(f"{option} {code}=…" for code in languages)
+    raise UsageError(
+        f"{option}: the channels post in {', '.join(languages)}: give one text per language "
+        f"({examples}), or add --all-languages to post this one text in every language"
+    )
 
 
 def _validate_changes(
@@ -414,6 +516,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    import re
+
+    from .web.console import create_app
+    from .web.server import serve
+
+    config = load_config(args.config)
+    token = config.console.require_token(config.path)
+    listen = args.listen or config.console.listen
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
+        raise UsageError(f"--listen: expected HOST:PORT, got {listen!r}")
+    host, _, port = listen.rpartition(":")
+    print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
+    serve(create_app(config, token, warnings=budget_warnings), host.strip("[]"), int(port))
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import run_sandboxes
 
@@ -429,4 +548,5 @@ COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "sandbox": cmd_sandbox,
+    "console": cmd_console,
 }

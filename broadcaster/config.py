@@ -153,6 +153,31 @@ class IntakeConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """The drafting console (``broadcaster console``): where it listens, its login token."""
+
+    listen: str = "127.0.0.1:8471"
+    token: Secret | None = None  # required to start the console; never shown
+    token_missing: str = ""  # the ${VAR} of a token whose variable is not set
+
+    def require_token(self, path: Path) -> Secret:
+        """The login token, or a ConfigError saying how to set it."""
+        if self.token is not None:
+            return self.token
+        message = (
+            f"environment variable {self.token_missing} is not set"
+            if self.token_missing
+            else 'required to run the console: a login token (e.g. "${BROADCASTER_CONSOLE_TOKEN}")'
+        )
+        raise ConfigError([ConfigProblem(str(path), None, "console.token", message)])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_file: Path
@@ -163,6 +188,7 @@ class Config:
     cadence: CadenceConfig
     poll_interval: timedelta = timedelta(milliseconds=250)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def languages(self) -> frozenset[str]:
         return frozenset(c.language for c in self.channels.values())
@@ -274,7 +300,7 @@ CADENCE_KEYS = (
     "long_incident_interval",
     "maintenance_reminder_before",
 )
-TOP_KEYS = ("broadcaster", "channels", "cadence", "intake")
+TOP_KEYS = ("broadcaster", "channels", "cadence", "intake", "console")
 
 
 def load_config(path: Path) -> Config:
@@ -333,6 +359,7 @@ def load_config(path: Path) -> Config:
         r.problem("channels", None, "no channel configured: add at least one [channels.NAME]")
 
     intake = _intake(r, raw.get("intake", {}), base)
+    console = _console(r, raw.get("console", {}))
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -345,6 +372,7 @@ def load_config(path: Path) -> Config:
         cadence=cadence,
         poll_interval=poll or timedelta(milliseconds=250),
         intake=intake,
+        console=console,
     )
 
 
@@ -563,3 +591,34 @@ def _intake(r: _Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
             else:
                 values["http_max_body"] = http["max_body"]
     return IntakeConfig(**values)
+
+
+CONSOLE_KEYS = ("listen", "token")
+_LISTEN = re.compile(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}")
+
+
+def _console(r: _Reader, raw: Any) -> ConsoleConfig:
+    """``[console]``: checked here, but its token is only required to start the console."""
+    if not isinstance(raw, dict):
+        r.problem("console", None, "expected a table [console]")
+        return ConsoleConfig()
+    r.unknown_keys("console", raw, CONSOLE_KEYS)
+    values: dict[str, Any] = {}
+    if "listen" in raw:
+        listen = str(raw["listen"])
+        if not _LISTEN.fullmatch(listen):
+            r.problem("console", "listen", f"expected HOST:PORT, got {listen!r}")
+        else:
+            values["listen"] = listen
+    token = raw.get("token")
+    if isinstance(token, _Missing):
+        # Only `broadcaster console` needs it: the daemon runs without it.
+        values["token_missing"] = ", ".join(token.variables)
+    elif isinstance(token, str):
+        if len(token) < 16:
+            r.problem("console", "token", "too short: use at least 16 random characters")
+        else:
+            values["token"] = Secret(token)
+    elif token is not None:
+        r.problem("console", "token", "expected a string")
+    return ConsoleConfig(**values)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Incident
-from .edit import apply_changes
+from .edit import append_incident, apply_changes
 from .syntax import Problem, StateFileError, format_of, no_surprises, read, split_origin
 from .validate import INCIDENT_KEYS, Report, check_incident, state_from_text, timeline_from_text
 
@@ -27,6 +27,7 @@ __all__ = [
     "INCIDENT_KEYS",
     "Problem",
     "StateFileError",
+    "append_incident",
     "apply_changes",
     "load_state",
     "load_timeline",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import enum
+import hashlib
 import json
 import os
 import re
@@ -29,13 +30,15 @@ def apply_changes(
     changes: Mapping[str, Any],
     *,
     languages: Collection[str] = (),
+    expected_sha256: str | None = None,
 ) -> None:
     """Update fields of one incident in place, keeping the file's formatting and comments.
 
     A value of ``None`` removes the field. A localized value given as a mapping updates only
     those languages when the field already is a table; otherwise the value replaces the
     field as given. The result is validated (with ``languages``) before anything is written,
-    and written atomically, so a refused change leaves the file untouched.
+    and written atomically, so a refused change leaves the file untouched. With
+    ``expected_sha256`` (the file as the person saw it), a file changed since is refused.
     """
     path_str = str(path)
     with no_surprises(path_str):
@@ -43,6 +46,7 @@ def apply_changes(
         # Write through a symlink rather than replacing it with a regular file.
         target = Path(os.path.realpath(path))
         text, raw = read(target, path_str)
+        _check_unchanged(path_str, raw, expected_sha256)
         _check_change_keys(path_str, incident_id, changes)
         if fmt == "toml":
             new_text = _apply_toml(text, path_str, incident_id, changes)
@@ -61,6 +65,67 @@ def apply_changes(
         if raw.startswith(b"\xef\xbb\xbf"):
             encoded = b"\xef\xbb\xbf" + encoded
         _write_atomic(target, path_str, encoded, expected=raw)
+
+
+def append_incident(
+    path: Path,
+    data: Mapping[str, Any],
+    *,
+    languages: Collection[str] = (),
+    expected_sha256: str | None = None,
+) -> None:
+    """Add a new incident at the end of the file, the rest of it kept as written.
+
+    Validated with the whole file (a duplicate id is refused) before anything is written,
+    and written atomically, like :func:`apply_changes`.
+    """
+    path_str = str(path)
+    incident_id = str(data.get(ID_FIELD, ""))
+    with no_surprises(path_str):
+        fmt = format_of(path_str)
+        target = Path(os.path.realpath(path))
+        text, raw = read(target, path_str)
+        _check_unchanged(path_str, raw, expected_sha256)
+        _check_change_keys(path_str, incident_id, {k: v for k, v in data.items() if k != ID_FIELD})
+        if fmt == "toml":
+            parse_toml(text, path_str)
+            lines = [f"{key} = {_toml_value(_plain(v, for_json=False))}" for key, v in data.items()]
+            newline = "\r\n" if "\r\n" in text else "\n"
+            body = text.rstrip("\r\n")
+            new_text = (
+                (body + newline * 2 if body else "")
+                + newline.join(["[[incidents]]", *lines])
+                + newline
+            )
+        else:
+            parsed, _ = parse_json(text, path_str) if text.strip() else ({"incidents": []}, None)
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("incidents"), list):
+                parsed = {"incidents": []} if not text.strip() else parsed
+            parsed["incidents"].append({str(k): _plain(v, for_json=True) for k, v in data.items()})
+            new_text = json.dumps(parsed, indent=2, ensure_ascii=False) + "\n"
+            if "\r\n" in text:
+                new_text = new_text.replace("\n", "\r\n")
+        try:
+            state_from_text(new_text, path_str, fmt, languages)
+        except StateFileError as exc:
+            raise StateFileError(
+                [
+                    Problem(p.path, p.line, p.incident_id, p.field, f"change refused: {p.message}")
+                    for p in exc.problems
+                ]
+            ) from None
+        encoded = new_text.encode("utf-8")
+        if raw.startswith(b"\xef\xbb\xbf"):
+            encoded = b"\xef\xbb\xbf" + encoded
+        _write_atomic(target, path_str, encoded, expected=raw)
+
+
+CHANGED_MESSAGE = "the file changed while the update was prepared; nothing was written"
+
+
+def _check_unchanged(path_str: str, raw: bytes, expected_sha256: str | None) -> None:
+    if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        raise StateFileError([Problem(path_str, None, None, None, CHANGED_MESSAGE)])
 
 
 # --------------------------------------------------------------------------------------
@@ -262,8 +327,7 @@ def _write_atomic(target: Path, path_str: str, data: bytes, *, expected: bytes) 
                         None,
                         None,
                         None,
-                        "the file changed while the update was prepared; nothing was "
-                        "written, run the command again",
+                        f"{CHANGED_MESSAGE}, run the command again",
                     )
                 ]
             )

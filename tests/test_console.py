@@ -1,0 +1,230 @@
+"""The drafting console over HTTP (no browser): login, CSRF, publishing, conflicts, errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from console_support import TOKEN, console_config, csrf_of, form_of, login
+
+from broadcaster.cli import main
+from broadcaster.config import ConfigError, load_config
+from broadcaster.statefile import load_state
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from broadcaster.web.console import create_app
+from broadcaster.web.console.sessions import LoginLimiter
+
+SBG = "sbg-power-2017-11-09"
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    config = load_config(console_config(tmp_path))
+    client = TestClient(create_app(config, config.console.require_token(config.path)))
+    return config, client
+
+
+@pytest.fixture
+def logged(setup):
+    config, client = setup
+    assert login(client).status_code == 303
+    return config, client
+
+
+def test_login_sets_a_strict_httponly_cookie_and_pages_carry_a_csp(setup) -> None:
+    _, client = setup
+    assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+    response = login(client)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert f'data-testid="incident-{SBG}"' in page.text
+    assert TOKEN not in page.text
+
+
+def test_a_wrong_token_is_refused_and_attempts_are_rate_limited(tmp_path: Path) -> None:
+    config = load_config(console_config(tmp_path))
+    client = TestClient(
+        create_app(config, config.console.require_token(config.path), limiter=LoginLimiter(3, 60))
+    )
+    codes = [login(client, token="wrong-token-xxxxxxxx").status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    assert login(client).status_code == 429, "even the right token waits out the limit"
+
+
+def test_a_post_without_the_csrf_token_changes_nothing(logged) -> None:
+    config, client = logged
+    before = config.state_file.read_bytes()
+    form = form_of(client.get(f"/incidents/{SBG}").text)
+    form["message-en"] = "Changed without a token"
+    del form["csrf"]
+    assert client.post(f"/incidents/{SBG}", data=form).status_code == 403
+    form["csrf"] = "forged"
+    assert client.post(f"/incidents/{SBG}", data=form).status_code == 403
+    assert client.post("/preview", json={"form": {}}).status_code == 403
+    assert config.state_file.read_bytes() == before
+    other = TestClient(client.app)
+    assert other.post(f"/incidents/{SBG}", data=form).status_code == 401
+
+
+def test_publish_writes_through_the_draft_editor_keeping_comments_and_logs_the_author(
+    logged,
+) -> None:
+    config, client = logged
+    form = form_of(client.get(f"/incidents/{SBG}").text)
+    form |= {
+        "message-en": "Racks are back.",
+        "message-fr": "Les baies sont revenues.",
+        "status": "monitoring",
+        "next_update_at": "+30m",
+    }
+    page = client.post(f"/incidents/{SBG}", data=form)
+    assert page.status_code == 200 and 'data-testid="saved"' in page.text
+    text = config.state_file.read_text()
+    assert "# Stable identifier" in text, "comments are kept"
+    incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
+    assert incident.status == "monitoring"
+    assert incident.message is not None and incident.message.get("fr") == "Les baies sont revenues."
+    audit = [json.loads(line) for line in (config.data_dir / "console-audit.jsonl").open()]
+    assert audit[-1]["author"] == "Ana Lead" and audit[-1]["incident_id"] == SBG
+    assert audit[-1]["fields"] == ["message", "next_update_at", "status"]
+    assert audit[-1]["hash_before"] != audit[-1]["hash_after"]
+
+
+def test_service_names_are_written_per_language_when_they_differ(logged) -> None:
+    config, client = logged
+    form = form_of(client.get(f"/incidents/{SBG}").text)
+    form |= {"services-en": "Dedicated servers, VPS", "services-fr": "Serveurs dédiés, VPS"}
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=form).text
+    incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
+    assert incident.services.get("fr") == ("Serveurs dédiés", "VPS")
+    assert incident.services.get("en") == ("Dedicated servers", "VPS")
+    form = form_of(client.get(f"/incidents/{SBG}").text)
+    assert form["services-fr"] == "Serveurs dédiés, VPS", "the page shows each language's names"
+
+
+def test_a_form_opened_before_someone_elses_save_is_refused_with_what_changed(logged) -> None:
+    config, client = logged
+    mine = form_of(client.get(f"/incidents/{SBG}").text)
+    theirs = dict(mine, status="monitoring")
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=theirs).text
+    saved = config.state_file.read_bytes()
+    mine["message-en"] = "My late update"
+    page = client.post(f"/incidents/{SBG}", data=mine)
+    assert page.status_code == 409
+    assert 'data-testid="conflict"' in page.text and "status: identified → monitoring" in page.text
+    assert "My late update" in page.text, "the person's text is kept on the page"
+    assert config.state_file.read_bytes() == saved
+
+
+def test_bad_input_is_shown_at_its_field_with_checks_words_and_nothing_is_saved(logged) -> None:
+    config, client = logged
+    before = config.state_file.read_bytes()
+    form = form_of(client.get(f"/incidents/{SBG}").text)
+    form |= {"next_update_at": "half past ten", "title-fr": "", "url": "ftp://x"}
+    page = client.post(f"/incidents/{SBG}", data=form)
+    assert page.status_code == 422
+    assert "cannot read &#39;half past ten&#39; as a time" in page.text
+    assert "is not an http(s) URL" in page.text
+    result = client.post(
+        "/preview", json={"form": form, "incident_id": SBG}, headers={"x-csrf-token": form["csrf"]}
+    ).json()
+    assert set(result["errors"]) == {"next_update_at", "title", "url"}
+    assert config.state_file.read_bytes() == before
+
+
+def test_a_new_incident_is_appended_and_its_preview_shows_the_opening_posts(logged) -> None:
+    config, client = logged
+    page = client.get("/new")
+    form = form_of(page.text)
+    assert form["status"] == "investigating" and form["started_at"]
+    form |= {
+        "id": "rbx-network",
+        "title-en": "Network <b>down</b>",
+        "title-fr": "Réseau en panne",
+        "message-en": "Looking into it",
+        "message-fr": "Nous cherchons",
+    }
+    preview = client.post(
+        "/preview", json={"form": form}, headers={"x-csrf-token": csrf_of(page.text)}
+    ).json()
+    assert not preview["errors"]
+    posts = preview["channels"]["x-en"]["posts"]
+    assert posts[0]["kind"] == "opened" and "Network <b>down</b>" in posts[0]["parts"][0]["text"]
+    assert posts[0]["parts"][0]["length"] <= 280
+    saved = client.post("/new", data=form)
+    assert 'data-testid="saved"' in saved.text
+    assert "Network &lt;b&gt;down&lt;/b&gt;" in saved.text and "<b>down</b>" not in saved.text
+    assert [i.id for i in load_state(config.state_file, {"en", "fr"})][-1] == "rbx-network"
+    again = client.post("/new", data=form_of(client.get("/new").text) | {"id": "rbx-network"})
+    assert again.status_code == 422 and "duplicate id" in again.text
+
+
+def test_the_console_command_needs_a_token_and_never_platform_credentials(
+    tmp_path: Path, capsys
+) -> None:
+    config = console_config(tmp_path)
+    config.write_text(config.read_text().replace(f'token = "{TOKEN}"', 'token = "${UNSET_T}"'))
+    assert main(["console", "--config", str(config)]) == 2
+    assert "console.token: environment variable UNSET_T is not set" in capsys.readouterr().err
+    config.write_text(config.read_text().replace('token = "${UNSET_T}"', 'token = "short"'))
+    with pytest.raises(ConfigError, match="too short"):
+        load_config(config)
+    config.write_text(config.read_text().replace('token = "short"', 'listen = "nowhere"'))
+    with pytest.raises(ConfigError, match=r"console\.listen: expected HOST:PORT"):
+        load_config(config)
+
+
+def test_the_editor_refuses_a_file_changed_since_the_hash_the_person_saw(tmp_path: Path) -> None:
+    from broadcaster.statefile import StateFileError, append_incident, apply_changes
+
+    config = load_config(console_config(tmp_path))
+    seen = config.state_file.read_bytes()
+    config.state_file.write_text(config.state_file.read_text() + "\n# an edit by hand\n")
+    edited = config.state_file.read_bytes()
+    import hashlib
+
+    stale = hashlib.sha256(seen).hexdigest()
+    with pytest.raises(StateFileError, match="the file changed"):
+        apply_changes(config.state_file, SBG, {"status": "monitoring"}, expected_sha256=stale)
+    with pytest.raises(StateFileError, match="the file changed"):
+        append_incident(config.state_file, {"id": "x"}, expected_sha256=stale)
+    assert config.state_file.read_bytes() == edited
+
+
+def test_the_edit_page_shows_what_was_posted_with_links_and_when_the_next_update_is_due(
+    logged,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from store_contract import record
+
+    from broadcaster.app import store_path
+    from broadcaster.model import PostKind
+    from broadcaster.store import Store
+
+    config, client = logged
+    incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
+    sent_at = datetime.now(UTC) - timedelta(minutes=20)
+    config.data_dir.mkdir(exist_ok=True)
+    store = Store(store_path(config, dry_run=False))
+    store.apply_incidents([incident], sent_at)
+    opened = record(store, PostKind.OPENED, 1, at=sent_at, incident_id=SBG)
+    store.mark_sending(opened.key(1))
+    store.mark_sent(opened.key(1), "1", "https://x.example/i/status/1", sent_at)
+    store.close()
+    page = client.get(f"/incidents/{SBG}").text
+    assert 'href="https://x.example/i/status/1"' in page
+    assert f"{SBG} opened 1 part 0" in page
+    assert "5 min late" in page, "promised 15 min after a post 20 min ago"
+    listing = client.get("/").text
+    assert "5 min late" in listing

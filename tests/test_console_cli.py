@@ -1,0 +1,114 @@
+"""`draft` made as safe as the console: a text per language, new incidents, human times."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from console_support import console_config
+
+from broadcaster.cli import main
+from broadcaster.statefile import load_state
+
+SBG = "sbg-power-2017-11-09"
+AT = "2017-11-09T10:30:00+01:00"
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return console_config(tmp_path)
+
+
+def draft(capsys, config: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["draft", *args, "--config", str(config), "--at", AT])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def incident(config: Path, incident_id: str = SBG):
+    state = config.parent / "state.toml"
+    return next(i for i in load_state(state, {"en", "fr"}) if i.id == incident_id)
+
+
+def test_texts_in_both_languages_at_once_including_a_new_cause(config: Path, capsys) -> None:
+    code, out, err = draft(
+        capsys,
+        config,
+        SBG,
+        "--message",
+        "en=Racks are back",
+        "--message",
+        "fr=Les baies sont là",
+        "--workaround",
+        "en=Use RBX",
+        "--workaround",
+        "fr=Utilisez RBX",
+        "--write",
+    )
+    assert code == 0, err
+    written = incident(config)
+    assert written.message.values == {"en": "Racks are back", "fr": "Les baies sont là"}
+    assert written.workaround.values == {"en": "Use RBX", "fr": "Utilisez RBX"}
+    assert "Racks are back" in out and "Les baies sont là" in out
+
+
+def test_a_plain_text_is_refused_when_channels_speak_several_languages(
+    config: Path, capsys
+) -> None:
+    state = (config.parent / "state.toml").read_bytes()
+    code, _, err = draft(capsys, config, SBG, "--message", "Power restored", "--write")
+    assert code == 2
+    assert "the channels post in en, fr" in err and "--message fr=…" in err
+    assert (config.parent / "state.toml").read_bytes() == state
+    code, _, err = draft(
+        capsys, config, SBG, "--message", "Power restored", "--all-languages", "--write"
+    )
+    assert code == 0, err
+    assert incident(config).message.get("fr") == "Power restored"
+
+
+def test_next_update_as_a_clock_time_or_in_minutes_in_the_configured_timezone(
+    config: Path, capsys
+) -> None:
+    code, _, err = draft(capsys, config, SBG, "--next-update", "11:15", "--write")
+    assert code == 0, err
+    assert incident(config).next_update_at == datetime(2017, 11, 9, 11, 15, tzinfo=PARIS)
+    code, _, err = draft(capsys, config, SBG, "--next-update", "+30m", "--write")
+    assert code == 0, err
+    assert incident(config).next_update_at == datetime(2017, 11, 9, 11, 0, tzinfo=PARIS)
+    code, _, err = draft(capsys, config, SBG, "--next-update", "soon")
+    assert code == 2 and "--next-update: cannot read 'soon' as a time" in err
+
+
+def test_draft_new_opens_an_incident_starting_now(config: Path, capsys) -> None:
+    code, out, err = draft(
+        capsys,
+        config,
+        "--new",
+        "rbx-network",
+        "--title",
+        "en=Network down in RBX",
+        "--title",
+        "fr=Réseau en panne à RBX",
+        "--message",
+        "en=Looking into it",
+        "--message",
+        "fr=Nous cherchons",
+        "--severity",
+        "critical",
+        "--format",
+        "json",
+        "--write",
+    )
+    assert code == 0, err
+    posts = json.loads(out)["posts"]
+    assert {p["channel"] for p in posts} == {"x-en", "mastodon-fr"}
+    assert {p["kind"] for p in posts} == {"opened"}
+    opened = incident(config, "rbx-network")
+    assert opened.status == "investigating" and opened.started_at == datetime.fromisoformat(AT)
+    code, _, err = draft(capsys, config, "--new", "rbx-network", "--title", "en=x")
+    assert code == 2 and "already exists" in err
