@@ -122,8 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     sb = sub.add_parser(
         "sandbox", parents=[common], help="run local X and Mastodon API servers for drills"
     )
-    sb.add_argument("--x-port", type=int, default=8471)
-    sb.add_argument("--mastodon-port", type=int, default=8472)
+    sb.add_argument("--x-port", type=int, default=8481)
+    sb.add_argument("--mastodon-port", type=int, default=8482)
     return p
 
 

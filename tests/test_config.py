@@ -125,8 +125,8 @@ def test_secrets_are_redacted_from_log_output(tmp_path: Path, monkeypatch, capsy
 def test_the_drill_config_posts_only_to_local_sandboxes() -> None:
     config = load_config(ROOT / "examples" / "drill.toml")
     assert {c.api_base_url for c in config.channels.values()} == {
-        "http://127.0.0.1:8471",
-        "http://127.0.0.1:8472",
+        "http://127.0.0.1:8481",
+        "http://127.0.0.1:8482",
     }
     assert all(not c.missing_env for c in config.channels.values())
 
