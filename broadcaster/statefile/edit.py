@@ -52,19 +52,7 @@ def apply_changes(
             new_text = _apply_toml(text, path_str, incident_id, changes)
         else:
             new_text = _apply_json(text, path_str, incident_id, changes)
-        try:
-            state_from_text(new_text, path_str, fmt, languages)
-        except StateFileError as exc:
-            raise StateFileError(
-                [
-                    Problem(p.path, p.line, p.incident_id, p.field, f"change refused: {p.message}")
-                    for p in exc.problems
-                ]
-            ) from None
-        encoded = new_text.encode("utf-8")
-        if raw.startswith(b"\xef\xbb\xbf"):
-            encoded = b"\xef\xbb\xbf" + encoded
-        _write_atomic(target, path_str, encoded, expected=raw)
+        _check_and_write(target, path_str, fmt, languages, new_text, raw)
 
 
 def append_incident(
@@ -105,22 +93,35 @@ def append_incident(
             new_text = json.dumps(parsed, indent=2, ensure_ascii=False) + "\n"
             if "\r\n" in text:
                 new_text = new_text.replace("\n", "\r\n")
-        try:
-            state_from_text(new_text, path_str, fmt, languages)
-        except StateFileError as exc:
-            raise StateFileError(
-                [
-                    Problem(p.path, p.line, p.incident_id, p.field, f"change refused: {p.message}")
-                    for p in exc.problems
-                ]
-            ) from None
-        encoded = new_text.encode("utf-8")
-        if raw.startswith(b"\xef\xbb\xbf"):
-            encoded = b"\xef\xbb\xbf" + encoded
-        _write_atomic(target, path_str, encoded, expected=raw)
+        _check_and_write(target, path_str, fmt, languages, new_text, raw)
 
 
 CHANGED_MESSAGE = "the file changed while the update was prepared; nothing was written"
+
+
+def _check_and_write(
+    target: Path,
+    path_str: str,
+    fmt: str,
+    languages: Collection[str],
+    new_text: str,
+    raw: bytes,
+) -> None:
+    """Validate the whole new file as the daemon will read it, then replace the file
+    atomically (keeping a byte-order mark), unless it changed since ``raw`` was read."""
+    try:
+        state_from_text(new_text, path_str, fmt, languages)
+    except StateFileError as exc:
+        raise StateFileError(
+            [
+                Problem(p.path, p.line, p.incident_id, p.field, f"change refused: {p.message}")
+                for p in exc.problems
+            ]
+        ) from None
+    encoded = new_text.encode("utf-8")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        encoded = b"\xef\xbb\xbf" + encoded
+    _write_atomic(target, path_str, encoded, expected=raw)
 
 
 def _check_unchanged(path_str: str, raw: bytes, expected_sha256: str | None) -> None:
