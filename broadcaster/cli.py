@@ -306,16 +306,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         steps = [(start, load_state(config.state_file, config.languages()))]
     end = start + timedelta(hours=args.hours)
     shown = simulate(config, steps, start, end)
-    data = [
-        {
-            "at": s.at.isoformat(),
-            "channel": s.recorded.post.channel,
-            "incident_id": s.recorded.post.incident_id,
-            "kind": s.recorded.post.kind.value,
-            "text": s.to_json()["text"],
-        }
-        for s in shown
-    ]
+    # Each post as preview shows it: where it goes and its exact parts, beside its text.
+    data = [s.to_json() for s in shown]
     text = _text_posts(shown, with_time=True)
     _emit(
         args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n"

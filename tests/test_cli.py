@@ -175,7 +175,11 @@ def test_simulate_replays_a_day_with_every_promise_kept(site: Path, capsys) -> N
     )
     assert code == 0
     posts = json.loads(out)
-    assert set(posts[0]) == {"at", "channel", "incident_id", "kind", "text"}
+    assert {"at", "channel", "incident_id", "kind", "text"} <= set(posts[0])
+    for post in posts:  # where it goes, and its exact parts as preview shows them
+        assert post["platform"] in ("x", "mastodon") and post["language"] in ("en", "fr")
+        assert post["text"] == "\n\n".join(part["text"] for part in post["parts"])
+        assert all(part["length"] <= part["limit"] for part in post["parts"])
     x_en = [p for p in posts if p["channel"] == "x-en"]
     assert x_en[0]["kind"] == "opened" and x_en[-1]["kind"] == "resolved"
     assert {"update", "reminder"} <= {p["kind"] for p in x_en}
