@@ -63,6 +63,8 @@ class Health:
     channels: Mapping[str, ChannelHealth] = field(default_factory=dict)
     sources: Mapping[str, str | None] = field(default_factory=dict)  # name → last error
     dry_run: bool = False
+    # Maintenances still "scheduled" after their start (ops to start, move or cancel them).
+    maintenances_not_started: int = 0
 
     @property
     def ok(self) -> bool:

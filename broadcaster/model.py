@@ -285,12 +285,14 @@ class Incident:
         return self.status in FINAL_STATUSES
 
     def change_fingerprint(self) -> tuple[Any, ...]:
-        """What makes a new public update worth posting (status, message, cause, workaround)."""
+        """What makes a new public update worth posting (status, message, cause, workaround,
+        and a maintenance window moved: readers must hear of the new date)."""
 
         def lz(v: Localized | None) -> tuple[tuple[str, str], ...]:
             return tuple(sorted(v.values.items())) if v else ()
 
-        return (self.status, lz(self.message), lz(self.cause), lz(self.workaround))
+        window = tuple(t.isoformat() if t else None for t in (self.starts_at, self.ends_at))
+        return (self.status, lz(self.message), lz(self.cause), lz(self.workaround), window)
 
     def languages_missing(self, language: str) -> list[str]:
         """Names of the text fields that have no text in ``language``."""
@@ -433,6 +435,8 @@ class ThreadState:
     closed: bool
     last_post_key: str | None  # idempotency key of the thread's last part recorded
     reminder_count: int = 0
+    # When the thread was reopened (a post after its closing one): its cadence starts again.
+    reopened_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -59,23 +59,64 @@ class Plan:
     wake_at: datetime | None  # when the planner must run again if nothing else happens
 
 
-def promise(snapshot: Snapshot, cadence: CadenceConfig, now: datetime) -> datetime:
-    """When the next update will come, for a non-final post made at ``now``."""
+def promise(
+    snapshot: Snapshot, cadence: CadenceConfig, now: datetime, since: datetime | None = None
+) -> datetime | None:
+    """When the next update will come, for a non-final post made at ``now``.
+
+    ``since``: when the thread was last reopened after its closing post. A reopened
+    incident starts the cadence of its new status again, not the slow long-incident one.
+    None for a maintenance whose window passed before anyone started it: its post says so
+    and that a new date will follow, then the thread waits for ops (``window_passed``).
+    """
     incident = snapshot.incident
+    if window_passed(snapshot, now):
+        return None
     if incident.next_update_at is not None and incident.next_update_at > now + MIN_PROMISE:
         return incident.next_update_at
     if incident.kind is IncidentKind.MAINTENANCE:
         assert incident.starts_at is not None and incident.ends_at is not None
+        every = _on_the_minute(now + cadence.maintenance, cadence.maintenance)
         if incident.status == "scheduled":
             remind_at = incident.starts_at - cadence.maintenance_reminder_before
             for milestone in (remind_at, incident.starts_at):
                 if milestone > now + MIN_PROMISE:
                     return milestone
-        elif incident.status == "in_progress" and incident.ends_at > now + MIN_PROMISE:
+            # Due and not started: say so at the maintenance cadence, and once more when
+            # the window ends (then nothing until ops start, move or cancel it).
+            return min(every, incident.ends_at)
+        if incident.status == "in_progress" and incident.ends_at > now + MIN_PROMISE:
             return incident.ends_at
-        return _on_the_minute(now + cadence.maintenance, cadence.maintenance)
-    interval = cadence.interval(incident.status, incident.severity, now - incident.started_at)
+        return every
+    started = incident.started_at if since is None else max(incident.started_at, since)
+    interval = cadence.interval(incident.status, incident.severity, now - started)
     return _on_the_minute(now + interval, interval)
+
+
+def window_passed(snapshot: Snapshot, now: datetime) -> bool:
+    """A maintenance still ``scheduled`` once its window has ended: nobody started it.
+
+    Its last post says the window passed and a new date will follow; no reminder after
+    that until ops change it (start, move or cancel it). ``/metrics`` flags it for ops.
+    """
+    incident = snapshot.incident
+    return (
+        incident.kind is IncidentKind.MAINTENANCE
+        and incident.status == "scheduled"
+        and incident.ends_at is not None
+        and now >= incident.ends_at
+    )
+
+
+def not_started(snapshot: Snapshot, now: datetime) -> bool:
+    """A maintenance still ``scheduled`` after its start time (ops did not start it)."""
+    incident = snapshot.incident
+    return (
+        incident.kind is IncidentKind.MAINTENANCE
+        and incident.status == "scheduled"
+        and incident.starts_at is not None
+        and now >= incident.starts_at
+    )
 
 
 def _on_the_minute(at: datetime, interval: timedelta) -> datetime:
@@ -159,7 +200,9 @@ def plan(
                 if due is not None and (wake_at is None or due < wake_at):
                     wake_at = due
                 continue
-            next_update = None if kind.is_final else promise(snapshot, cadence, now)
+            reopened = thread is not None and thread.closed and not kind.is_final
+            since = now if reopened else thread.reopened_at if thread else None
+            next_update = None if kind.is_final else promise(snapshot, cadence, now, since)
             sequence = (thread.post_count if thread else 0) + 1
             post = PlannedPost(
                 incident_id=incident.id,
@@ -183,6 +226,7 @@ def plan(
                 last_post_key=post.key(),
                 reminder_count=(thread.reminder_count if thread else 0)
                 + (1 if kind is PostKind.REMINDER else 0),
+                reopened_at=since,
             )
             decisions.append(_chained(post, new_thread, tail_of(incident.id, name)))
             if next_update is not None and (wake_at is None or next_update < wake_at):
@@ -274,7 +318,7 @@ def replan_stale(
         revision=snapshot.revision,
         sequence=sequence,
         planned_at=now,
-        next_update_at=promise(snapshot, cadence, now),
+        next_update_at=promise(snapshot, cadence, now, thread.reopened_at),
     )
     new_thread = replace(
         thread,

@@ -48,6 +48,7 @@ from .model import (
     Snapshot,
     sample_incident,
 )
+from .planner import window_passed
 from .problems import Problem, ProblemsError
 
 # Languages and platforms become path components: no separators, no "..".
@@ -236,6 +237,8 @@ class Renderer:
             "now": local_now,
             "elapsed": elapsed,
             "next_update": self._local(promised),
+            # A maintenance still "scheduled" once its window ended: the last post until ops act.
+            "window_passed": window_passed(snapshot, now),
             "channel": channel,
             "language": language,
             "timezone": self.timezone.key,

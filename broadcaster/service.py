@@ -106,6 +106,7 @@ def _inspect_locked(daemon: DaemonControl, now: datetime) -> Health:
         channels,
         sources,
         dry_run=app.dry_run,
+        maintenances_not_started=len(status.not_started),
     )
 
 

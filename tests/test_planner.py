@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broadcaster import planner
 from broadcaster.config import DEFAULT_CADENCE, CadenceConfig, ChannelConfig, parse_duration
@@ -119,7 +121,7 @@ def test_nothing_is_posted_before_the_promise_and_a_reminder_keeps_it() -> None:
 
 def test_every_promise_is_kept_over_a_long_quiet_incident() -> None:
     t = Timeline()
-    t.set(incident(), T0)
+    t.set(incident(severity="major"), T0)
     t.run_until(T0 + timedelta(hours=6), T0)
     x_posts = [(at, nxt) for at, c, _, nxt in t.posted if c == "x-en"]
     for (_, promised), (next_at, _) in itertools.pairwise(x_posts):
@@ -129,6 +131,18 @@ def test_every_promise_is_kept_over_a_long_quiet_incident() -> None:
     assert gaps[0] <= timedelta(minutes=15)
     assert gaps[-1] == timedelta(hours=1)
     assert len(x_posts) == 1 + 8 + 4  # opened, 8 reminders in the first 2 h, then hourly
+
+
+def test_a_long_critical_outage_is_never_left_more_than_30_minutes_without_a_post() -> None:
+    t = Timeline()
+    t.set(incident(severity="critical"), T0)
+    t.run_until(T0 + timedelta(hours=3), T0)
+    t.set(incident(severity="critical", status="identified"), T0 + timedelta(hours=3))
+    t.run_until(T0 + timedelta(hours=8), T0 + timedelta(hours=3))
+    times = [at for at, c, _, _ in t.posted if c == "x-en"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) == timedelta(minutes=30), "long-incident mode slows critical to 30 min only"
+    assert times[-1] >= T0 + timedelta(hours=7, minutes=30)
 
 
 def test_a_real_change_posts_an_update_and_edits_in_between_are_coalesced() -> None:
@@ -349,6 +363,121 @@ def test_an_overrunning_maintenance_is_reminded_on_the_maintenance_cadence() -> 
     assert overrun.decisions[0].post.next_update_at == end + CADENCE.maintenance
     again = t.plan(end + CADENCE.maintenance)
     assert again.decisions[0].post.next_update_at == end + 2 * CADENCE.maintenance
+
+
+def test_a_maintenance_nobody_started_says_so_once_its_window_ends_then_waits_for_ops() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    announce = datetime(2017, 11, 14, 12, 0, tzinfo=PARIS)
+    start = datetime(2017, 11, 14, 22, 0, tzinfo=PARIS)
+    end = datetime(2017, 11, 15, 1, 0, tzinfo=PARIS)
+    t.set(maintenance(), announce)
+    t.run_until(datetime(2017, 11, 15, 9, 0, tzinfo=PARIS), announce)  # ops forgot it all night
+    x = [(at, kind, promised) for at, _, kind, promised in t.posted]
+    late = [(at, promised) for at, _, promised in x if at >= start]
+    # not started: reminded every 30 minutes within its window, the last one at its end
+    assert [at for at, _ in late] == [start + i * CADENCE.maintenance for i in range(7)]
+    assert late[-1] == (end, None), "the window passed: one post, and no promise after it"
+    assert planner.window_passed(t.snapshots["sbg-maint"], end)
+    assert not planner.window_passed(t.snapshots["sbg-maint"], end - timedelta(seconds=1))
+    # ops move it to the next night: the thread speaks again, and reminds as before
+    moved = maintenance(
+        starts_at=start + timedelta(days=1),
+        started_at=start + timedelta(days=1),
+        ends_at=end + timedelta(days=1),
+    )
+    t.set(moved, datetime(2017, 11, 15, 9, 30, tzinfo=PARIS))
+    update = t.plan(datetime(2017, 11, 15, 9, 30, tzinfo=PARIS))
+    assert [d.post.kind for d in update.decisions] == [PostKind.UPDATE]
+    assert update.decisions[0].post.next_update_at == start + timedelta(days=1, hours=-1)
+
+
+def test_a_reopened_incident_restarts_the_cadence_of_its_new_status_at_once() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(severity="major"), T0)
+    t.run_until(T0 + timedelta(hours=3), T0)
+    resolved_at = T0 + timedelta(hours=3)
+    t.set(incident(severity="major", status="resolved"), resolved_at)
+    t.plan(resolved_at)
+    reopened_at = resolved_at + timedelta(hours=1)
+    t.set(incident(severity="major", message=Localized.of("Down again")), reopened_at)
+    t.run_until(reopened_at + timedelta(hours=3), reopened_at)
+    after = [(at, kind) for at, _, kind, _ in t.posted if at >= reopened_at]
+    assert after[0] == (reopened_at, PostKind.UPDATE)
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(after)]
+    # investigating + major: every 15 minutes for two hours again, then hourly
+    assert gaps[:8] == [timedelta(minutes=15)] * 8
+    assert gaps[-1] == timedelta(hours=1)
+
+
+def test_several_incidents_and_a_maintenance_are_planned_together_each_on_its_cadence() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(id="a", severity="critical"), T0)
+    t.set(incident(id="b", severity="minor", status="identified"), T0)
+    t.set(maintenance(), T0)
+    first = t.plan(T0)
+    assert sorted((d.post.incident_id, d.post.kind) for d in first.decisions) == [
+        ("a", PostKind.OPENED),
+        ("b", PostKind.OPENED),
+        ("sbg-maint", PostKind.SCHEDULED),
+    ]
+    assert first.wake_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)  # the soonest promise
+    # the posts of each incident carry its own id, so a decision's incident is known
+    ids = [d.post.incident_id for d in first.decisions]
+    assert len(set(ids)) == 3
+    a_next = [d.post.next_update_at for d in first.decisions if d.post.incident_id == "a"]
+    b_next = [d.post.next_update_at for d in first.decisions if d.post.incident_id == "b"]
+    assert a_next == [T0.replace(minute=40)]  # critical, investigating: 15 min
+    assert b_next == [T0.replace(minute=55)]  # minor, identified: 30 min
+    # edits to "b" after it resolved: nothing more to say, the thread stays closed
+    t.set(incident(id="b", severity="minor", status="resolved"), T0 + timedelta(hours=1))
+    closing = t.plan(T0 + timedelta(hours=1)).decisions
+    assert [d.post.kind for d in closing if d.post.incident_id == "b"] == [PostKind.RESOLVED]
+    t.set(
+        incident(id="b", severity="minor", status="resolved", cause=Localized.of("A typo")),
+        T0 + timedelta(hours=1, minutes=5),
+    )
+    later = t.plan(T0 + timedelta(hours=1, minutes=5))
+    assert all(d.post.incident_id != "b" for d in later.decisions)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=12 * 60),  # minutes after the opening
+            st.sampled_from(["investigating", "identified", "monitoring", "resolved"]),
+            st.booleans(),  # a new message from ops
+        ),
+        max_size=8,
+    )
+)
+def test_a_critical_incident_is_never_silent_more_than_30_minutes_before_monitoring(
+    changes: list[tuple[int, str, bool]],
+) -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(), T0)
+    now = T0
+    status = "investigating"
+    watched: list[tuple[datetime, datetime]] = []  # (from, until) while it must not go silent
+    for minutes, new_status, speaks in sorted(changes):
+        at = T0 + timedelta(minutes=minutes)
+        t.run_until(at - timedelta(microseconds=1), now)
+        if status in ("investigating", "identified"):
+            watched.append((now, at))
+        message = Localized.of(f"Word from ops at {minutes}") if speaks else None
+        t.set(incident(status=new_status, message=message), at)
+        now, status = at, new_status
+    end = now + timedelta(hours=6)
+    t.run_until(end, now)
+    if status in ("investigating", "identified"):
+        watched.append((now, end))
+    times = [at for at, _, _, _ in t.posted]
+    for start, until in watched:
+        inside = [start, *(at for at in times if start <= at <= until), until]
+        # posts made inside the stretch (plus its ends) are never more than 30 min apart
+        previous = max((at for at in times if at <= start), default=start)
+        inside[0] = previous
+        assert max(b - a for a, b in itertools.pairwise(inside)) <= timedelta(minutes=30)
 
 
 # -- what a new post supersedes and replies to --------------------------------------------
