@@ -121,10 +121,41 @@ class Editor:
                 error,
             )
 
+    def _within_budget(
+        self, snapshot: Snapshot, decision: planner.Decision, parts: list[tuple[str, int, int]]
+    ) -> tuple[planner.Decision, list[tuple[str, int, int]]]:
+        """The decision with a promise its channel's budget can keep, and its parts."""
+        post = decision.post
+        budget = planner.Budget.of(self.config.channels[post.channel])
+        if not budget.horizon or post.next_update_at is None:
+            return decision, parts
+        gone = set(decision.supersedes)
+        waiting = self.store.posts(channel=post.channel, states=planner.UNSENT)
+        reserved = [
+            thread.promised_at
+            for (incident_id, channel), thread in self.store.threads().items()
+            if channel == post.channel and incident_id != post.incident_id
+            if not thread.closed and thread.promised_at is not None
+        ]
+        load = planner.Load(
+            self.store.sent_times(post.channel, post.planned_at - budget.horizon),
+            sum(1 for part in waiting if part.key not in gone),
+            reserved,
+        )
+        for _ in range(3):  # a later time may render longer: until the parts agree
+            kept = planner.keep_within_budget(decision, budget, load, len(parts), post.planned_at)
+            if kept.post == decision.post:
+                break
+            decision = kept
+            parts = self.compose(snapshot, decision.post)
+        return decision, parts
+
     def _record(self, snapshot: Snapshot, decision: planner.Decision) -> Recorded | None:
         post = decision.post
         try:
             parts = self.compose(snapshot, post)
+            decision, parts = self._within_budget(snapshot, decision, parts)
+            post = decision.post
             language = self.config.channels[post.channel].language
             # The thread remembers its last part: known only now that the post is split.
             thread = replace(decision.thread, last_post_key=post.key(len(parts)))

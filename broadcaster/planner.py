@@ -30,6 +30,9 @@ from .model import (
     ThreadState,
 )
 
+# Parts recorded and not yet confirmed: they go before anything planned now.
+UNSENT = (PostState.PENDING, PostState.SENDING)
+
 # A promise closer than this to the post that makes it would read as noise.
 MIN_PROMISE = timedelta(seconds=1)
 
@@ -41,6 +44,109 @@ ThreadTail = Sequence[OutboxPost]
 
 def _no_tail(incident_id: str, channel: str) -> ThreadTail:
     return ()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A channel's own posting budget (``max_posts``, ``min_interval``), kept below the
+    platform's so a normal run never sees a 429. Every published part counts: each is a
+    request to the platform. Delivery waits for it; promises are made within it."""
+
+    max_posts: int | None = None
+    window: timedelta | None = None
+    min_interval: timedelta | None = None
+
+    @classmethod
+    def of(cls, channel: ChannelConfig) -> Budget:
+        posts, window = channel.max_posts or (None, None)
+        return cls(max_posts=posts, window=window, min_interval=channel.min_interval)
+
+    def next_slot(self, sent: Sequence[datetime], now: datetime, room: int = 1) -> datetime | None:
+        """When ``room`` more parts may go, given send times (oldest first); None = now."""
+        earliest: datetime | None = None
+        if self.min_interval is not None and sent:
+            earliest = sent[-1] + self.min_interval
+        if self.max_posts is not None and self.window is not None:
+            recent = [t for t in sent if t > now - self.window]
+            excess = len(recent) - (self.max_posts - min(room, self.max_posts))
+            if excess > 0:
+                slot = recent[excess - 1] + self.window
+                earliest = slot if earliest is None else max(earliest, slot)
+        return earliest if earliest is not None and earliest > now else None
+
+    @property
+    def horizon(self) -> timedelta:
+        return max(self.window or timedelta(0), self.min_interval or timedelta(0))
+
+    @property
+    def pace(self) -> timedelta:
+        """The time per part at which the budget lasts its whole window (e.g. 17 a day:
+        one part every 85 minutes). Promises go no faster, so that a burst of reminders
+        early on does not leave the rest of the outage, and its resolution, without posts."""
+        if self.max_posts is None or self.window is None:
+            return timedelta(0)
+        return self.window / self.max_posts
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a channel's budget already carries when a post is planned on it."""
+
+    sent: Sequence[datetime] = ()  # parts sent within the budget's horizon, oldest first
+    queued: int = 0  # parts waiting to go before the new post (pending or sending)
+    reserved: Sequence[datetime] = ()  # promises the channel's other open threads made
+
+
+def within_budget(
+    promised: datetime, budget: Budget, load: Load, parts: int, now: datetime
+) -> datetime:
+    """The promise, moved later if the channel's budget could not keep it.
+
+    The post being planned (``parts`` parts) goes after everything queued, each part at
+    its earliest slot; the next post (assumed as long) must then find room at the promised
+    time for every one of its parts, beside the updates other threads promised before it.
+    Reminders go no faster than the budget's pace (``Budget.pace``).
+    Moved promises are rounded up to the minute: "by 10:31" kept, never "by 10:30" broken.
+    """
+    if not budget.horizon:
+        return promised
+    times = sorted(load.sent)
+    at = now
+    for _ in range(load.queued + parts):
+        at = budget.next_slot(times, at) or at
+        times.append(at)
+    if budget.min_interval is not None and times:
+        at = max(at, times[-1] + budget.min_interval)
+    candidate = max(promised, at, now + budget.pace * parts)
+    for _ in range(10_000):  # each step moves the candidate later; budgets are finite
+        ahead = sorted(
+            [*times, *(r for r in load.reserved if r <= candidate for _ in range(parts))]
+        )
+        slot = budget.next_slot(ahead, candidate, room=parts)
+        if slot is None:
+            break
+        candidate = slot
+    if candidate == promised:
+        return promised
+    whole = candidate.replace(second=0, microsecond=0)
+    return whole if whole == candidate else whole + timedelta(minutes=1)
+
+
+def keep_within_budget(
+    decision: Decision, budget: Budget, load: Load, parts: int, now: datetime
+) -> Decision:
+    """``decision`` with a promise its channel's budget can keep (see ``within_budget``)."""
+    promised = decision.post.next_update_at
+    if promised is None:
+        return decision
+    kept = within_budget(promised, budget, load, parts, now)
+    if kept == promised:
+        return decision
+    return replace(
+        decision,
+        post=replace(decision.post, next_update_at=kept),
+        thread=replace(decision.thread, promised_at=kept),
+    )
 
 
 @dataclass(frozen=True)
@@ -130,17 +236,23 @@ def _on_the_minute(at: datetime, interval: timedelta) -> datetime:
     return at
 
 
-def due_at(thread: ThreadState, snapshot: Snapshot) -> datetime | None:
-    """When this thread needs a reminder: the promise made, or earlier if ops asked."""
+def due_at(
+    thread: ThreadState, snapshot: Snapshot, budget: Budget | None = None
+) -> datetime | None:
+    """When this thread needs a reminder: the promise made, or earlier if ops asked and
+    the channel's budget allows it (no faster than its pace: see ``within_budget``)."""
     if thread.closed or thread.promised_at is None:
         return None
     wanted = snapshot.incident.next_update_at
-    if wanted is not None and thread.last_planned_at < wanted < thread.promised_at:
-        return wanted
+    earliest = thread.last_planned_at + (budget.pace if budget else timedelta(0))
+    if wanted is not None and earliest <= wanted and thread.last_planned_at < wanted:
+        return min(wanted, thread.promised_at)
     return thread.promised_at
 
 
-def choose_kind(snapshot: Snapshot, thread: ThreadState | None, now: datetime) -> PostKind | None:
+def choose_kind(
+    snapshot: Snapshot, thread: ThreadState | None, now: datetime, budget: Budget | None = None
+) -> PostKind | None:
     """The kind of post this thread needs now, or None."""
     incident = snapshot.incident
     maintenance = incident.kind is IncidentKind.MAINTENANCE
@@ -164,7 +276,7 @@ def choose_kind(snapshot: Snapshot, thread: ThreadState | None, now: datetime) -
         if maintenance and incident.status == "in_progress" and thread.last_status != "in_progress":
             return PostKind.STARTED
         return PostKind.UPDATE
-    due = due_at(thread, snapshot)
+    due = due_at(thread, snapshot, budget)
     if due is not None and now >= due:
         return PostKind.REMINDER
     return None
@@ -194,9 +306,10 @@ def plan(
                 incident.severity, incident.services, incident.regions
             ):
                 continue
-            kind = choose_kind(snapshot, thread, now)
+            budget = Budget.of(channel)
+            kind = choose_kind(snapshot, thread, now, budget)
             if kind is None:
-                due = due_at(thread, snapshot) if thread else None
+                due = due_at(thread, snapshot, budget) if thread else None
                 if due is not None and (wake_at is None or due < wake_at):
                     wake_at = due
                 continue

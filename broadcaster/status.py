@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from .config import ChannelConfig
 from .model import OutboxPost, PostState, Snapshot, ThreadState
-from .planner import due_at, not_started
+from .planner import Budget, due_at, not_started
 from .store import ChannelState, DataStore
 
 WAITING = (PostState.PENDING, PostState.SENDING)
@@ -90,7 +90,8 @@ def read_status(
     due_times: dict[str, list[datetime]] = {}
     for (incident_id, channel), thread in threads.items():
         snapshot = by_id.get(incident_id)
-        due = due_at(thread, snapshot) if snapshot is not None else None
+        budget = Budget.of(channels[channel]) if channel in channels else None
+        due = due_at(thread, snapshot, budget) if snapshot is not None else None
         if due is not None:
             due_times.setdefault(channel, []).append(due)
         if snapshot is not None:

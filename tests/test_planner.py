@@ -480,6 +480,59 @@ def test_a_critical_incident_is_never_silent_more_than_30_minutes_before_monitor
         assert max(b - a for a, b in itertools.pairwise(inside)) <= timedelta(minutes=30)
 
 
+# -- promises within the channel's own budget ----------------------------------------------
+
+
+def test_a_promise_the_budget_cannot_keep_is_moved_to_the_first_time_it_can() -> None:
+    budget = planner.Budget(max_posts=17, window=timedelta(hours=24))
+    now = T0
+    # 15 parts already went out in the last hours: this 2-part post spends the last two
+    sent = [now - timedelta(hours=5) + i * timedelta(minutes=10) for i in range(15)]
+    load = planner.Load(sent=sent)
+    wanted = now + timedelta(minutes=15)
+    kept = planner.within_budget(wanted, budget, load, 2, now)
+    # the next 2-part post needs two slots: the oldest two sends leave the window first
+    assert kept == sent[1] + timedelta(hours=24)
+    assert kept > wanted
+    # an empty budget still paces reminders so that it lasts the day (17 a day: 85 min a part)
+    paced = planner.within_budget(wanted, budget, planner.Load(), 2, now)
+    assert paced == now + timedelta(minutes=170)
+    # a generous budget (X's 300 per 3 hours) keeps the cadence's promise as it is
+    generous = planner.Budget(max_posts=300, window=timedelta(hours=3))
+    assert planner.within_budget(wanted, generous, planner.Load(), 2, now) == wanted
+
+
+def test_min_interval_spaces_every_part_and_the_promise_follows() -> None:
+    budget = planner.Budget(min_interval=timedelta(minutes=20))
+    now = T0
+    wanted = now + timedelta(minutes=15)
+    # this post's 3 parts go at now, +20, +40: the next post cannot come before +60
+    assert planner.within_budget(wanted, budget, planner.Load(), 3, now) == now + timedelta(
+        minutes=60
+    )
+    # parts queued before it on the channel go first
+    queued = planner.Load(queued=2)
+    assert planner.within_budget(wanted, budget, queued, 1, now) == now + timedelta(minutes=60)
+
+
+def test_other_threads_promises_take_their_share_of_the_budget() -> None:
+    budget = planner.Budget(max_posts=3, window=timedelta(hours=1))
+    now = T0
+    wanted = now + timedelta(minutes=15)
+    alone = planner.within_budget(wanted, budget, planner.Load(), 1, now)
+    assert alone == now + timedelta(minutes=20)  # 2 of 3, at the budget's pace
+    other = planner.Load(reserved=[now + timedelta(minutes=10)])
+    shared = planner.within_budget(wanted, budget, other, 2, now)
+    assert shared >= now + timedelta(hours=1), "2 + 2 parts + another thread's 2 exceed 3/h"
+
+
+def test_the_budget_never_moves_a_promise_earlier_and_moved_ones_fall_on_the_minute() -> None:
+    budget = planner.Budget(max_posts=1, window=timedelta(minutes=50))
+    now = T0 + timedelta(seconds=17)
+    kept = planner.within_budget(now + timedelta(minutes=5), budget, planner.Load(), 1, now)
+    assert kept >= now + timedelta(minutes=50) and kept.second == 0 and kept.microsecond == 0
+
+
 # -- what a new post supersedes and replies to --------------------------------------------
 
 
