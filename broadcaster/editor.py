@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import planner
+from .advice import incident_advice
 from .config import Config
 from .model import ChannelInfo, Incident, PlannedPost, Snapshot
 from .render import Renderer, TemplateError
@@ -57,6 +58,7 @@ class Editor:
         self.rules = dict(rules)
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        self._advised: set[tuple[str, int]] = set()  # (incident, revision) already advised
 
     def channel_info(self, name: str) -> ChannelInfo:
         return self.config.channels[name].info()
@@ -213,10 +215,23 @@ class Editor:
                 recorded.append(item)
         return recorded
 
+    def _advise(self, snapshots: Iterable[Snapshot], now: datetime) -> None:
+        """Log what ops should fix (``advice``), once per incident revision."""
+        for snapshot in snapshots:
+            seen = (snapshot.incident.id, snapshot.revision)
+            if seen in self._advised:
+                continue
+            self._advised.add(seen)
+            for item in incident_advice(
+                snapshot.incident, self.config.channels, self.config.cadence, now
+            ):
+                log.warning("%s", item)
+
     def run(self, now: datetime) -> tuple[list[Recorded], datetime | None]:
         """Plan at ``now`` and record every post due. Returns them and the next wake time."""
         with self._lock, self.store.batch():
             snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+            self._advise(snapshots.values(), now)
             recorded = self._refresh_stale(snapshots, now)
             result = planner.plan(
                 list(snapshots.values()),
