@@ -125,6 +125,14 @@ class CadenceConfig:
     )
     maintenance_reminder_before: timedelta = timedelta(minutes=60)
 
+    def longest_silence(self, status: str, severity: str) -> timedelta | None:
+        """The longest a promise may be, even one ops gave (``next_update_at``): a critical
+        incident is never left longer than its slowest cadence (30 min by default) until
+        it is ``monitoring``. None: ops' promise stands as given."""
+        if severity != "critical" or status not in ("investigating", "identified"):
+            return None
+        return self.interval(status, severity, self.long_incident_after)
+
     def interval(self, status: str, severity: str, elapsed: timedelta) -> timedelta:
         base = self.every.get(status, {}).get(severity) or timedelta(minutes=30)
         if elapsed >= self.long_incident_after:

@@ -179,7 +179,10 @@ def promise(
     if window_passed(snapshot, now):
         return None
     if incident.next_update_at is not None and incident.next_update_at > now + MIN_PROMISE:
-        return incident.next_update_at
+        longest = cadence.longest_silence(incident.status, incident.severity)
+        if longest is None or incident.kind is IncidentKind.MAINTENANCE:
+            return incident.next_update_at
+        return min(incident.next_update_at, _on_the_minute(now + longest, longest))
     if incident.kind is IncidentKind.MAINTENANCE:
         assert incident.starts_at is not None and incident.ends_at is not None
         every = _on_the_minute(now + cadence.maintenance, cadence.maintenance)

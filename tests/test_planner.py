@@ -209,12 +209,22 @@ def test_a_reopened_incident_posts_again_in_its_thread() -> None:
 def test_next_update_at_overrides_the_cadence_once() -> None:
     t = Timeline()
     override = datetime(2017, 11, 9, 8, 0, tzinfo=PARIS)
-    t.set(incident(next_update_at=override), T0)
+    t.set(incident(severity="major", next_update_at=override), T0)
     first = t.plan(T0)
     assert first.decisions[0].post.next_update_at == override
     second = t.plan(override)
     assert [d.post.kind for d in second.decisions] == [PostKind.REMINDER] * 2
     assert second.decisions[0].post.next_update_at == override + timedelta(minutes=15)
+
+
+def test_a_critical_incident_promises_30_minutes_at_most_even_when_ops_say_later() -> None:
+    t = Timeline()
+    later = datetime(2017, 11, 9, 9, 30, tzinfo=PARIS)
+    t.set(incident(severity="critical", next_update_at=later), T0)
+    assert t.plan(T0).decisions[0].post.next_update_at == T0 + timedelta(minutes=30)
+    # once monitoring, ops' word stands: watching a fix for two hours is a plan, not silence
+    t.set(incident(severity="critical", status="monitoring", next_update_at=later), T0)
+    assert t.plan(T0).decisions[0].post.next_update_at == later
 
 
 def test_next_update_at_earlier_than_the_promise_brings_the_reminder_forward() -> None:
@@ -447,25 +457,27 @@ def test_several_incidents_and_a_maintenance_are_planned_together_each_on_its_ca
             st.integers(min_value=1, max_value=12 * 60),  # minutes after the opening
             st.sampled_from(["investigating", "identified", "monitoring", "resolved"]),
             st.booleans(),  # a new message from ops
+            st.none() | st.integers(min_value=-30, max_value=300),  # ops' next_update_at
         ),
         max_size=8,
     )
 )
 def test_a_critical_incident_is_never_silent_more_than_30_minutes_before_monitoring(
-    changes: list[tuple[int, str, bool]],
+    changes: list[tuple[int, str, bool, int | None]],
 ) -> None:
     t = Timeline({"x-en": CHANNELS["x-en"]})
     t.set(incident(), T0)
     now = T0
     status = "investigating"
     watched: list[tuple[datetime, datetime]] = []  # (from, until) while it must not go silent
-    for minutes, new_status, speaks in sorted(changes):
+    for minutes, new_status, speaks, promise in sorted(changes, key=lambda c: c[0]):
         at = T0 + timedelta(minutes=minutes)
         t.run_until(at - timedelta(microseconds=1), now)
         if status in ("investigating", "identified"):
             watched.append((now, at))
         message = Localized.of(f"Word from ops at {minutes}") if speaks else None
-        t.set(incident(status=new_status, message=message), at)
+        wanted = None if promise is None else at + timedelta(minutes=promise)
+        t.set(incident(status=new_status, message=message, next_update_at=wanted), at)
         now, status = at, new_status
     end = now + timedelta(hours=6)
     t.run_until(end, now)
