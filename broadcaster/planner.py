@@ -260,7 +260,7 @@ def choose_kind(
     incident = snapshot.incident
     maintenance = incident.kind is IncidentKind.MAINTENANCE
     if thread is None:
-        if incident.is_final:
+        if incident.is_final or window_passed(snapshot, now):
             return None  # never announced, already over: nothing useful to say now
         if maintenance:
             return PostKind.STARTED if incident.status == "in_progress" else PostKind.SCHEDULED

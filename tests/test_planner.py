@@ -401,6 +401,12 @@ def test_a_maintenance_nobody_started_says_so_once_its_window_ends_then_waits_fo
     assert update.decisions[0].post.next_update_at == start + timedelta(days=1, hours=-1)
 
 
+def test_a_maintenance_first_seen_after_its_window_is_not_announced() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(maintenance(), datetime(2017, 11, 15, 2, 0, tzinfo=PARIS))
+    assert t.plan(datetime(2017, 11, 15, 2, 0, tzinfo=PARIS)).decisions == []
+
+
 def test_a_reopened_incident_restarts_the_cadence_of_its_new_status_at_once() -> None:
     t = Timeline({"x-en": CHANNELS["x-en"]})
     t.set(incident(severity="major"), T0)
