@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -124,13 +124,23 @@ class Editor:
             )
 
     def _within_budget(
-        self, snapshot: Snapshot, decision: planner.Decision, parts: list[tuple[str, int, int]]
+        self,
+        snapshot: Snapshot,
+        decision: planner.Decision,
+        parts: list[tuple[str, int, int]],
+        following: Sequence[tuple[Snapshot, PlannedPost]],
     ) -> tuple[planner.Decision, list[tuple[str, int, int]]]:
         """The decision with a promise its channel's budget can keep, and its parts."""
         post = decision.post
         budget = planner.Budget.of(self.config.channels[post.channel])
         if not budget.horizon or post.next_update_at is None:
             return decision, parts
+        after = 0
+        for later_snapshot, later in following:
+            try:
+                after += len(self.compose(later_snapshot, later))
+            except TemplateError:
+                after += 1  # reported when its own turn comes
         gone = set(decision.supersedes)
         waiting = self.store.posts(channel=post.channel, states=planner.UNSENT)
         reserved = [
@@ -143,6 +153,7 @@ class Editor:
             self.store.sent_times(post.channel, post.planned_at - budget.horizon),
             sum(1 for part in waiting if part.key not in gone),
             reserved,
+            after,
         )
         for _ in range(3):  # a later time may render longer: until the parts agree
             kept = planner.keep_within_budget(decision, budget, load, len(parts), post.planned_at)
@@ -152,11 +163,16 @@ class Editor:
             parts = self.compose(snapshot, decision.post)
         return decision, parts
 
-    def _record(self, snapshot: Snapshot, decision: planner.Decision) -> Recorded | None:
+    def _record(
+        self,
+        snapshot: Snapshot,
+        decision: planner.Decision,
+        following: Sequence[tuple[Snapshot, PlannedPost]] = (),
+    ) -> Recorded | None:
         post = decision.post
         try:
             parts = self.compose(snapshot, post)
-            decision, parts = self._within_budget(snapshot, decision, parts)
+            decision, parts = self._within_budget(snapshot, decision, parts, following)
             post = decision.post
             language = self.config.channels[post.channel].language
             # The thread remembers its last part: known only now that the post is split.
@@ -241,8 +257,14 @@ class Editor:
                 now,
                 self.store.thread_tail,
             )
-            for decision in result.decisions:
-                item = self._record(snapshots[decision.post.incident_id], decision)
+            for index, decision in enumerate(result.decisions):
+                # Posts planned after it on its channel go out before its next post does.
+                following = [
+                    (snapshots[d.post.incident_id], d.post)
+                    for d in result.decisions[index + 1 :]
+                    if d.post.channel == decision.post.channel
+                ]
+                item = self._record(snapshots[decision.post.incident_id], decision, following)
                 if item is not None:
                     recorded.append(item)
             return recorded, result.wake_at

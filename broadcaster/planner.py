@@ -95,6 +95,7 @@ class Load:
     sent: Sequence[datetime] = ()  # parts sent within the budget's horizon, oldest first
     queued: int = 0  # parts waiting to go before the new post (pending or sending)
     reserved: Sequence[datetime] = ()  # promises the channel's other open threads made
+    following: int = 0  # parts planned after the new post at the same time: they go first
 
 
 def within_budget(
@@ -103,33 +104,67 @@ def within_budget(
     """The promise, moved later if the channel's budget could not keep it.
 
     The post being planned (``parts`` parts) goes after everything queued, each part at
-    its earliest slot; the next post (assumed as long) must then find room at the promised
-    time for every one of its parts, beside the updates other threads promised before it.
-    Reminders go no faster than the budget's pace (``Budget.pace``).
-    Moved promises are rounded up to the minute: "by 10:31" kept, never "by 10:30" broken.
+    its earliest slot, and so do the posts planned after it in the same run; the next post
+    (assumed as long) must then find room at the promised time for every one of its parts,
+    without making late an update another thread already promised. Reminders go no faster
+    than the budget's pace (``Budget.pace``). A moved promise falls on a whole minute
+    ("by 10:31" kept, never "by 10:30" broken).
     """
     if not budget.horizon:
         return promised
     times = sorted(load.sent)
     at = now
-    for _ in range(load.queued + parts):
+    for _ in range(load.queued + parts + load.following):
         at = budget.next_slot(times, at) or at
         times.append(at)
     if budget.min_interval is not None and times:
         at = max(at, times[-1] + budget.min_interval)
+    reserved = [(max(r, now), parts) for r in load.reserved]
+    already_late = _late(budget, times, reserved, None)
     candidate = max(promised, at, now + budget.pace * parts)
+    if candidate != promised:
+        candidate = _whole_minute(candidate)
     for _ in range(10_000):  # each step moves the candidate later; budgets are finite
-        ahead = sorted(
-            [*times, *(r for r in load.reserved if r <= candidate for _ in range(parts))]
-        )
-        slot = budget.next_slot(ahead, candidate, room=parts)
-        if slot is None:
+        late = _late(budget, times, reserved, (candidate, parts))
+        moved = max((t for i, t in late.items() if i not in already_late), default=None)
+        if moved is None:
             break
-        candidate = slot
-    if candidate == promised:
-        return promised
-    whole = candidate.replace(second=0, microsecond=0)
-    return whole if whole == candidate else whole + timedelta(minutes=1)
+        candidate = _whole_minute(max(moved, candidate + timedelta(microseconds=1)))
+    return candidate
+
+
+def _whole_minute(at: datetime) -> datetime:
+    whole = at.replace(second=0, microsecond=0)
+    return whole if whole == at else whole + timedelta(minutes=1)
+
+
+def _late(
+    budget: Budget,
+    sent: Sequence[datetime],
+    reserved: Sequence[tuple[datetime, int]],
+    new: tuple[datetime, int] | None,
+) -> dict[int, datetime]:
+    """The promised posts that would come late, sending everything in time order at its
+    earliest slot: by index in ``reserved`` (``-1`` for ``new``), the time the new post
+    should move to so that this one is on time (after it, or at its own first slot)."""
+    events = [(at, 0, i, n) for i, (at, n) in enumerate(reserved)]
+    if new is not None:
+        events.append((new[0], 1, -1, new[1]))
+    times = list(sent)
+    late: dict[int, datetime] = {}
+    for at, _, index, count in sorted(events):
+        # The new post needs room for all its parts at its time, not only for the first.
+        room = budget.next_slot(times, at, room=count) if index == -1 else None
+        t = at
+        first: datetime | None = None
+        for _ in range(count):
+            t = budget.next_slot(times, t) or t
+            times.append(t)
+            first = first or t
+        when = max(first or at, room or at)
+        if when > at:
+            late[index] = when if index == -1 else t
+    return late
 
 
 def keep_within_budget(
