@@ -544,6 +544,27 @@ def test_other_threads_promises_take_their_share_of_the_budget() -> None:
     assert shared >= now + timedelta(hours=1), "2 + 2 parts + another thread's 2 exceed 3/h"
 
 
+def test_a_promise_never_takes_the_slot_another_thread_promised() -> None:
+    budget = planner.Budget(min_interval=timedelta(minutes=5))
+    now = T0
+    other = now + timedelta(minutes=15)  # another incident's reminder, already promised
+    kept = planner.within_budget(other, budget, planner.Load(reserved=[other]), 1, now)
+    assert kept == other + timedelta(minutes=5), "after it, not in its way"
+    # a promise just before it would push it late: moved past it too
+    early = other - timedelta(minutes=2)
+    assert planner.within_budget(early, budget, planner.Load(reserved=[other]), 1, now) == kept
+
+
+def test_posts_planned_after_it_in_the_same_run_go_before_its_next_post() -> None:
+    budget = planner.Budget(min_interval=timedelta(minutes=20))
+    now = T0
+    wanted = now + timedelta(minutes=15)
+    # its own part now, another incident's opening at +20: its next post at +40 at best
+    alone = planner.within_budget(wanted, budget, planner.Load(), 1, now)
+    shared = planner.within_budget(wanted, budget, planner.Load(following=1), 1, now)
+    assert (alone, shared) == (now + timedelta(minutes=20), now + timedelta(minutes=40))
+
+
 def test_the_budget_never_moves_a_promise_earlier_and_moved_ones_fall_on_the_minute() -> None:
     budget = planner.Budget(max_posts=1, window=timedelta(minutes=50))
     now = T0 + timedelta(seconds=17)
