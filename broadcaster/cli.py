@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .advice import advice
 from .clock import utcnow as _now
 from .config import Config, load_config
 from .daemon import AlreadyRunning
@@ -184,7 +185,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         incidents = []
     renderer = renderer_for(config)
     problems += [str(p) for p in renderer.check(_channel_infos(config))]
-    warnings = budget_warnings(config)
+    warnings = [str(a) for a in advice(incidents, config, _now())]
     summary = {
         "ok": not problems,
         "config": str(config.path),
@@ -210,38 +211,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         _emit(args, summary, text)
     return EXIT_BAD_INPUT if problems else EXIT_OK
-
-
-def budget_warnings(config: Config) -> list[str]:
-    """Budgets that cannot keep the cadence's promises (e.g. X's 17 posts a day)."""
-    warnings = []
-    fastest = min(
-        (
-            interval
-            for by_severity in config.cadence.every.values()
-            for interval in by_severity.values()
-        ),
-        default=None,
-    )
-    for name, channel in config.channels.items():
-        if channel.max_posts is None or fastest is None:
-            continue
-        posts, window = channel.max_posts
-        spacing = window / posts
-        if spacing > fastest:
-            warnings.append(
-                f"channels.{name}.max_posts: {posts} per {_minutes(window)} allows one post every "
-                f"{_minutes(spacing)}, but the fastest cadence is every {_minutes(fastest)}: "
-                "promises on this channel will be late (raise the budget or slow the cadence)"
-            )
-    return warnings
-
-
-def _minutes(delta: timedelta) -> str:
-    minutes = delta.total_seconds() / 60
-    if minutes >= 120 and minutes % 60 == 0:
-        return f"{minutes / 60:.0f} h"
-    return f"{minutes:.0f} min"
 
 
 def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
@@ -409,16 +378,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         steps = [(start, load_state(config.state_file, config.languages()))]
     end = start + timedelta(hours=args.hours)
     shown = simulate(config, steps, start, end)
-    data = [
-        {
-            "at": s.at.isoformat(),
-            "channel": s.recorded.post.channel,
-            "incident_id": s.recorded.post.incident_id,
-            "kind": s.recorded.post.kind.value,
-            "text": s.to_json()["text"],
-        }
-        for s in shown
-    ]
+    # Each post as preview shows it: where it goes and its exact parts, beside its text.
+    data = [s.to_json() for s in shown]
     text = _text_posts(shown, with_time=True)
     _emit(
         args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n"
@@ -529,7 +490,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise UsageError(f"--listen: expected HOST:PORT, got {listen!r}")
     host, _, port = listen.rpartition(":")
     print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
-    serve(create_app(config, token, warnings=budget_warnings), host.strip("[]"), int(port))
+    serve(create_app(config, token), host.strip("[]"), int(port))
     return EXIT_OK
 
 

@@ -106,6 +106,9 @@ class ChannelConfig:
         return not (self.regions and not set(self.regions) & set(regions))
 
 
+DEFAULT_LONG_INCIDENT_INTERVAL = {"critical": "30m", "major": "1h", "minor": "1h"}
+
+
 @dataclass(frozen=True)
 class CadenceConfig:
     """Minutes between public updates while nothing changes (COMMS.md, GitLab CMOC table)."""
@@ -113,13 +116,28 @@ class CadenceConfig:
     every: Mapping[str, Mapping[str, timedelta]]
     maintenance: timedelta = timedelta(minutes=30)
     long_incident_after: timedelta = timedelta(hours=2)
-    long_incident_interval: timedelta = timedelta(hours=1)
+    # The slower cadence of long incidents, by severity: a critical outage (a whole site
+    # dark) stays at 30 minutes, the others go hourly.
+    long_incident_interval: Mapping[str, timedelta] = field(
+        default_factory=lambda: {
+            sev: parse_duration(d) for sev, d in DEFAULT_LONG_INCIDENT_INTERVAL.items()
+        }
+    )
     maintenance_reminder_before: timedelta = timedelta(minutes=60)
+
+    def longest_silence(self, status: str, severity: str) -> timedelta | None:
+        """The longest a promise may be, even one ops gave (``next_update_at``): a critical
+        incident is never left longer than its slowest cadence (30 min by default) until
+        it is ``monitoring``. None: ops' promise stands as given."""
+        if severity != "critical" or status not in ("investigating", "identified"):
+            return None
+        return self.interval(status, severity, self.long_incident_after)
 
     def interval(self, status: str, severity: str, elapsed: timedelta) -> timedelta:
         base = self.every.get(status, {}).get(severity) or timedelta(minutes=30)
         if elapsed >= self.long_incident_after:
-            return max(base, self.long_incident_interval)
+            slow = self.long_incident_interval.get(severity) or timedelta(hours=1)
+            return max(base, slow)
         return base
 
 
@@ -403,26 +421,10 @@ class _Missing(str):
 
 def _cadence(r: _Reader, c: Mapping[str, Any]) -> CadenceConfig:
     r.unknown_keys("cadence", c, CADENCE_KEYS)
-    every: dict[str, dict[str, timedelta]] = {}
-    for status, defaults in DEFAULT_CADENCE.items():
-        given = c.get(status, {})
-        if isinstance(given, str):  # one interval for every severity
-            given = dict.fromkeys(SEVERITIES, given)
-        if not isinstance(given, dict):
-            r.problem("cadence", status, "expected a duration or a table by severity")
-            given = {}
-        for sev in given:
-            if sev not in SEVERITIES:
-                r.problem(
-                    "cadence",
-                    status,
-                    f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})",
-                )
-        every[status] = {
-            sev: r.duration("cadence", status, given.get(sev, defaults[sev]))
-            or parse_duration(defaults[sev])
-            for sev in SEVERITIES
-        }
+    every = {
+        status: _by_severity(r, status, c.get(status, {}), defaults)
+        for status, defaults in DEFAULT_CADENCE.items()
+    }
 
     def dur(key: str, default: str) -> timedelta:
         return r.duration("cadence", key, c.get(key, default)) or parse_duration(default)
@@ -431,9 +433,35 @@ def _cadence(r: _Reader, c: Mapping[str, Any]) -> CadenceConfig:
         every=every,
         maintenance=dur("maintenance", "30m"),
         long_incident_after=dur("long_incident_after", "2h"),
-        long_incident_interval=dur("long_incident_interval", "1h"),
+        long_incident_interval=_by_severity(
+            r,
+            "long_incident_interval",
+            c.get("long_incident_interval", {}),
+            DEFAULT_LONG_INCIDENT_INTERVAL,
+        ),
         maintenance_reminder_before=dur("maintenance_reminder_before", "60m"),
     )
+
+
+def _by_severity(
+    r: _Reader, key: str, given: Any, defaults: Mapping[str, str]
+) -> dict[str, timedelta]:
+    """A duration for every severity, from one duration (all severities) or a table."""
+    if isinstance(given, str):
+        given = dict.fromkeys(SEVERITIES, given)
+    if not isinstance(given, dict):
+        r.problem("cadence", key, "expected a duration or a table by severity")
+        given = {}
+    for sev in given:
+        if sev not in SEVERITIES:
+            r.problem(
+                "cadence", key, f"unknown severity {sev!r} (expected {', '.join(SEVERITIES)})"
+            )
+    return {
+        sev: r.duration("cadence", key, given.get(sev, defaults[sev]))
+        or parse_duration(defaults[sev])
+        for sev in SEVERITIES
+    }
 
 
 def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | None:

@@ -28,6 +28,7 @@ from .channels.base import (
 )
 from .clock import Clock, utcnow
 from .model import OutboxPost, PostState
+from .planner import Budget as Budget  # re-exported: the budget is planning policy
 from .planner import reply_target
 from .store import ChannelChange, DataStore
 
@@ -45,31 +46,6 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random) -> float:
         ceiling = min(self.cap, self.base * (2.0 ** max(0, attempt - 1)))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Our own posting budget, kept below the platform's so a normal run never sees a 429."""
-
-    max_posts: int | None = None
-    window: timedelta | None = None
-    min_interval: timedelta | None = None
-
-    def next_slot(self, sent: list[datetime], now: datetime) -> datetime | None:
-        """When the next post may go, given recent send times (oldest first); None = now."""
-        earliest: datetime | None = None
-        if self.min_interval is not None and sent:
-            earliest = sent[-1] + self.min_interval
-        if self.max_posts is not None and self.window is not None:
-            recent = [t for t in sent if t > now - self.window]
-            if len(recent) >= self.max_posts:
-                slot = recent[len(recent) - self.max_posts] + self.window
-                earliest = slot if earliest is None else max(earliest, slot)
-        return earliest if earliest is not None and earliest > now else None
-
-    @property
-    def horizon(self) -> timedelta:
-        return max(self.window or timedelta(0), self.min_interval or timedelta(0))
 
 
 class ChannelWorker:

@@ -12,11 +12,12 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import i18n, planner
+from .advice import incident_advice
 from .config import Config
 from .model import ChannelInfo, Incident, PlannedPost, Snapshot
 from .render import Renderer, TemplateError
@@ -58,6 +59,7 @@ class Editor:
         self.rules = dict(rules)
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        self._advised: set[tuple[str, int]] = set()  # (incident, revision) already advised
 
     def channel_info(self, name: str) -> ChannelInfo:
         return self.config.channels[name].info()
@@ -139,10 +141,57 @@ class Editor:
                 error,
             )
 
-    def _record(self, snapshot: Snapshot, decision: planner.Decision) -> Recorded | None:
+    def _within_budget(
+        self,
+        snapshot: Snapshot,
+        decision: planner.Decision,
+        parts: list[tuple[str, int, int]],
+        following: Sequence[tuple[Snapshot, PlannedPost]],
+    ) -> tuple[planner.Decision, list[tuple[str, int, int]]]:
+        """The decision with a promise its channel's budget can keep, and its parts."""
+        post = decision.post
+        budget = planner.Budget.of(self.config.channels[post.channel])
+        if not budget.horizon or post.next_update_at is None:
+            return decision, parts
+        after = 0
+        for later_snapshot, later in following:
+            try:
+                after += len(self.compose(later_snapshot, later))
+            except TemplateError:
+                after += 1  # reported when its own turn comes
+        gone = set(decision.supersedes)
+        waiting = self.store.posts(channel=post.channel, states=planner.UNSENT)
+        reserved = [
+            thread.promised_at
+            for (incident_id, channel), thread in self.store.threads().items()
+            if channel == post.channel and incident_id != post.incident_id
+            if not thread.closed and thread.promised_at is not None
+        ]
+        load = planner.Load(
+            self.store.sent_times(post.channel, post.planned_at - budget.horizon),
+            sum(1 for part in waiting if part.key not in gone),
+            reserved,
+            after,
+        )
+        for _ in range(3):  # a later time may render longer: until the parts agree
+            kept = planner.keep_within_budget(decision, budget, load, len(parts), post.planned_at)
+            if kept.post == decision.post:
+                break
+            decision = kept
+            parts = self.compose(snapshot, decision.post)
+        return decision, parts
+
+    def _record(
+        self,
+        snapshot: Snapshot,
+        decision: planner.Decision,
+        following: Sequence[tuple[Snapshot, PlannedPost]] = (),
+    ) -> Recorded | None:
         post = decision.post
         try:
             parts = self.compose(snapshot, post)
+            decision, parts = self._within_budget(snapshot, decision, parts, following)
+            post = decision.post
             language = self.config.channels[post.channel].language
             # The thread remembers its last part: known only now that the post is split.
             thread = replace(decision.thread, last_post_key=post.key(len(parts)))
@@ -200,10 +249,23 @@ class Editor:
                 recorded.append(item)
         return recorded
 
+    def _advise(self, snapshots: Iterable[Snapshot], now: datetime) -> None:
+        """Log what ops should fix (``advice``), once per incident revision."""
+        for snapshot in snapshots:
+            seen = (snapshot.incident.id, snapshot.revision)
+            if seen in self._advised:
+                continue
+            self._advised.add(seen)
+            for item in incident_advice(
+                snapshot.incident, self.config.channels, self.config.cadence, now
+            ):
+                log.warning("%s", item)
+
     def run(self, now: datetime) -> tuple[list[Recorded], datetime | None]:
         """Plan at ``now`` and record every post due. Returns them and the next wake time."""
         with self._lock, self.store.batch():
             snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+            self._advise(snapshots.values(), now)
             recorded = self._refresh_stale(snapshots, now)
             result = planner.plan(
                 list(snapshots.values()),
@@ -213,8 +275,14 @@ class Editor:
                 now,
                 self.store.thread_tail,
             )
-            for decision in result.decisions:
-                item = self._record(snapshots[decision.post.incident_id], decision)
+            for index, decision in enumerate(result.decisions):
+                # Posts planned after it on its channel go out before its next post does.
+                following = [
+                    (snapshots[d.post.incident_id], d.post)
+                    for d in result.decisions[index + 1 :]
+                    if d.post.channel == decision.post.channel
+                ]
+                item = self._record(snapshots[decision.post.incident_id], decision, following)
                 if item is not None:
                     recorded.append(item)
             return recorded, result.wake_at

@@ -74,6 +74,8 @@ class Health:
     channels: Mapping[str, ChannelHealth] = field(default_factory=dict)
     sources: Mapping[str, str | None] = field(default_factory=dict)  # name → last error
     dry_run: bool = False
+    # Maintenances still "scheduled" after their start (ops to start, move or cancel them).
+    maintenances_not_started: int = 0
 
     @property
     def ok(self) -> bool:
@@ -152,4 +154,5 @@ def assess(app: App, *, scheduler_alive: bool, now: datetime) -> Health:
         channels,
         sources,
         dry_run=app.dry_run,
+        maintenances_not_started=len(status.not_started),
     )

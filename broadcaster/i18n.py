@@ -273,6 +273,12 @@ def _hours(count: int, lang: str) -> str:
     return "an hour" if count == 1 else f"{count} hours"
 
 
+def _and_a_half(count: int, lang: str) -> str:
+    if lang == "fr":
+        return "une heure et demie" if count == 1 else f"{count} heures et demie"
+    return "an hour and a half" if count == 1 else f"{count} and a half hours"
+
+
 def _days(count: int, lang: str) -> str:
     if lang == "fr":
         return "un jour" if count == 1 else f"{count} jours"
@@ -281,7 +287,8 @@ def _days(count: int, lang: str) -> str:
 
 def rough(delta: timedelta, language: str) -> str:
     """A duration in words, as said aloud: en "17 minutes", "over 7 hours", "3 hours",
-    "over 2 days"; fr "17 minutes", "plus de 7 heures", "3 heures", "plus de 2 jours".
+    "over 7 and a half hours", "over 2 days"; fr "17 minutes", "plus de 7 heures",
+    "3 heures", "plus de 7 heures et demie", "plus de 2 jours".
 
     Never mistaken for a clock time ("depuis 7 h 15, soit plus de 7 heures").
     """
@@ -293,6 +300,9 @@ def rough(delta: timedelta, language: str) -> str:
         return f"{minutes} minute" + ("s" if minutes > 1 else "")
     if minutes < 24 * 60:
         text, rest = _hours(minutes // 60, lang), minutes % 60
+        if rest >= 30:
+            # Half hours: reminders 30 minutes apart must not say the same duration twice.
+            text, rest = _and_a_half(minutes // 60, lang), rest - 30
     else:
         text, rest = _days(minutes // (24 * 60), lang), minutes % (24 * 60)
     if rest == 0:

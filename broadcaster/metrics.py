@@ -169,6 +169,13 @@ class _StoreCollector(Collector):
             healthy.add_metric([name], 1 if c.healthy else 0)
             worker.add_metric([name], 1 if c.worker_alive else 0)
         yield from (sent, failed, depth, oldest, paused, remaining, overdue, healthy, worker)
+        late = GaugeMetricFamily(
+            "broadcaster_maintenances_not_started",
+            "Maintenances still scheduled after their start time: start, move or cancel them "
+            "(once their window ends, customers are told a new date will follow).",
+        )
+        late.add_metric([], health.maintenances_not_started)
+        yield late
         sources = GaugeMetricFamily(
             "broadcaster_source_ok",
             "1 when the source's last input was valid (0: running on the last good state).",

@@ -351,15 +351,20 @@ class Incident:
 
     def change_fingerprint(self) -> tuple[Any, ...]:
         """What makes a new public update worth posting (status, message, cause,
-        workaround, expected recovery time)."""
+        workaround, expected recovery time, and a maintenance window moved: readers must
+        hear of the new date)."""
 
         def lz(v: Localized | None) -> tuple[tuple[str, str], ...]:
             return tuple(sorted(v.values.items())) if v else ()
 
         core = (self.status, lz(self.message), lz(self.cause), lz(self.workaround))
-        # A new expected recovery time is news; appended only when set, so the fingerprints
-        # of incidents stored before ``eta`` existed do not change.
-        return core + ((self.eta.isoformat(),) if self.eta else ())
+        # Appended only when they apply, so the fingerprints of what was stored before
+        # these counted do not change (a changed fingerprint is a new revision: a post).
+        eta = (self.eta.isoformat(),) if self.eta else ()
+        window: tuple[Any, ...] = ()
+        if self.kind is IncidentKind.MAINTENANCE:
+            window = (tuple(t.isoformat() if t else None for t in (self.starts_at, self.ends_at)),)
+        return core + eta + window
 
     def with_changes(self, changes: Mapping[str, Any]) -> Incident:
         """This incident with ops' changes applied; a localized field merges by language.
@@ -518,6 +523,8 @@ class ThreadState:
     closed: bool
     last_post_key: str | None  # idempotency key of the thread's last part recorded
     reminder_count: int = 0
+    # When the thread was reopened (a post after its closing one): its cadence starts again.
+    reopened_at: datetime | None = None
 
 
 @dataclass(frozen=True)

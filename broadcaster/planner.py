@@ -30,6 +30,9 @@ from .model import (
     ThreadState,
 )
 
+# Parts recorded and not yet confirmed: they go before anything planned now.
+UNSENT = (PostState.PENDING, PostState.SENDING)
+
 # A promise closer than this to the post that makes it would read as noise.
 MIN_PROMISE = timedelta(seconds=1)
 
@@ -41,6 +44,144 @@ ThreadTail = Sequence[OutboxPost]
 
 def _no_tail(incident_id: str, channel: str) -> ThreadTail:
     return ()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A channel's own posting budget (``max_posts``, ``min_interval``), kept below the
+    platform's so a normal run never sees a 429. Every published part counts: each is a
+    request to the platform. Delivery waits for it; promises are made within it."""
+
+    max_posts: int | None = None
+    window: timedelta | None = None
+    min_interval: timedelta | None = None
+
+    @classmethod
+    def of(cls, channel: ChannelConfig) -> Budget:
+        posts, window = channel.max_posts or (None, None)
+        return cls(max_posts=posts, window=window, min_interval=channel.min_interval)
+
+    def next_slot(self, sent: Sequence[datetime], now: datetime, room: int = 1) -> datetime | None:
+        """When ``room`` more parts may go, given send times (oldest first); None = now."""
+        earliest: datetime | None = None
+        if self.min_interval is not None and sent:
+            earliest = sent[-1] + self.min_interval
+        if self.max_posts is not None and self.window is not None:
+            recent = [t for t in sent if t > now - self.window]
+            excess = len(recent) - (self.max_posts - min(room, self.max_posts))
+            if excess > 0:
+                slot = recent[excess - 1] + self.window
+                earliest = slot if earliest is None else max(earliest, slot)
+        return earliest if earliest is not None and earliest > now else None
+
+    @property
+    def horizon(self) -> timedelta:
+        return max(self.window or timedelta(0), self.min_interval or timedelta(0))
+
+    @property
+    def pace(self) -> timedelta:
+        """The time per part at which the budget lasts its whole window (e.g. 17 a day:
+        one part every 85 minutes). Promises go no faster, so that a burst of reminders
+        early on does not leave the rest of the outage, and its resolution, without posts."""
+        if self.max_posts is None or self.window is None:
+            return timedelta(0)
+        return self.window / self.max_posts
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a channel's budget already carries when a post is planned on it."""
+
+    sent: Sequence[datetime] = ()  # parts sent within the budget's horizon, oldest first
+    queued: int = 0  # parts waiting to go before the new post (pending or sending)
+    reserved: Sequence[datetime] = ()  # promises the channel's other open threads made
+    following: int = 0  # parts planned after the new post at the same time: they go first
+
+
+def within_budget(
+    promised: datetime, budget: Budget, load: Load, parts: int, now: datetime
+) -> datetime:
+    """The promise, moved later if the channel's budget could not keep it.
+
+    The post being planned (``parts`` parts) goes after everything queued, each part at
+    its earliest slot, and so do the posts planned after it in the same run; the next post
+    (assumed as long) must then find room at the promised time for every one of its parts,
+    without making late an update another thread already promised. Reminders go no faster
+    than the budget's pace (``Budget.pace``). A moved promise falls on a whole minute
+    ("by 10:31" kept, never "by 10:30" broken).
+    """
+    if not budget.horizon:
+        return promised
+    times = sorted(load.sent)
+    at = now
+    for _ in range(load.queued + parts + load.following):
+        at = budget.next_slot(times, at) or at
+        times.append(at)
+    if budget.min_interval is not None and times:
+        at = max(at, times[-1] + budget.min_interval)
+    reserved = [(max(r, now), parts) for r in load.reserved]
+    already_late = _late(budget, times, reserved, None)
+    candidate = max(promised, at, now + budget.pace * parts)
+    if candidate != promised:
+        candidate = _whole_minute(candidate)
+    for _ in range(10_000):  # each step moves the candidate later; budgets are finite
+        late = _late(budget, times, reserved, (candidate, parts))
+        moved = max((t for i, t in late.items() if i not in already_late), default=None)
+        if moved is None:
+            break
+        candidate = _whole_minute(max(moved, candidate + timedelta(microseconds=1)))
+    return candidate
+
+
+def _whole_minute(at: datetime) -> datetime:
+    whole = at.replace(second=0, microsecond=0)
+    return whole if whole == at else whole + timedelta(minutes=1)
+
+
+def _late(
+    budget: Budget,
+    sent: Sequence[datetime],
+    reserved: Sequence[tuple[datetime, int]],
+    new: tuple[datetime, int] | None,
+) -> dict[int, datetime]:
+    """The promised posts that would come late, sending everything in time order at its
+    earliest slot: by index in ``reserved`` (``-1`` for ``new``), the time the new post
+    should move to so that this one is on time (after it, or at its own first slot)."""
+    events = [(at, 0, i, n) for i, (at, n) in enumerate(reserved)]
+    if new is not None:
+        events.append((new[0], 1, -1, new[1]))
+    times = list(sent)
+    late: dict[int, datetime] = {}
+    for at, _, index, count in sorted(events):
+        # The new post needs room for all its parts at its time, not only for the first.
+        room = budget.next_slot(times, at, room=count) if index == -1 else None
+        t = at
+        first: datetime | None = None
+        for _ in range(count):
+            t = budget.next_slot(times, t) or t
+            times.append(t)
+            first = first or t
+        when = max(first or at, room or at)
+        if when > at:
+            late[index] = when if index == -1 else t
+    return late
+
+
+def keep_within_budget(
+    decision: Decision, budget: Budget, load: Load, parts: int, now: datetime
+) -> Decision:
+    """``decision`` with a promise its channel's budget can keep (see ``within_budget``)."""
+    promised = decision.post.next_update_at
+    if promised is None:
+        return decision
+    kept = within_budget(promised, budget, load, parts, now)
+    if kept == promised:
+        return decision
+    return replace(
+        decision,
+        post=replace(decision.post, next_update_at=kept),
+        thread=replace(decision.thread, promised_at=kept),
+    )
 
 
 @dataclass(frozen=True)
@@ -59,23 +200,67 @@ class Plan:
     wake_at: datetime | None  # when the planner must run again if nothing else happens
 
 
-def promise(snapshot: Snapshot, cadence: CadenceConfig, now: datetime) -> datetime:
-    """When the next update will come, for a non-final post made at ``now``."""
+def promise(
+    snapshot: Snapshot, cadence: CadenceConfig, now: datetime, since: datetime | None = None
+) -> datetime | None:
+    """When the next update will come, for a non-final post made at ``now``.
+
+    ``since``: when the thread was last reopened after its closing post. A reopened
+    incident starts the cadence of its new status again, not the slow long-incident one.
+    None for a maintenance whose window passed before anyone started it: its post says so
+    and that a new date will follow, then the thread waits for ops (``window_passed``).
+    """
     incident = snapshot.incident
+    if window_passed(snapshot, now):
+        return None
     if incident.next_update_at is not None and incident.next_update_at > now + MIN_PROMISE:
-        return incident.next_update_at
+        longest = cadence.longest_silence(incident.status, incident.severity)
+        if longest is None or incident.kind is IncidentKind.MAINTENANCE:
+            return incident.next_update_at
+        return min(incident.next_update_at, _on_the_minute(now + longest, longest))
     if incident.kind is IncidentKind.MAINTENANCE:
         assert incident.starts_at is not None and incident.ends_at is not None
+        every = _on_the_minute(now + cadence.maintenance, cadence.maintenance)
         if incident.status == "scheduled":
             remind_at = incident.starts_at - cadence.maintenance_reminder_before
             for milestone in (remind_at, incident.starts_at):
                 if milestone > now + MIN_PROMISE:
                     return milestone
-        elif incident.status == "in_progress" and incident.ends_at > now + MIN_PROMISE:
+            # Due and not started: say so at the maintenance cadence, and once more when
+            # the window ends (then nothing until ops start, move or cancel it).
+            return min(every, incident.ends_at)
+        if incident.status == "in_progress" and incident.ends_at > now + MIN_PROMISE:
             return incident.ends_at
-        return _on_the_minute(now + cadence.maintenance, cadence.maintenance)
-    interval = cadence.interval(incident.status, incident.severity, now - incident.started_at)
+        return every
+    started = incident.started_at if since is None else max(incident.started_at, since)
+    interval = cadence.interval(incident.status, incident.severity, now - started)
     return _on_the_minute(now + interval, interval)
+
+
+def window_passed(snapshot: Snapshot, now: datetime) -> bool:
+    """A maintenance still ``scheduled`` once its window has ended: nobody started it.
+
+    Its last post says the window passed and a new date will follow; no reminder after
+    that until ops change it (start, move or cancel it). ``/metrics`` flags it for ops.
+    """
+    incident = snapshot.incident
+    return (
+        incident.kind is IncidentKind.MAINTENANCE
+        and incident.status == "scheduled"
+        and incident.ends_at is not None
+        and now >= incident.ends_at
+    )
+
+
+def not_started(snapshot: Snapshot, now: datetime) -> bool:
+    """A maintenance still ``scheduled`` after its start time (ops did not start it)."""
+    incident = snapshot.incident
+    return (
+        incident.kind is IncidentKind.MAINTENANCE
+        and incident.status == "scheduled"
+        and incident.starts_at is not None
+        and now >= incident.starts_at
+    )
 
 
 def _on_the_minute(at: datetime, interval: timedelta) -> datetime:
@@ -89,22 +274,28 @@ def _on_the_minute(at: datetime, interval: timedelta) -> datetime:
     return at
 
 
-def due_at(thread: ThreadState, snapshot: Snapshot) -> datetime | None:
-    """When this thread needs a reminder: the promise made, or earlier if ops asked."""
+def due_at(
+    thread: ThreadState, snapshot: Snapshot, budget: Budget | None = None
+) -> datetime | None:
+    """When this thread needs a reminder: the promise made, or earlier if ops asked and
+    the channel's budget allows it (no faster than its pace: see ``within_budget``)."""
     if thread.closed or thread.promised_at is None:
         return None
     wanted = snapshot.incident.next_update_at
-    if wanted is not None and thread.last_planned_at < wanted < thread.promised_at:
-        return wanted
+    earliest = thread.last_planned_at + (budget.pace if budget else timedelta(0))
+    if wanted is not None and earliest <= wanted and thread.last_planned_at < wanted:
+        return min(wanted, thread.promised_at)
     return thread.promised_at
 
 
-def choose_kind(snapshot: Snapshot, thread: ThreadState | None, now: datetime) -> PostKind | None:
+def choose_kind(
+    snapshot: Snapshot, thread: ThreadState | None, now: datetime, budget: Budget | None = None
+) -> PostKind | None:
     """The kind of post this thread needs now, or None."""
     incident = snapshot.incident
     maintenance = incident.kind is IncidentKind.MAINTENANCE
     if thread is None:
-        if incident.is_final:
+        if incident.is_final or window_passed(snapshot, now):
             return None  # never announced, already over: nothing useful to say now
         if maintenance:
             return PostKind.STARTED if incident.status == "in_progress" else PostKind.SCHEDULED
@@ -123,7 +314,7 @@ def choose_kind(snapshot: Snapshot, thread: ThreadState | None, now: datetime) -
         if maintenance and incident.status == "in_progress" and thread.last_status != "in_progress":
             return PostKind.STARTED
         return PostKind.UPDATE
-    due = due_at(thread, snapshot)
+    due = due_at(thread, snapshot, budget)
     if due is not None and now >= due:
         return PostKind.REMINDER
     return None
@@ -153,13 +344,16 @@ def plan(
                 incident.severity, incident.services, incident.regions
             ):
                 continue
-            kind = choose_kind(snapshot, thread, now)
+            budget = Budget.of(channel)
+            kind = choose_kind(snapshot, thread, now, budget)
             if kind is None:
-                due = due_at(thread, snapshot) if thread else None
+                due = due_at(thread, snapshot, budget) if thread else None
                 if due is not None and (wake_at is None or due < wake_at):
                     wake_at = due
                 continue
-            next_update = None if kind.is_final else promise(snapshot, cadence, now)
+            reopened = thread is not None and thread.closed and not kind.is_final
+            since = now if reopened else thread.reopened_at if thread else None
+            next_update = None if kind.is_final else promise(snapshot, cadence, now, since)
             sequence = (thread.post_count if thread else 0) + 1
             post = PlannedPost(
                 incident_id=incident.id,
@@ -183,6 +377,7 @@ def plan(
                 last_post_key=post.key(),
                 reminder_count=(thread.reminder_count if thread else 0)
                 + (1 if kind is PostKind.REMINDER else 0),
+                reopened_at=since,
             )
             decisions.append(_chained(post, new_thread, tail_of(incident.id, name)))
             if next_update is not None and (wake_at is None or next_update < wake_at):
@@ -295,7 +490,7 @@ def replan_stale(
         revision=snapshot.revision,
         sequence=sequence,
         planned_at=now,
-        next_update_at=promise(snapshot, cadence, now),
+        next_update_at=promise(snapshot, cadence, now, thread.reopened_at),
     )
     new_thread = replace(
         thread,

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .app import rehearsal
+from .app import rehearsal as working_copy
 from .config import Config
-from .editor import Recorded
+from .editor import Editor, Recorded
 from .model import Incident
+from .planner import Budget
 from .store import DataStore
 
 
@@ -62,28 +63,77 @@ def _shown(config: Config, at: datetime, recorded: list[Recorded]) -> list[Shown
     ]
 
 
+class _Rehearsal:
+    """The editor and the delivery workers on a virtual clock: plans as the daemon does,
+    and "sends" each part when its channel's budget allows, as the workers do. A post is
+    shown when its first part goes out; one superseded while it waited is never shown."""
+
+    def __init__(self, config: Config, store: DataStore, editor: Editor) -> None:
+        self.config = config
+        self.store = store
+        self.editor = editor
+        self.budgets = {name: Budget.of(c) for name, c in config.channels.items()}
+        self.waiting: dict[str, Recorded] = {}  # by the key of its first part
+
+    def plan(self, now: datetime) -> datetime | None:
+        recorded, wake_at = self.editor.run(now)
+        self.waiting.update((r.keys[0], r) for r in recorded)
+        return wake_at
+
+    def deliver(self, now: datetime) -> tuple[list[Shown], datetime | None]:
+        """Send every part whose slot has come; the posts that went out, and the next slot."""
+        shown: list[Shown] = []
+        next_slot: datetime | None = None
+        for name, budget in self.budgets.items():
+            while (part := self.store.next_to_deliver(name)) is not None:
+                if budget.horizon:
+                    sent = self.store.sent_times(name, now - budget.horizon)
+                    slot = budget.next_slot(sent, now)
+                    if slot is not None:
+                        next_slot = slot if next_slot is None else min(next_slot, slot)
+                        break
+                self.store.mark_sending(part.key)
+                self.store.mark_sent(part.key, f"sim-{part.key}", None, now)
+                first = self.waiting.pop(part.key, None)
+                if first is not None:
+                    shown += _shown(self.config, now, [first])
+        return shown, next_slot
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
+
+
 def preview(
     config: Config, incidents: list[Incident], now: datetime, incident_id: str | None = None
 ) -> list[Shown]:
-    """What would be posted now; for threads with nothing due now, the next post and its time."""
-    store, editor = rehearsal(config)
-    editor.ingest(incidents, now)
-    recorded, wake_at = editor.run(now)
-    shown = _shown(config, now, recorded)
-    _deliver_all(store, recorded, now)
-    # Threads with nothing due now: show their next post, each at its own due time.
-    covered = {(r.post.incident_id, r.post.channel) for r in recorded}
-    at = wake_at
-    for _ in range(64):  # bounded: one step per distinct due time
-        open_threads = {key for key, t in store.threads().items() if not t.closed}
-        if at is None or open_threads <= covered:
+    """What would be posted now, and when it goes out within its channel's budget; for
+    threads with nothing due now, the next post and its time."""
+    store, editor = working_copy(config)
+    rehearsal = _Rehearsal(config, store, editor)
+    rehearsal.editor.ingest(incidents, now)
+    shown: list[Shown] = []
+    covered: set[tuple[str, str]] = set()
+    planned: set[tuple[str, str]] = set()
+    at: datetime | None = now
+    for _ in range(256):  # bounded: one step per distinct due time or budget slot
+        if at is None:
             break
-        later, at_next = editor.run(at)
-        fresh = [r for r in later if (r.post.incident_id, r.post.channel) not in covered]
-        shown += _shown(config, at, fresh)
-        covered |= {(r.post.incident_id, r.post.channel) for r in later}
-        _deliver_all(store, later, at)
-        at = at_next
+        wake_at = rehearsal.plan(at)
+        planned |= {(r.post.incident_id, r.post.channel) for r in rehearsal.waiting.values()}
+        out, slot = rehearsal.deliver(at)
+        for s in out:
+            thread = (s.recorded.post.incident_id, s.recorded.post.channel)
+            if thread not in covered:
+                shown.append(s)
+                covered.add(thread)
+        open_threads = {key for key, t in store.threads().items() if not t.closed}
+        if (open_threads | planned) <= covered:
+            break
+        following = _earliest(wake_at, slot)
+        if following is not None:
+            following = following.astimezone(config.timezone)
+        at = None if following is None else max(following, at + timedelta(microseconds=1))
     store.close()
     return [s for s in shown if incident_id is None or s.recorded.post.incident_id == incident_id]
 
@@ -103,7 +153,7 @@ def draft(
     by_id = {i.id: i for i in incidents}
     if incident_id not in by_id:
         raise KeyError(incident_id)
-    store, editor = rehearsal(config)
+    store, editor = working_copy(config)
     editor.ingest(incidents, now)
     baseline, _ = editor.run(now)
     _deliver_all(store, baseline, now)
@@ -120,22 +170,24 @@ def simulate(
     start: datetime,
     end: datetime,
 ) -> list[Shown]:
-    """Replay successive states on a virtual clock and return every post, with its time."""
-    store, editor = rehearsal(config, fresh=True)
+    """Replay successive states on a virtual clock and return every post, with the time it
+    goes out: the channels' budgets apply, as in the daemon."""
+    store, editor = working_copy(config, fresh=True)
+    rehearsal = _Rehearsal(config, store, editor)
     steps = sorted(steps, key=lambda s: s[0])
     shown: list[Shown] = []
     now = start
     i = 0
     while now <= end:
         while i < len(steps) and steps[i][0] <= now:
-            editor.ingest(steps[i][1], steps[i][0])
+            rehearsal.editor.ingest(steps[i][1], steps[i][0])
             i += 1
-        recorded, wake_at = editor.run(now)
-        shown += _shown(config, now, recorded)
-        _deliver_all(store, recorded, now)
-        candidates = [t for t in (wake_at, steps[i][0] if i < len(steps) else None) if t]
-        if not candidates:
+        wake_at = rehearsal.plan(now)
+        out, slot = rehearsal.deliver(now)
+        shown += out
+        following = _earliest(wake_at, steps[i][0] if i < len(steps) else None, slot)
+        if following is None:
             break
-        now = max(min(candidates), now + timedelta(microseconds=1))
+        now = max(following.astimezone(config.timezone), now + timedelta(microseconds=1))
     store.close()
     return shown

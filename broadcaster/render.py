@@ -47,6 +47,7 @@ from .model import (
     Snapshot,
     names_in,
 )
+from .planner import window_passed
 from .problems import Problem, ProblemsError
 from .samples import samples_for
 
@@ -251,6 +252,8 @@ class Renderer:
             "now": local_now,
             "elapsed": elapsed,
             "next_update": self._local(promised),
+            # A maintenance still "scheduled" once its window ended: the last post until ops act.
+            "window_passed": window_passed(snapshot, now),
             "channel": channel,
             "language": language,
             "timezone": self.timezone.key,

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from .config import ChannelConfig
 from .model import OutboxPost, PostState, Snapshot, ThreadState
-from .planner import due_at
+from .planner import Budget, due_at, not_started
 from .store import ChannelState, DataStore
 
 WAITING = (PostState.PENDING, PostState.SENDING)
@@ -62,6 +62,8 @@ class Status:
     incidents: list[IncidentStatus]  # first seen first
     # Parts not delivered, in planned order: waiting ones, and failed ones if detailed.
     undelivered: list[OutboxPost] = field(default_factory=list)
+    # Maintenances still "scheduled" after their start: ops forgot to start or move them.
+    not_started: tuple[str, ...] = ()
 
 
 def read_status(
@@ -88,7 +90,8 @@ def read_status(
     due_times: dict[str, list[datetime]] = {}
     for (incident_id, channel), thread in threads.items():
         snapshot = by_id.get(incident_id)
-        due = due_at(thread, snapshot) if snapshot is not None else None
+        budget = Budget.of(channels[channel]) if channel in channels else None
+        due = due_at(thread, snapshot, budget) if snapshot is not None else None
         if due is not None:
             due_times.setdefault(channel, []).append(due)
         if snapshot is not None:
@@ -115,6 +118,7 @@ def read_status(
         },
         incidents=list(incidents.values()),
         undelivered=undelivered if detailed else [],
+        not_started=tuple(s.incident.id for s in snapshots if not_started(s, now)),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -87,6 +87,28 @@ def test_preview_shows_every_channel_with_counted_lengths(site: Path, capsys) ->
     fr = next(p for p in posts if p["channel"] == "mastodon-fr")
     assert "Prochain point à 10 h 45" in fr["parts"][0]["text"]  # next_update_at from the file
     assert not (site / "data").exists(), "a preview must not create or touch the store"
+
+
+def test_preview_shows_when_a_spent_budget_lets_each_post_go(site: Path, capsys) -> None:
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text().replace("[channels.x-en]\n", '[channels.x-en]\nmax_posts = "1/1h"\n', 1)
+    )
+    code, out, _ = run(capsys, "preview", "--config", str(config), "--format", "json", "--at", AT)
+    assert code == 0
+    posts = json.loads(out)
+    x_en = [p for p in posts if p["channel"] == "x-en"]
+    others = [p for p in posts if p["channel"] != "x-en"]
+    assert [p["kind"] for p in x_en] == ["scheduled", "opened"]
+    first, second = (datetime.fromisoformat(p["at"]) for p in x_en)
+    assert first == datetime.fromisoformat(AT)
+    # one part an hour: the opening waits for the first post's parts to leave the window
+    assert second == first + timedelta(hours=len(x_en[0]["parts"]))
+    assert x_en[1]["at"].endswith("+01:00"), "times in the configured timezone"
+    assert all(p["at"] == AT for p in others), "unlimited channels post at once"
+    for p in x_en:  # and what each promises, the budget can keep
+        promised = datetime.fromisoformat(p["next_update_at"])
+        assert promised >= datetime.fromisoformat(p["at"]) + timedelta(hours=len(p["parts"]))
 
 
 def test_preview_text_is_readable(site: Path, capsys) -> None:
@@ -175,7 +197,11 @@ def test_simulate_replays_a_day_with_every_promise_kept(site: Path, capsys) -> N
     )
     assert code == 0
     posts = json.loads(out)
-    assert set(posts[0]) == {"at", "channel", "incident_id", "kind", "text"}
+    assert {"at", "channel", "incident_id", "kind", "text"} <= set(posts[0])
+    for post in posts:  # where it goes, and its exact parts as preview shows them
+        assert post["platform"] in ("x", "mastodon") and post["language"] in ("en", "fr")
+        assert post["text"] == "\n\n".join(part["text"] for part in post["parts"])
+        assert all(part["length"] <= part["limit"] for part in post["parts"])
     x_en = [
         p for p in posts if p["channel"] == "x-en" and p["incident_id"] == "sbg-power-2017-11-09"
     ]
@@ -186,6 +212,47 @@ def test_simulate_replays_a_day_with_every_promise_kept(site: Path, capsys) -> N
     assert max(gaps) <= 60, "never silent longer than the longest cadence"
     texts = [p["text"] for p in x_en]
     assert len(texts) == len(set(texts)), "never the same text twice in a thread"
+
+
+DAY = timedelta(hours=24)
+
+
+def test_simulate_applies_the_budget_and_every_promise_is_still_kept(site: Path, capsys) -> None:
+    config = site / "config.toml"
+    config.write_text(
+        config.read_text().replace(
+            "[channels.x-en]\n", '[channels.x-en]\nmax_posts = "17/24h"\n', 1
+        )
+    )
+    code, out, _ = run(
+        capsys,
+        "simulate",
+        "--config",
+        str(config),
+        "--timeline",
+        str(site / "examples" / "timeline.toml"),
+        "--hours",
+        "24",
+        "--format",
+        "json",
+    )
+    assert code == 0
+    posts = json.loads(out)
+    x_en = [p for p in posts if p["channel"] == "x-en"]
+    times = [datetime.fromisoformat(p["at"]) for p in x_en]
+    for start in times:  # every published part counts against max_posts, in any 24 h
+        window = [p for p, at in zip(x_en, times, strict=True) if start <= at < start + DAY]
+        assert sum(len(p["parts"]) for p in window) <= 17, f"over budget from {start}"
+    outage = [p for p in x_en if p["incident_id"] == "sbg-power-2017-11-09"]
+    assert outage[-1]["kind"] == "resolved" and outage[-1]["at"].startswith("2017-11-09T17:45")
+    for incident_id in {p["incident_id"] for p in x_en}:
+        thread = [p for p in x_en if p["incident_id"] == incident_id]
+        for before, after in itertools.pairwise(thread):
+            promised = datetime.fromisoformat(before["next_update_at"])
+            assert datetime.fromisoformat(after["at"]) <= promised, "a promise the budget broke"
+    # the unlimited channels keep the cadence: many more posts than the budget allows
+    mastodon = [p for p in posts if p["channel"] == "mastodon-fr"]
+    assert len(mastodon) > len(x_en)
 
 
 def test_status_after_a_simulated_history(site: Path, capsys) -> None:

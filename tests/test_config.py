@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,13 @@ def test_env_vars_expand_and_secrets_never_print(tmp_path: Path, monkeypatch, ca
             "channels.a.severities",
             "unknown severity",
         ),
+        (
+            '[cadence]\nlong_incident_interval = { severe = "1h" }\n'
+            '[channels.a]\nplatform="x"\nlanguage="en"\n',
+            2,
+            "cadence.long_incident_interval",
+            "unknown severity 'severe'",
+        ),
         ('[channels.a\nplatform = "x"\n', 1, "-", "TOML syntax"),
     ],
 )
@@ -136,3 +144,23 @@ def test_include_url_reaches_the_templates_channel_and_defaults_to_true(tmp_path
     assert config.channels["x-en"].info().include_url is False
     config = load_config(write(tmp_path, GOOD))
     assert config.channels["x-en"].info().include_url is True
+
+
+def test_long_incident_interval_is_per_severity_and_one_duration_still_works(
+    tmp_path: Path,
+) -> None:
+    channel = '[channels.a]\nplatform = "x"\nlanguage = "en"\n'
+    default = load_config(write(tmp_path, channel)).cadence
+    hours = timedelta(hours=5)
+    # by default a critical outage stays at 30 minutes however long it lasts
+    assert default.interval("investigating", "critical", hours) == timedelta(minutes=30)
+    assert default.interval("identified", "major", hours) == timedelta(hours=1)
+    old_style = load_config(
+        write(tmp_path, '[cadence]\nlong_incident_interval = "2h"\n' + channel)
+    ).cadence
+    assert old_style.interval("investigating", "critical", hours) == timedelta(hours=2)
+    table = load_config(
+        write(tmp_path, '[cadence]\nlong_incident_interval = { minor = "3h" }\n' + channel)
+    ).cadence
+    assert table.interval("monitoring", "minor", hours) == timedelta(hours=3)
+    assert table.interval("monitoring", "critical", hours) == timedelta(minutes=30)

@@ -20,7 +20,6 @@ import pytest
 from console_support import TOKEN, console_config, shipped_example
 from support import journal_posts, wait_for
 
-from broadcaster.cli import budget_warnings
 from broadcaster.config import load_config
 from broadcaster.statefile import load_state
 from broadcaster.web.console import create_app
@@ -69,11 +68,7 @@ class Console:
     def __init__(self, tmp: Path, *, shipped: bool = False) -> None:
         self.config_path = shipped_example(tmp) if shipped else console_config(tmp)
         self.config = load_config(self.config_path)
-        app = create_app(
-            self.config,
-            self.config.console.require_token(self.config.path),
-            warnings=budget_warnings,
-        )
+        app = create_app(self.config, self.config.console.require_token(self.config.path))
         self.server = ServerThread(app).start()
         self.url = self.server.url
 

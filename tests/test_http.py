@@ -373,6 +373,31 @@ def test_metrics_show_a_pause_and_an_overdue_promise(service: Service) -> None:
     )
 
 
+def test_metrics_flag_a_maintenance_still_scheduled_after_its_start(service: Service) -> None:
+    assert metric(service.metrics(), "broadcaster_maintenances_not_started") == 0
+    now = datetime.now(UTC)
+    forgotten = bilingual_opening(
+        "sbg-maint",
+        kind="maintenance",
+        status="scheduled",
+        started_at=(now - timedelta(hours=1)).isoformat(),
+        starts_at=(now - timedelta(hours=1)).isoformat(),
+        ends_at=(now + timedelta(hours=1)).isoformat(),
+    )
+    assert service.post(forgotten).status == 202
+    wait_for(
+        lambda: metric(service.metrics(), "broadcaster_maintenances_not_started") == 1,
+        "the forgotten maintenance to show in /metrics",
+        5,
+    )
+    assert service.post({"id": "sbg-maint", "status": "in_progress"}).status == 202
+    wait_for(
+        lambda: metric(service.metrics(), "broadcaster_maintenances_not_started") == 0,
+        "a started maintenance to leave the gauge",
+        5,
+    )
+
+
 # -- reload ------------------------------------------------------------------------------------
 
 

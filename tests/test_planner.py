@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broadcaster import planner
 from broadcaster.config import DEFAULT_CADENCE, CadenceConfig, ChannelConfig, parse_duration
@@ -119,7 +121,7 @@ def test_nothing_is_posted_before_the_promise_and_a_reminder_keeps_it() -> None:
 
 def test_every_promise_is_kept_over_a_long_quiet_incident() -> None:
     t = Timeline()
-    t.set(incident(), T0)
+    t.set(incident(severity="major"), T0)
     t.run_until(T0 + timedelta(hours=6), T0)
     x_posts = [(at, nxt) for at, c, _, nxt in t.posted if c == "x-en"]
     for (_, promised), (next_at, _) in itertools.pairwise(x_posts):
@@ -129,6 +131,18 @@ def test_every_promise_is_kept_over_a_long_quiet_incident() -> None:
     assert gaps[0] <= timedelta(minutes=15)
     assert gaps[-1] == timedelta(hours=1)
     assert len(x_posts) == 1 + 8 + 4  # opened, 8 reminders in the first 2 h, then hourly
+
+
+def test_a_long_critical_outage_is_never_left_more_than_30_minutes_without_a_post() -> None:
+    t = Timeline()
+    t.set(incident(severity="critical"), T0)
+    t.run_until(T0 + timedelta(hours=3), T0)
+    t.set(incident(severity="critical", status="identified"), T0 + timedelta(hours=3))
+    t.run_until(T0 + timedelta(hours=8), T0 + timedelta(hours=3))
+    times = [at for at, c, _, _ in t.posted if c == "x-en"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) == timedelta(minutes=30), "long-incident mode slows critical to 30 min only"
+    assert times[-1] >= T0 + timedelta(hours=7, minutes=30)
 
 
 def test_a_real_change_posts_an_update_and_edits_in_between_are_coalesced() -> None:
@@ -195,12 +209,22 @@ def test_a_reopened_incident_posts_again_in_its_thread() -> None:
 def test_next_update_at_overrides_the_cadence_once() -> None:
     t = Timeline()
     override = datetime(2017, 11, 9, 8, 0, tzinfo=PARIS)
-    t.set(incident(next_update_at=override), T0)
+    t.set(incident(severity="major", next_update_at=override), T0)
     first = t.plan(T0)
     assert first.decisions[0].post.next_update_at == override
     second = t.plan(override)
     assert [d.post.kind for d in second.decisions] == [PostKind.REMINDER] * 2
     assert second.decisions[0].post.next_update_at == override + timedelta(minutes=15)
+
+
+def test_a_critical_incident_promises_30_minutes_at_most_even_when_ops_say_later() -> None:
+    t = Timeline()
+    later = datetime(2017, 11, 9, 9, 30, tzinfo=PARIS)
+    t.set(incident(severity="critical", next_update_at=later), T0)
+    assert t.plan(T0).decisions[0].post.next_update_at == T0 + timedelta(minutes=30)
+    # once monitoring, ops' word stands: watching a fix for two hours is a plan, not silence
+    t.set(incident(severity="critical", status="monitoring", next_update_at=later), T0)
+    assert t.plan(T0).decisions[0].post.next_update_at == later
 
 
 def test_next_update_at_earlier_than_the_promise_brings_the_reminder_forward() -> None:
@@ -349,6 +373,203 @@ def test_an_overrunning_maintenance_is_reminded_on_the_maintenance_cadence() -> 
     assert overrun.decisions[0].post.next_update_at == end + CADENCE.maintenance
     again = t.plan(end + CADENCE.maintenance)
     assert again.decisions[0].post.next_update_at == end + 2 * CADENCE.maintenance
+
+
+def test_a_maintenance_nobody_started_says_so_once_its_window_ends_then_waits_for_ops() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    announce = datetime(2017, 11, 14, 12, 0, tzinfo=PARIS)
+    start = datetime(2017, 11, 14, 22, 0, tzinfo=PARIS)
+    end = datetime(2017, 11, 15, 1, 0, tzinfo=PARIS)
+    t.set(maintenance(), announce)
+    t.run_until(datetime(2017, 11, 15, 9, 0, tzinfo=PARIS), announce)  # ops forgot it all night
+    x = [(at, kind, promised) for at, _, kind, promised in t.posted]
+    late = [(at, promised) for at, _, promised in x if at >= start]
+    # not started: reminded every 30 minutes within its window, the last one at its end
+    assert [at for at, _ in late] == [start + i * CADENCE.maintenance for i in range(7)]
+    assert late[-1] == (end, None), "the window passed: one post, and no promise after it"
+    assert planner.window_passed(t.snapshots["sbg-maint"], end)
+    assert not planner.window_passed(t.snapshots["sbg-maint"], end - timedelta(seconds=1))
+    # ops move it to the next night: the thread speaks again, and reminds as before
+    moved = maintenance(
+        starts_at=start + timedelta(days=1),
+        started_at=start + timedelta(days=1),
+        ends_at=end + timedelta(days=1),
+    )
+    t.set(moved, datetime(2017, 11, 15, 9, 30, tzinfo=PARIS))
+    update = t.plan(datetime(2017, 11, 15, 9, 30, tzinfo=PARIS))
+    assert [d.post.kind for d in update.decisions] == [PostKind.UPDATE]
+    assert update.decisions[0].post.next_update_at == start + timedelta(days=1, hours=-1)
+
+
+def test_a_maintenance_first_seen_after_its_window_is_not_announced() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(maintenance(), datetime(2017, 11, 15, 2, 0, tzinfo=PARIS))
+    assert t.plan(datetime(2017, 11, 15, 2, 0, tzinfo=PARIS)).decisions == []
+
+
+def test_a_reopened_incident_restarts_the_cadence_of_its_new_status_at_once() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(severity="major"), T0)
+    t.run_until(T0 + timedelta(hours=3), T0)
+    resolved_at = T0 + timedelta(hours=3)
+    t.set(incident(severity="major", status="resolved"), resolved_at)
+    t.plan(resolved_at)
+    reopened_at = resolved_at + timedelta(hours=1)
+    t.set(incident(severity="major", message=Localized.of("Down again")), reopened_at)
+    t.run_until(reopened_at + timedelta(hours=3), reopened_at)
+    after = [(at, kind) for at, _, kind, _ in t.posted if at >= reopened_at]
+    assert after[0] == (reopened_at, PostKind.UPDATE)
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(after)]
+    # investigating + major: every 15 minutes for two hours again, then hourly
+    assert gaps[:8] == [timedelta(minutes=15)] * 8
+    assert gaps[-1] == timedelta(hours=1)
+
+
+def test_several_incidents_and_a_maintenance_are_planned_together_each_on_its_cadence() -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(id="a", severity="critical"), T0)
+    t.set(incident(id="b", severity="minor", status="identified"), T0)
+    t.set(maintenance(), T0)
+    first = t.plan(T0)
+    assert sorted((d.post.incident_id, d.post.kind) for d in first.decisions) == [
+        ("a", PostKind.OPENED),
+        ("b", PostKind.OPENED),
+        ("sbg-maint", PostKind.SCHEDULED),
+    ]
+    assert first.wake_at == datetime(2017, 11, 9, 7, 40, tzinfo=PARIS)  # the soonest promise
+    # the posts of each incident carry its own id, so a decision's incident is known
+    ids = [d.post.incident_id for d in first.decisions]
+    assert len(set(ids)) == 3
+    a_next = [d.post.next_update_at for d in first.decisions if d.post.incident_id == "a"]
+    b_next = [d.post.next_update_at for d in first.decisions if d.post.incident_id == "b"]
+    assert a_next == [T0.replace(minute=40)]  # critical, investigating: 15 min
+    assert b_next == [T0.replace(minute=55)]  # minor, identified: 30 min
+    # edits to "b" after it resolved: nothing more to say, the thread stays closed
+    t.set(incident(id="b", severity="minor", status="resolved"), T0 + timedelta(hours=1))
+    closing = t.plan(T0 + timedelta(hours=1)).decisions
+    assert [d.post.kind for d in closing if d.post.incident_id == "b"] == [PostKind.RESOLVED]
+    t.set(
+        incident(id="b", severity="minor", status="resolved", cause=Localized.of("A typo")),
+        T0 + timedelta(hours=1, minutes=5),
+    )
+    later = t.plan(T0 + timedelta(hours=1, minutes=5))
+    assert all(d.post.incident_id != "b" for d in later.decisions)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=12 * 60),  # minutes after the opening
+            st.sampled_from(["investigating", "identified", "monitoring", "resolved"]),
+            st.booleans(),  # a new message from ops
+            st.none() | st.integers(min_value=-30, max_value=300),  # ops' next_update_at
+        ),
+        max_size=8,
+    )
+)
+def test_a_critical_incident_is_never_silent_more_than_30_minutes_before_monitoring(
+    changes: list[tuple[int, str, bool, int | None]],
+) -> None:
+    t = Timeline({"x-en": CHANNELS["x-en"]})
+    t.set(incident(), T0)
+    now = T0
+    status = "investigating"
+    watched: list[tuple[datetime, datetime]] = []  # (from, until) while it must not go silent
+    for minutes, new_status, speaks, promise in sorted(changes, key=lambda c: c[0]):
+        at = T0 + timedelta(minutes=minutes)
+        t.run_until(at - timedelta(microseconds=1), now)
+        if status in ("investigating", "identified"):
+            watched.append((now, at))
+        message = Localized.of(f"Word from ops at {minutes}") if speaks else None
+        wanted = None if promise is None else at + timedelta(minutes=promise)
+        t.set(incident(status=new_status, message=message, next_update_at=wanted), at)
+        now, status = at, new_status
+    end = now + timedelta(hours=6)
+    t.run_until(end, now)
+    if status in ("investigating", "identified"):
+        watched.append((now, end))
+    times = [at for at, _, _, _ in t.posted]
+    for start, until in watched:
+        inside = [start, *(at for at in times if start <= at <= until), until]
+        # posts made inside the stretch (plus its ends) are never more than 30 min apart
+        previous = max((at for at in times if at <= start), default=start)
+        inside[0] = previous
+        assert max(b - a for a, b in itertools.pairwise(inside)) <= timedelta(minutes=30)
+
+
+# -- promises within the channel's own budget ----------------------------------------------
+
+
+def test_a_promise_the_budget_cannot_keep_is_moved_to_the_first_time_it_can() -> None:
+    budget = planner.Budget(max_posts=17, window=timedelta(hours=24))
+    now = T0
+    # 15 parts already went out in the last hours: this 2-part post spends the last two
+    sent = [now - timedelta(hours=5) + i * timedelta(minutes=10) for i in range(15)]
+    load = planner.Load(sent=sent)
+    wanted = now + timedelta(minutes=15)
+    kept = planner.within_budget(wanted, budget, load, 2, now)
+    # the next 2-part post needs two slots: the oldest two sends leave the window first
+    assert kept == sent[1] + timedelta(hours=24)
+    assert kept > wanted
+    # an empty budget still paces reminders so that it lasts the day (17 a day: 85 min a part)
+    paced = planner.within_budget(wanted, budget, planner.Load(), 2, now)
+    assert paced == now + timedelta(minutes=170)
+    # a generous budget (X's 300 per 3 hours) keeps the cadence's promise as it is
+    generous = planner.Budget(max_posts=300, window=timedelta(hours=3))
+    assert planner.within_budget(wanted, generous, planner.Load(), 2, now) == wanted
+
+
+def test_min_interval_spaces_every_part_and_the_promise_follows() -> None:
+    budget = planner.Budget(min_interval=timedelta(minutes=20))
+    now = T0
+    wanted = now + timedelta(minutes=15)
+    # this post's 3 parts go at now, +20, +40: the next post cannot come before +60
+    assert planner.within_budget(wanted, budget, planner.Load(), 3, now) == now + timedelta(
+        minutes=60
+    )
+    # parts queued before it on the channel go first
+    queued = planner.Load(queued=2)
+    assert planner.within_budget(wanted, budget, queued, 1, now) == now + timedelta(minutes=60)
+
+
+def test_other_threads_promises_take_their_share_of_the_budget() -> None:
+    budget = planner.Budget(max_posts=3, window=timedelta(hours=1))
+    now = T0
+    wanted = now + timedelta(minutes=15)
+    alone = planner.within_budget(wanted, budget, planner.Load(), 1, now)
+    assert alone == now + timedelta(minutes=20)  # 2 of 3, at the budget's pace
+    other = planner.Load(reserved=[now + timedelta(minutes=10)])
+    shared = planner.within_budget(wanted, budget, other, 2, now)
+    assert shared >= now + timedelta(hours=1), "2 + 2 parts + another thread's 2 exceed 3/h"
+
+
+def test_a_promise_never_takes_the_slot_another_thread_promised() -> None:
+    budget = planner.Budget(min_interval=timedelta(minutes=5))
+    now = T0
+    other = now + timedelta(minutes=15)  # another incident's reminder, already promised
+    kept = planner.within_budget(other, budget, planner.Load(reserved=[other]), 1, now)
+    assert kept == other + timedelta(minutes=5), "after it, not in its way"
+    # a promise just before it would push it late: moved past it too
+    early = other - timedelta(minutes=2)
+    assert planner.within_budget(early, budget, planner.Load(reserved=[other]), 1, now) == kept
+
+
+def test_posts_planned_after_it_in_the_same_run_go_before_its_next_post() -> None:
+    budget = planner.Budget(min_interval=timedelta(minutes=20))
+    now = T0
+    wanted = now + timedelta(minutes=15)
+    # its own part now, another incident's opening at +20: its next post at +40 at best
+    alone = planner.within_budget(wanted, budget, planner.Load(), 1, now)
+    shared = planner.within_budget(wanted, budget, planner.Load(following=1), 1, now)
+    assert (alone, shared) == (now + timedelta(minutes=20), now + timedelta(minutes=40))
+
+
+def test_the_budget_never_moves_a_promise_earlier_and_moved_ones_fall_on_the_minute() -> None:
+    budget = planner.Budget(max_posts=1, window=timedelta(minutes=50))
+    now = T0 + timedelta(seconds=17)
+    kept = planner.within_budget(now + timedelta(minutes=5), budget, planner.Load(), 1, now)
+    assert kept >= now + timedelta(minutes=50) and kept.second == 0 and kept.microsecond == 0
 
 
 # -- what a new post supersedes and replies to --------------------------------------------

@@ -119,11 +119,16 @@ def test_a_reminder_restates_the_cause_and_ops_latest_word_with_its_time(
                 "Cause\u00a0: le site a perdu ses deux arrivées électriques" in text
             )  # lower case after a colon
             assert re.search(r"Dernier point \(\d+ h( \d\d)?, il y a [^)]+\)\u00a0: ", text)
-            assert re.search(r"En cours depuis 7 h 23, soit plus d(’une|e \d+) heures?\.", text)
+            assert re.search(
+                r"En cours depuis 7 h 23, soit plus d(’une heure|e \d+ heures)( et demie)?\.", text
+            )
         else:
             assert "Cause: Both electrical feeds of the site were lost" in text
             assert re.search(r"Latest update \(\d\d:\d\d CET, [^)]+ ago\): ", text)
-            assert re.search(r"Ongoing since 07:23 CET, over (an|\d+) hours?\.", text)
+            assert re.search(
+                r"Ongoing since 07:23 CET, over (an hour( and a half)?|\d+( and a half)? hours)\.",
+                text,
+            )
 
 
 @pytest.mark.parametrize("channel", CHANNELS)

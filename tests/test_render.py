@@ -343,7 +343,7 @@ def test_maintenance_reminder_before_start_and_while_running(renderer: Renderer)
     assert "Starts at 22:00 CET, in an hour; expected to last until 23:30 CET." in before
     running = replace(MAINTENANCE, status="in_progress")
     late = render(renderer, running, PostKind.REMINDER, at(23, 40, 16), at(0, 10, 17), X_FR)
-    assert "En cours depuis 22 h, soit plus d’une heure." in late
+    assert "En cours depuis 22 h, soit plus d’une heure et demie." in late
     assert f"Plus longue que prévu{NBSP}: la fin était annoncée à 23 h 30." in late
     assert "Prochain point le vendredi 17 novembre à 0 h 10, heure de Paris." in late
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ast
+import sqlite3
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from store_contract import OpenStore, StoreContract
+from store_contract import T0, OpenStore, StoreContract, record
 
+from broadcaster.model import PlannedPost, PostKind
 from broadcaster.store import Store
+from broadcaster.store.sqlite import SCHEMA
 
 
 class TestSQLiteStore(StoreContract):
@@ -49,3 +54,24 @@ def test_outside_the_store_only_openings_name_the_sqlite_store() -> None:
             ):
                 misuse.append(f"{path.relative_to(package)}:{node.lineno}")
     assert misuse == [], "type these with DataStore (broadcaster/store/contract.py)"
+
+
+def test_a_store_written_before_reopened_at_existed_opens_and_keeps_its_threads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace("    reopened_at TEXT,\n", ""))
+    old.close()
+    store = Store(path)
+    record(store, PostKind.OPENED, 1)
+    thread = store.threads()[("sbg", "x-en")]
+    assert thread.reopened_at is None
+    post = PlannedPost("sbg", "x-en", PostKind.UPDATE, 2, 2, T0, T0 + timedelta(hours=4))
+    reopened = replace(thread, post_count=2, reopened_at=T0 + timedelta(hours=3))
+    store.record_post(post, [("again", 5, 280)], "en", reopened, reply_to=None, supersedes=())
+    assert store.threads()[("sbg", "x-en")].reopened_at == T0 + timedelta(hours=3)
+    copy = store.copy_to_memory()
+    assert copy.threads()[("sbg", "x-en")].reopened_at == T0 + timedelta(hours=3)
+    copy.close()
+    store.close()

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS threads (
     reminder_count INTEGER NOT NULL,
     closed INTEGER NOT NULL,
     last_post_key TEXT,
+    reopened_at TEXT,
     PRIMARY KEY (incident_id, channel)
 );
 CREATE TABLE IF NOT EXISTS posts (
@@ -107,6 +108,13 @@ CREATE TABLE IF NOT EXISTS channel_state (
 """
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an older version up to the current schema."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(threads)")}
+    if "reopened_at" not in columns:
+        db.execute("ALTER TABLE threads ADD COLUMN reopened_at TEXT")
+
+
 class TransactionAborted(sqlite3.OperationalError):
     """SQLite rolled back a whole batch; the plan must be retried as a whole."""
 
@@ -143,6 +151,7 @@ class Store(DataStore):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -203,6 +212,7 @@ class Store(DataStore):
         copy = Store(":memory:")
         with self._lock:
             self._db.backup(copy._db)
+        _migrate(copy._db)
         return copy
 
     # -- incidents -----------------------------------------------------------------------
@@ -340,6 +350,7 @@ class Store(DataStore):
             reminder_count=r["reminder_count"],
             closed=bool(r["closed"]),
             last_post_key=r["last_post_key"],
+            reopened_at=_dt(r["reopened_at"]),
         )
 
     def is_duplicate_text(self, channel: str, text: str) -> bool:
@@ -399,7 +410,10 @@ class Store(DataStore):
                 )
                 reply_to = key
             db.execute(
-                "INSERT OR REPLACE INTO threads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO threads (incident_id, channel, last_revision, "
+                "last_kind, last_status, last_planned_at, promised_at, post_count, "
+                "reminder_count, closed, last_post_key, reopened_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     thread.incident_id,
                     thread.channel,
@@ -412,6 +426,7 @@ class Store(DataStore):
                     thread.reminder_count,
                     int(thread.closed),
                     thread.last_post_key,
+                    _ts(thread.reopened_at),
                 ),
             )
 

@@ -31,10 +31,8 @@ def create_app(
     token: Secret,
     *,
     limiter: LoginLimiter | None = None,
-    warnings: Callable[[Config], list[str]] | None = None,
 ) -> Any:
-    """The console as an ASGI app (security headers included); ``warnings`` gives what
-    ``check`` warns about the config, shown beside the preview."""
+    """The console as an ASGI app (security headers included)."""
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -43,7 +41,7 @@ def create_app(
     )
     sessions = Sessions()
     limiter = limiter or LoginLimiter()
-    work = Workspace(config, warnings)
+    work = Workspace(config)
     tz = config.timezone
 
     def when(value: Any) -> str:

@@ -11,12 +11,13 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ...advice import budget_advice, incident_advice
 from ...app import open_store, store_path
 from ...clock import utcnow
 from ...config import Config
@@ -79,13 +80,8 @@ def _hash(data: bytes) -> str:
 
 
 class Workspace:
-    def __init__(
-        self, config: Config, warnings: Callable[[Config], list[str]] | None = None
-    ) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        # The warnings ``check`` prints about this config (the CLI's; passed in, as the web
-        # package must not import the CLI that starts it).
-        self.warnings = warnings or (lambda _: [])
         self.languages = sorted(config.languages())
         self._lock = threading.Lock()  # one publish at a time in this process
         self._seen: OrderedDict[str, list[Incident]] = OrderedDict()  # by hash, for conflicts
@@ -209,11 +205,16 @@ class Workspace:
         incident, _, errors, view = self.validate(form, incident_id, now)
         result: dict[str, Any] = {
             "errors": errors,
-            "warnings": self.warnings(self.config),
+            # What ``check`` warns about: the config's budgets, then this incident.
+            "warnings": [str(a) for a in budget_advice(self.config)],
             "channels": {},
         }
         if incident is None:
             return result
+        result["warnings"] += [
+            str(a)
+            for a in incident_advice(incident, self.config.channels, self.config.cadence, now)
+        ]
         others = [i for i in view.incidents if i.id != incident.id]
         shown = preview(self.config, [*others, incident], now, incident.id)
         tz = self.config.timezone
