@@ -121,11 +121,6 @@ def backoff_for(channel: ChannelConfig) -> Backoff:
     )
 
 
-def budget_for(channel: ChannelConfig) -> Budget:
-    posts, window = channel.max_posts or (None, None)
-    return Budget(max_posts=posts, window=window, min_interval=channel.min_interval)
-
-
 def build(
     config: Config,
     *,
@@ -172,7 +167,7 @@ def build(
                 store,
                 clock=clock,
                 backoff=backoff or backoff_for(config.channels[name]),
-                budget=budget_for(config.channels[name]),
+                budget=Budget.of(config.channels[name]),
             )
             for name, channel in channels.items()
         }
