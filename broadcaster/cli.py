@@ -51,6 +51,7 @@ _DRAFT_HELP = {
     FieldKind.LOCALIZED: "LANG=TEXT, once per language (or TEXT with --lang/--all-languages)",
     FieldKind.DATETIME: "ISO 8601, HH:MM or +30m (in the configured timezone)",
     FieldKind.STRINGS: "comma-separated",
+    FieldKind.NAMES: "comma-separated, for every language; or LANG=A,B once per language",
     FieldKind.BOOL: "true or false",
 }
 
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("incident_id")
     d.add_argument("--new", action="store_true", help="open a new incident with this id")
     for name, option, kind in _DRAFT_FIELDS:
-        localized = kind is FieldKind.LOCALIZED
+        localized = kind in (FieldKind.LOCALIZED, FieldKind.NAMES)
         d.add_argument(
             option,
             dest=name,
@@ -309,7 +310,9 @@ def _draft_changes(args: argparse.Namespace, config: Config, now: datetime) -> d
             except ValueError as e:
                 raise UsageError(f"{option}: {e}") from None
         elif kind is FieldKind.STRINGS:
-            changes[name] = [part.strip() for part in value.split(",") if part.strip()]
+            changes[name] = _comma_list(value)
+        elif kind is FieldKind.NAMES:
+            changes[name] = _names(option, value, languages)
         elif kind is FieldKind.BOOL:
             if value not in ("true", "false"):
                 raise UsageError(f"{option}: expected true or false, got {value!r}")
@@ -317,6 +320,30 @@ def _draft_changes(args: argparse.Namespace, config: Config, now: datetime) -> d
         else:
             changes[name] = value
     return changes
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _names(option: str, given: list[str], languages: list[str]) -> Any:
+    """``--services "Dedicated servers,VPS"`` (every language) or, once per language,
+    ``--services "en=Dedicated servers" --services "fr=Serveurs dédiés"``."""
+    by_language: dict[str, list[str]] = {}
+    plain: list[str] = []
+    for item in given:
+        code, sep, names = item.partition("=")
+        if sep and code in languages:
+            if code in by_language:
+                raise UsageError(f"{option}: {code}= given twice")
+            by_language[code] = _comma_list(names)
+        else:
+            plain.append(item)
+    if plain and by_language:
+        raise UsageError(f"{option}: give every list as LANG=A,B ({', '.join(languages)})")
+    if len(plain) > 1:
+        raise UsageError(f"{option} given {len(plain)} times without LANG=")
+    return by_language or _comma_list(plain[0])
 
 
 def _localized(

@@ -56,6 +56,29 @@ def test_texts_in_both_languages_at_once_including_a_new_cause(config: Path, cap
     assert "Racks are back" in out and "Les baies sont là" in out
 
 
+def test_service_names_per_language_or_one_list_for_all(config: Path, capsys) -> None:
+    code, out, err = draft(
+        capsys,
+        config,
+        SBG,
+        "--services",
+        "en=Dedicated servers, VPS",
+        "--services",
+        "fr=Serveurs dédiés, VPS",
+        "--message",
+        "en=Racks are back",
+        "--message",
+        "fr=Les baies sont là",
+        "--write",
+    )
+    assert code == 0, err
+    assert incident(config).services.get("fr") == ("Serveurs dédiés", "VPS")
+    assert "Serveurs dédiés et VPS" in out and "Dedicated servers and VPS" in out
+    code, _, err = draft(capsys, config, SBG, "--services", "Web hosting", "--write")
+    assert code == 0, err
+    assert incident(config).services.get("fr") == ("Web hosting",)
+
+
 def test_a_plain_text_is_refused_when_channels_speak_several_languages(
     config: Path, capsys
 ) -> None:
