@@ -12,6 +12,7 @@ killed (``stop(mode="immediate")``): PostgreSQL recovers from its WAL as in prod
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -132,10 +133,8 @@ class PostgresServer:
             return ""
 
     def cleanup(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.stop("immediate")
-        except Exception:
-            pass
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
