@@ -50,6 +50,28 @@ def store_path(config: Config, dry_run: bool) -> Path:
     return config.data_dir / (DRY_RUN_STORE_FILE if dry_run else STORE_FILE)
 
 
+def store_location(config: Config, dry_run: bool) -> str:
+    """Where ``open_store`` finds the store, for people: a path, or the URL sans password."""
+    if config.store.url is not None and not dry_run:
+        return config.store.display_url or "postgresql"
+    return str(store_path(config, dry_run))
+
+
+def store_exists(config: Config, dry_run: bool) -> bool:
+    return (config.store.url is not None and not dry_run) or store_path(config, dry_run).exists()
+
+
+def open_store(config: Config, dry_run: bool) -> DataStore:
+    """The store ``config`` names: PostgreSQL with ``[store] url`` (shared by instances),
+    else SQLite in ``data_dir``. A dry run always keeps its own SQLite file. The schema is
+    brought up to date on open (under the backend's lock); ``StoreError`` if it cannot be."""
+    if config.store.url is not None and not dry_run:
+        from .store.postgres import PostgresStore
+
+        return PostgresStore(config.store.url.reveal(), display=store_location(config, dry_run))
+    return Store(store_path(config, dry_run))
+
+
 def real_channel(config: Config, channel: ChannelConfig) -> Channel:
     """Build the channel that really posts. Credentials are required here, not before."""
     missing = [f"{k} ({v} is not set)" for k, v in channel.missing_env.items()]
@@ -90,10 +112,9 @@ def default_rule(channel: ChannelConfig, seen_limit: int | None = None) -> Lengt
 
 def seen_limits(config: Config) -> dict[str, int]:
     """Limits the real daemon read from the servers (e.g. Mastodon's max_characters)."""
-    path = store_path(config, dry_run=False)
-    if not path.exists():
+    if not store_exists(config, dry_run=False):
         return {}
-    store = Store(path)
+    store = open_store(config, dry_run=False)
     try:
         states = store.channel_states()
     finally:
@@ -143,7 +164,7 @@ def build(
         # instance must not hold up the other platforms for its timeout.
         with ThreadPoolExecutor(max_workers=max(1, len(channels))) as pool:
             list(pool.map(lambda channel: channel.start(), channels.values()))
-        store = store or Store(store_path(config, dry_run))
+        store = store or open_store(config, dry_run)
         opened.callback(store.close)
         renderer = renderer or Renderer(config.templates_dir, config.timezone)
         rules = {name: channel.length_rule() for name, channel in channels.items()}

@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[common], help="what the store holds")
     st.add_argument("--dry-run", action="store_true", help="show the dry-run store")
 
+    sub.add_parser("migrate", parents=[common], help="bring the store's schema up to date")
+
     sb = sub.add_parser(
         "sandbox", parents=[common], help="run local X and Mastodon API servers for drills"
     )
@@ -331,22 +333,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .app import store_path
+    from .app import open_store, store_exists, store_location
     from .status import read_status
-    from .store import Store
 
     config = load_config(args.config)
-    path = store_path(config, args.dry_run)
-    if not path.exists():
+    path = store_location(config, args.dry_run)
+    if not store_exists(config, args.dry_run):
         _emit(
             args,
             {"store": str(path), "incidents": [], "channels": {}},
             f"{path}: nothing recorded yet\n",
         )
         return EXIT_OK
-    store = Store(path)
+    store = open_store(config, args.dry_run)
     try:
         status = read_status(store, config.channels, _now(), detailed=True)
+        leases = store.leases()
+        instances = store.instances()
     finally:
         store.close()
     channels: dict[str, Any] = {}
@@ -388,6 +391,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{ch['pending'] + ch['sending']} · failed {ch['failed']}"
             + (f" · last error: {ch['last_error']}" if ch["last_error"] else "")
         )
+    if instances:
+        lines += ["", "instances:"]
+        lines += [f"  {name}: alive until {at.isoformat()}" for name, at in instances.items()]
+    if leases:
+        lines += ["", "delivery (lease holders):"]
+        lines += [
+            f"  {name}: {lease.holder} until {lease.expires_at.isoformat()} (token {lease.token})"
+            for name, lease in sorted(leases.items())
+        ]
     lines += ["", "incidents:"]
     for entry in incidents:
         lines.append(f"  {entry['id']} ({entry['status']}, revision {entry['revision']})")
@@ -404,6 +416,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
     data = {
         "store": str(path),
+        "instances": {name: at.isoformat() for name, at in instances.items()},
+        "leases": {
+            name: {
+                "holder": lease.holder,
+                "until": lease.expires_at.isoformat(),
+                "token": lease.token,
+            }
+            for name, lease in sorted(leases.items())
+        },
         "channels": channels,
         "incidents": incidents,
         "undelivered": [
@@ -411,6 +432,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         ],
     }
     _emit(args, data, "\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema up to date now (every start does it too, under a lock)."""
+    from .app import open_store, store_location
+
+    config = load_config(args.config)
+    store = open_store(config, dry_run=False)
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    where = store_location(config, dry_run=False)
+    _emit(args, {"store": where, "schema_version": version}, f"{where}: schema version {version}\n")
     return EXIT_OK
 
 
@@ -428,5 +464,6 @@ COMMANDS = {
     "simulate": cmd_simulate,
     "run": cmd_run,
     "status": cmd_status,
+    "migrate": cmd_migrate,
     "sandbox": cmd_sandbox,
 }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .app import default_rule, store_path
+from .app import default_rule, open_store, store_exists
 from .config import Config
 from .editor import Editor, Recorded
 from .model import Incident
@@ -70,9 +70,8 @@ def _shown(config: Config, at: datetime, recorded: list[Recorded]) -> list[Shown
 
 
 def _working_copy(config: Config) -> DataStore:
-    path = store_path(config, dry_run=False)
-    if path.exists():
-        real = Store(path)
+    if store_exists(config, dry_run=False):
+        real = open_store(config, dry_run=False)
         try:
             return real.copy_to_memory()
         finally:

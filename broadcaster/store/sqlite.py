@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,16 @@ from ..model import (
     Snapshot,
     ThreadState,
 )
-from .contract import ChannelChange, ChannelState, DataStore, PostPart, ThreadKey
+from .contract import (
+    ChannelChange,
+    ChannelState,
+    DataStore,
+    Lease,
+    PostPart,
+    StoreError,
+    StoreProblem,
+    ThreadKey,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -106,6 +115,11 @@ CREATE TABLE IF NOT EXISTS channel_state (
 );
 """
 
+# Versioned schema changes, applied in order at open (``PRAGMA user_version`` counts them).
+# Version 1 is the schema as it was before versions were kept: IF NOT EXISTS throughout, so
+# a store made then is recognised as version 1.
+MIGRATIONS: tuple[str, ...] = (SCHEMA,)
+
 
 class TransactionAborted(sqlite3.OperationalError):
     """SQLite rolled back a whole batch; the plan must be retried as a whole."""
@@ -142,7 +156,64 @@ class Store(DataStore):
         # FULL: a post recorded as sent must still be recorded after a power cut.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        self._migrate()
+        # One instance per data directory (flock): it holds every channel's lease.
+        self._leases: dict[str, Lease] = {}
+        self._instances: dict[str, datetime] = {}
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date, under SQLite's own write lock (BEGIN IMMEDIATE)."""
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    [
+                        StoreProblem(
+                            self.path,
+                            None,
+                            f"the store's schema is version {version}, newer than this "
+                            f"broadcaster knows ({len(MIGRATIONS)}): upgrade broadcaster",
+                        )
+                    ]
+                )
+            for number in range(version + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- leases: trivially held (one daemon per data directory) ---------------------------
+
+    def acquire_lease(self, channel: str, holder: str, ttl: timedelta) -> Lease | None:
+        with self._lock:
+            held = self._leases.get(channel)
+            token = held.token if held is not None and held.holder == holder else 1
+            if held is not None and held.holder != holder:
+                token = held.token + 1
+            lease = Lease(channel, holder, token, datetime.now(UTC) + ttl)
+            self._leases[channel] = lease
+            return lease
+
+    def release_lease(self, lease: Lease) -> None:
+        with self._lock:
+            if self._leases.get(lease.channel) == lease:
+                del self._leases[lease.channel]
+
+    def leases(self) -> dict[str, Lease]:
+        with self._lock:
+            return dict(self._leases)
+
+    def heartbeat(self, instance: str, ttl: timedelta) -> None:
+        with self._lock:
+            self._instances[instance] = datetime.now(UTC) + ttl
+
+    def instances(self) -> dict[str, datetime]:
+        with self._lock:
+            return dict(self._instances)
 
     def close(self) -> None:
         with self._lock:
@@ -507,7 +578,7 @@ class Store(DataStore):
             ).fetchone()
         return self._post(row) if row else None
 
-    def mark_sending(self, key: str) -> bool:
+    def mark_sending(self, key: str, *, lease: Lease | None = None) -> bool:
         """Recorded before the request leaves: after a crash, the outcome is 'unknown'.
 
         False if the post is no longer deliverable (superseded by a plan that ran since it
@@ -521,7 +592,15 @@ class Store(DataStore):
             )
             return cursor.rowcount == 1
 
-    def mark_sent(self, key: str, remote_id: str, url: str | None, now: datetime) -> None:
+    def mark_sent(
+        self,
+        key: str,
+        remote_id: str,
+        url: str | None,
+        now: datetime,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
         with self._lock:
             relaxed = self._depth == 0 and self.path != ":memory:"
             if relaxed:
@@ -541,14 +620,22 @@ class Store(DataStore):
                 if relaxed:
                     self._db.execute("PRAGMA synchronous=FULL")
 
-    def mark_failed(self, key: str, error: str) -> None:
+    def mark_failed(self, key: str, error: str, *, lease: Lease | None = None) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE posts SET state = ?, last_error = ? WHERE key = ?",
                 (PostState.FAILED.value, error, key),
             )
 
-    def retry_later(self, key: str, error: str, at: datetime, *, outcome_unknown: bool) -> None:
+    def retry_later(
+        self,
+        key: str,
+        error: str,
+        at: datetime,
+        *,
+        outcome_unknown: bool,
+        lease: Lease | None = None,
+    ) -> None:
         """Keep the post for another try; 'sending' means: look for it before re-sending."""
         state = PostState.SENDING if outcome_unknown else PostState.PENDING
         with self.transaction() as db:
