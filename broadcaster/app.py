@@ -24,7 +24,7 @@ from .clock import Clock, utcnow
 from .components import App
 from .config import ChannelConfig, Config, ConfigError, ConfigProblem
 from .daemon import Daemon, ReloadError
-from .delivery import Backoff, Budget, ChannelWorker, Delivery
+from .delivery import Backoff, Budget, ChannelWorker, Delivery, default_instance
 from .editor import Editor
 from .metrics import Metrics
 from .notify import Notifier
@@ -176,6 +176,7 @@ def build(
         sources = sources_for(config)
         for source in sources:
             opened.callback(source.close)
+        instance = config.store.instance or default_instance()
         workers = {
             name: ChannelWorker(
                 channel,
@@ -183,6 +184,8 @@ def build(
                 clock=clock,
                 backoff=backoff or backoff_for(config.channels[name]),
                 budget=budget_for(config.channels[name]),
+                holder=instance,
+                lease_ttl=config.store.lease_ttl,
             )
             for name, channel in channels.items()
         }

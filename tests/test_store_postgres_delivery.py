@@ -1,0 +1,72 @@
+"""Several instances delivering from one PostgreSQL: one holder per channel, takeover after
+the lease runs out with a look-up before any re-send, and a holder paused past its lease
+sends and marks nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from support import wait_for
+from test_delivery import Clock, ScriptedChannel, record
+
+from broadcaster.delivery import ChannelWorker
+from broadcaster.model import PostState
+from broadcaster.store.postgres import PostgresStore
+
+TTL = timedelta(seconds=0.6)
+
+
+@pytest.fixture
+def stores(postgres_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    a, b = PostgresStore(postgres_url, pool_size=2), PostgresStore(postgres_url, pool_size=2)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def worker(store: PostgresStore, channel: ScriptedChannel, holder: str) -> ChannelWorker:
+    return ChannelWorker(channel, store, clock=Clock(), holder=holder, lease_ttl=TTL)
+
+
+def test_only_the_holder_delivers_and_the_other_takes_over_when_it_dies(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a_store, b_store = stores
+    first = record(a_store, "one")
+    a_channel, b_channel = ScriptedChannel(), ScriptedChannel()
+    a, b = worker(a_store, a_channel, "a"), worker(b_store, b_channel, "b")
+    assert a.step() == 0 and a_channel.calls == [("publish", first[0])]
+    # b cannot deliver while a's lease runs
+    second = record(a_store, "two")
+    assert b.step() is not None and b_channel.calls == []
+    # a dies mid-request: the post is left 'sending'
+    assert a_store.mark_sending(second[0], lease=a.lease.current)
+    wait_for(lambda: b.step() == 0, "b takes over once a's lease ran out", timeout=5)
+    # the new holder looks the post up before any re-send (not found: sent once, by b)
+    assert b_channel.calls == [("find", second[0]), ("publish", second[0])]
+    assert [p.state for p in b_store.posts()] == [PostState.SENT, PostState.SENT]
+    assert b_store.leases()["c"].holder == "b"
+
+
+def test_a_holder_paused_past_its_lease_sends_and_marks_nothing(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a_store, b_store = stores
+    (key,) = record(a_store, "one")
+    a_channel, b_channel = ScriptedChannel(), ScriptedChannel()
+    a, b = worker(a_store, a_channel, "a"), worker(b_store, b_channel, "b")
+    assert a.lease.usable()
+    stale = a.lease.current
+    # a is paused (SIGSTOP) past its lease; b takes the channel and delivers
+    wait_for(lambda: b.step() == 0, "b takes over", timeout=5)
+    assert b_channel.calls == [("publish", key)]
+    (second,) = record(a_store, "two")
+    # a resumes: its old lease marks nothing, and it does not deliver
+    from broadcaster.store import LeaseLost
+
+    with pytest.raises(LeaseLost):
+        a_store.mark_sending(second, lease=stale)
+    assert a.step() is not None and a_channel.calls == []
+    assert a_store.post(second).state is PostState.PENDING  # type: ignore[union-attr]
