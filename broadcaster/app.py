@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -145,6 +145,7 @@ def build(
     store: DataStore | None = None,
     backoff: Backoff | None = None,
     renderer: Renderer | None = None,
+    on_lease: Callable[[str, bool, bool], None] | None = None,
 ) -> App:
     """The components that serve ``config``; delivery is not started. Whatever is opened
     here is closed by ``App.close`` in reverse order (or at once if the build fails)."""
@@ -186,6 +187,7 @@ def build(
                 budget=budget_for(config.channels[name]),
                 holder=instance,
                 lease_ttl=config.store.lease_ttl,
+                on_lease=on_lease,
             )
             for name, channel in channels.items()
         }
@@ -240,7 +242,15 @@ def checked_renderer(config: Config) -> Renderer:
 class Assembly:
     """How the daemon gets an ``App`` for each configuration it loads (start, reload)."""
 
-    def __init__(self, *, dry_run: bool, out: TextIO | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        dry_run: bool,
+        out: TextIO | None,
+        clock: Clock,
+        on_lease: Callable[[str, bool, bool], None] | None = None,
+    ) -> None:
+        self.on_lease = on_lease
         self.dry_run = dry_run
         self.out = out
         self.clock = clock
@@ -254,7 +264,12 @@ class Assembly:
         checked, self._checked = self._checked, None
         renderer = checked[1] if checked is not None and checked[0] is config else None
         return build(
-            config, dry_run=self.dry_run, out=self.out, clock=self.clock, renderer=renderer
+            config,
+            dry_run=self.dry_run,
+            out=self.out,
+            clock=self.clock,
+            renderer=renderer,
+            on_lease=self.on_lease,
         )
 
 
@@ -280,7 +295,7 @@ def service(
     daemon = Daemon(
         config_path,
         dry_run=dry_run,
-        assembler=Assembly(dry_run=dry_run, out=out, clock=clock),
+        assembler=Assembly(dry_run=dry_run, out=out, clock=clock, on_lease=metrics.lease_changed),
         clock=clock,
         events=metrics,
     )

@@ -166,9 +166,13 @@ class ChannelWorker:
         on_sent: Callable[[OutboxPost, str], None] | None = None,
         holder: str | None = None,
         lease_ttl: timedelta = timedelta(seconds=15),
+        on_lease: Callable[[str, bool, bool], None] | None = None,
     ) -> None:
         self.channel = channel
         self.lease = ChannelLease(store, channel.name, holder or default_instance(), lease_ttl)
+        if on_lease is not None:
+            name = channel.name
+            self.lease.on_change = lambda held, takeover: on_lease(name, held, takeover)
         self.budget = budget or Budget()
         self.store = store
         self.clock = clock
