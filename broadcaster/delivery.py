@@ -29,7 +29,7 @@ from .channels.base import (
 from .clock import Clock, utcnow
 from .model import OutboxPost, PostState
 from .planner import reply_target
-from .store import ChannelChange, DataStore, Lease, LeaseLost
+from .store import ChannelChange, DataStore, Lease, LeaseLost, StoreUnavailable
 
 log = logging.getLogger("broadcaster.delivery")
 
@@ -232,6 +232,10 @@ class ChannelWorker:
                 wait = self.step()
             except LeaseLost as e:
                 self.lease.lost(str(e))
+                wait = beat
+            except StoreUnavailable as e:
+                # Nothing is sent that cannot be recorded first; tried again at each beat.
+                log.warning("%s: delivery waits for the store: %s", self.channel.name, e)
                 wait = beat
             except Exception:  # a bug, or the store unreachable: never end delivery
                 log.exception("delivery on %s failed unexpectedly", self.channel.name)

@@ -254,3 +254,59 @@ def test_postgresql_restarted_under_load_loses_nothing(
         assert {p.incident_id for p in sent} == set(IDS)
     finally:
         store.close()
+
+
+def test_while_postgresql_is_down_intake_answers_503_healthz_says_why_and_all_resumes(
+    tmp_path: Path,
+    sandboxes: Callable[..., Any],
+    postgres_url: str,
+    postgres_server: PostgresServer,
+) -> None:
+    import requests
+    from pg_server import free_port
+    from support import opening
+
+    x = sandboxes(XSandbox, [X_EN])
+    accounts = [Account("x-en", x, X_EN, {"timeout": "2s"})]
+    (node,) = [Instance(tmp_path, "a", accounts, postgres_url)]
+    write_state(node.tmp / "state.toml", [], "investigating")
+    port, token = free_port(), "an-intake-token-0123456789"
+    with node.config.open("a") as f:
+        f.write(f'\n[intake.http]\nlisten = "127.0.0.1:{port}"\ntoken = "{token}"\n')
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    try:
+        node.start()
+        ok = requests.post(f"{base}/v1/events", json=opening("one"), headers=auth, timeout=10)
+        assert ok.status_code == 202
+        node.wait_sent(1)
+        postgres_server.stop()
+        try:
+            refused = requests.post(
+                f"{base}/v1/events", json=opening("two"), headers=auth, timeout=10
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Retry-After"] == "5"
+            health = requests.get(f"{base}/healthz", timeout=10)
+            assert health.status_code == 503
+            assert "the store cannot be read" in health.text, health.text
+            assert "s3cret" not in health.text and "s3cret" not in node.log()
+        finally:
+            postgres_server.start()
+        wait_for(
+            lambda: requests.get(f"{base}/healthz", timeout=10).status_code == 200,
+            "healthy again by itself",
+            timeout=20,
+        )
+        again = requests.post(f"{base}/v1/events", json=opening("two"), headers=auth, timeout=10)
+        assert again.status_code == 202
+        node.wait_sent(2)
+        assert node.stop() == 0
+    finally:
+        if node.alive():
+            node.kill()
+    store = PostgresStore(postgres_url, pool_size=1)
+    try:
+        sent = check_threads(store, accounts[0])  # type: ignore[arg-type]
+        assert {p.incident_id for p in sent} == {"one", "two"}
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ from .contract import (
     SourceMarks,
     StoreError,
     StoreProblem,
+    StoreUnavailable,
     ThreadKey,
 )
 from .sqlite import Store, TransactionAborted, text_hash
@@ -36,6 +37,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreProblem",
+    "StoreUnavailable",
     "ThreadKey",
     "TransactionAborted",
     "text_hash",

@@ -86,6 +86,11 @@ class Lease:
     expires_at: datetime
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a database down or cut off). Nothing was written;
+    retry later. Intake answers 503 meanwhile; delivery sends nothing it cannot record."""
+
+
 class LeaseLost(Exception):
     """The lease named in a write is no longer held: another instance took the channel."""
 
@@ -318,5 +323,6 @@ __all__ = [
     "SourceMarks",
     "StoreError",
     "StoreProblem",
+    "StoreUnavailable",
     "ThreadKey",
 ]

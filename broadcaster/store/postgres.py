@@ -37,6 +37,7 @@ from .contract import (
     PostPart,
     StoreError,
     StoreProblem,
+    StoreUnavailable,
     ThreadKey,
 )
 from .sqlite import Store, text_hash
@@ -143,7 +144,7 @@ class PostgresStore(DataStore):
     has its own connection; reads outside a batch borrow one from the pool."""
 
     def __init__(
-        self, url: str, *, display: str | None = None, pool_size: int = 8, timeout: float = 10
+        self, url: str, *, display: str | None = None, pool_size: int = 8, timeout: float = 3
     ) -> None:
         self.display = display or "postgresql"
         self._local = threading.local()
@@ -165,7 +166,7 @@ class PostgresStore(DataStore):
         try:
             self._pool.open(wait=True, timeout=timeout)
             self._migrate()
-        except psycopg.Error as e:
+        except (psycopg.Error, StoreUnavailable) as e:
             self._pool.close()
             raise StoreError(
                 [StoreProblem(self.display, None, f"cannot open the store: {one_line(e)}")]
@@ -183,8 +184,11 @@ class PostgresStore(DataStore):
         if current is not None:
             yield current
             return
-        with self._pool.connection() as conn:
-            yield conn  # type: ignore[misc]
+        try:
+            with self._pool.connection() as conn:
+                yield conn  # type: ignore[misc]
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"{self.display}: {one_line(e)}") from e
 
     @contextmanager
     def transaction(self, *, serial: bool = False) -> Iterator[psycopg.Connection[Row]]:
@@ -197,14 +201,17 @@ class PostgresStore(DataStore):
             with current.transaction():
                 yield current
             return
-        with self._pool.connection() as conn, conn.transaction():
-            if serial:
-                conn.execute("SELECT id FROM plan_lock FOR UPDATE")
-            self._local.conn = conn
-            try:
-                yield conn  # type: ignore[misc]
-            finally:
-                self._local.conn = None
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                if serial:
+                    conn.execute("SELECT id FROM plan_lock FOR UPDATE")
+                self._local.conn = conn
+                try:
+                    yield conn  # type: ignore[misc]
+                finally:
+                    self._local.conn = None
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"{self.display}: {one_line(e)}") from e
 
     @contextmanager
     def batch(self) -> Iterator[None]:
