@@ -513,3 +513,28 @@ class StoreContract:
             assert again.channel_state("x-en").paused_until == T0
         finally:
             again.close()
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def test_a_free_channel_is_leased_to_whoever_asks_and_renewed(self, store: DataStore) -> None:
+        lease = store.acquire_lease("x-en", "eu-1", timedelta(seconds=30))
+        assert lease is not None and (lease.channel, lease.holder) == ("x-en", "eu-1")
+        again = store.acquire_lease("x-en", "eu-1", timedelta(seconds=30))
+        assert again is not None and again.token == lease.token
+        assert again.expires_at >= lease.expires_at
+        assert store.leases()["x-en"] == again
+
+    def test_the_holder_marks_posts_under_its_lease(self, store: DataStore) -> None:
+        opened = record(store, PostKind.OPENED, 1)
+        update = record(store, PostKind.UPDATE, 2, revision=2)
+        lease = store.acquire_lease("x-en", "eu-1", timedelta(seconds=30))
+        assert store.mark_sending(opened.key(1), lease=lease)
+        store.mark_sent(opened.key(1), "1", None, T0, lease=lease)
+        store.retry_later(update.key(1), "later", T0, outcome_unknown=False, lease=lease)
+        store.mark_failed(update.key(1), "refused", lease=lease)
+        assert states(store) == {opened.key(1): PostState.SENT, update.key(1): PostState.FAILED}
+
+    def test_instances_say_they_are_alive(self, store: DataStore) -> None:
+        store.heartbeat("eu-1", timedelta(seconds=15))
+        assert list(store.instances()) == ["eu-1"]
+        assert store.schema_version() >= 1

@@ -279,6 +279,8 @@ def test_while_postgresql_is_down_intake_answers_503_healthz_says_why_and_all_re
         ok = requests.post(f"{base}/v1/events", json=opening("one"), headers=auth, timeout=10)
         assert ok.status_code == 202
         node.wait_sent(1)
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        assert 'broadcaster_channel_lease_held{channel="x-en"} 1.0' in metrics
         postgres_server.stop()
         try:
             refused = requests.post(

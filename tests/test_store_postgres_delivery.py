@@ -26,8 +26,13 @@ def stores(postgres_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
     b.close()
 
 
-def worker(store: PostgresStore, channel: ScriptedChannel, holder: str) -> ChannelWorker:
-    return ChannelWorker(channel, store, clock=Clock(), holder=holder, lease_ttl=TTL)
+def worker(
+    store: PostgresStore, channel: ScriptedChannel, holder: str, events: list | None = None
+) -> ChannelWorker:
+    on_lease = (lambda *event: events.append(event)) if events is not None else None
+    return ChannelWorker(
+        channel, store, clock=Clock(), holder=holder, lease_ttl=TTL, on_lease=on_lease
+    )
 
 
 def test_only_the_holder_delivers_and_the_other_takes_over_when_it_dies(
@@ -36,8 +41,12 @@ def test_only_the_holder_delivers_and_the_other_takes_over_when_it_dies(
     a_store, b_store = stores
     first = record(a_store, "one")
     a_channel, b_channel = ScriptedChannel(), ScriptedChannel()
-    a, b = worker(a_store, a_channel, "a"), worker(b_store, b_channel, "b")
+    a_events: list[tuple[str, bool, bool]] = []
+    b_events: list[tuple[str, bool, bool]] = []
+    a = worker(a_store, a_channel, "a", a_events)
+    b = worker(b_store, b_channel, "b", b_events)
     assert a.step() == 0 and a_channel.calls == [("publish", first[0])]
+    assert a_events == [("c", True, False)]  # held (the metric), not a takeover
     # b cannot deliver while a's lease runs
     second = record(a_store, "two")
     assert b.step() is not None and b_channel.calls == []
@@ -48,6 +57,7 @@ def test_only_the_holder_delivers_and_the_other_takes_over_when_it_dies(
     assert b_channel.calls == [("find", second[0]), ("publish", second[0])]
     assert [p.state for p in b_store.posts()] == [PostState.SENT, PostState.SENT]
     assert b_store.leases()["c"].holder == "b"
+    assert b_events == [("c", True, True)]  # counted as a takeover
 
 
 def test_a_holder_paused_past_its_lease_sends_and_marks_nothing(

@@ -268,7 +268,8 @@ class Leases(ABC):
 
     @abstractmethod
     def release_lease(self, lease: Lease) -> None:
-        """Give the channel up at once (a clean stop), if still held with this token."""
+        """Give the channel up at once (a clean stop), if still held exactly as ``lease``
+        says: renewed since (by a reloaded worker of the same instance), it stays held."""
 
     @abstractmethod
     def leases(self) -> dict[str, Lease]:

@@ -663,8 +663,8 @@ class PostgresStore(DataStore):
         with self.transaction() as db:
             db.execute(
                 "UPDATE leases SET expires_at = clock_timestamp() "
-                "WHERE channel = %s AND holder = %s AND token = %s",
-                (lease.channel, lease.holder, lease.token),
+                "WHERE channel = %s AND holder = %s AND token = %s AND expires_at = %s",
+                (lease.channel, lease.holder, lease.token, lease.expires_at),
             )
 
     def leases(self) -> dict[str, Lease]:
