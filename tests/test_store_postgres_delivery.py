@@ -80,3 +80,56 @@ def test_a_holder_paused_past_its_lease_sends_and_marks_nothing(
         a_store.mark_sending(second, lease=stale)
     assert a.step() is not None and a_channel.calls == []
     assert a_store.post(second).state is PostState.PENDING  # type: ignore[union-attr]
+
+
+def test_two_instances_planning_at_the_same_moment_record_each_post_once(
+    tmp_path, postgres_url: str
+) -> None:
+    import threading
+    from datetime import UTC, datetime
+
+    from support import config_toml, opening
+
+    from broadcaster.app import build
+    from broadcaster.config import load_config
+    from broadcaster.events import merge
+
+    apps = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        (home / "state.toml").write_text("")
+        path = home / "config.toml"
+        path.write_text(
+            config_toml(
+                '[channels.d-en]\nplatform = "dryrun"\nlanguage = "en"\n',
+                f'[store]\nurl = "{postgres_url}"\ninstance = "{name}"\n',
+            )
+        )
+        apps.append(build(load_config(path), dry_run=False))
+    try:
+        now = datetime.now(UTC)
+        incidents = [merge(apps[0].store, opening(f"inc-{i}"), origin="t") for i in range(20)]
+        barrier = threading.Barrier(2, timeout=20)
+        errors: list[BaseException] = []
+
+        def plan(app) -> None:
+            try:
+                app.editor.ingest(incidents, now)  # the same description, by both
+                barrier.wait()
+                app.editor.run(now)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=plan, args=(app,)) for app in apps]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        posts = apps[0].store.posts()
+        assert len(posts) == 20 and len({p.key for p in posts}) == 20
+        assert {s.revision for s in apps[1].store.snapshots()} == {1}
+    finally:
+        for app in apps:
+            app.close()
