@@ -4,7 +4,7 @@ Each benchmark runs in its own subprocess (a fresh interpreter: no warm caches c
 from one to the next, no threads left behind) and writes its result as JSON; this script
 collects them. Every figure is a ratio against a baseline measured in the same run.
 
-    .venv/bin/python bench/run_all.py                  # the four benchmarks, ~4 min
+    .venv/bin/python bench/run_all.py                  # every benchmark, ~5 min
     .venv/bin/python bench/run_all.py --quick          # each under 10 s
     .venv/bin/python bench/run_all.py --markdown       # the table for bench/README.md
     .venv/bin/python bench/run_all.py --only latency --strict   # exit 1 if a goal is missed
@@ -31,6 +31,7 @@ BENCHES = {
     "latency": "bench_latency.py",
     "delivery": "bench_delivery.py",
     "intake": "bench_intake.py",
+    "instances": "bench_instances.py",
 }
 
 

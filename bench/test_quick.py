@@ -28,6 +28,7 @@ QUICK_BUDGET = 30.0
         "bench_latency.py",
         "bench_delivery.py",
         "bench_intake.py",
+        "bench_instances.py",
     ],
 )
 def test_quick_mode_runs_and_reports_finite_ratios(script: str, tmp_path: Path) -> None:

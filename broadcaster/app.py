@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from .clock import Clock, utcnow
 from .components import App
 from .config import ChannelConfig, Config, ConfigError, ConfigProblem
 from .daemon import Daemon, ReloadError
-from .delivery import Backoff, Budget, ChannelWorker, Delivery
+from .delivery import Backoff, Budget, ChannelWorker, Delivery, default_instance
 from .editor import Editor
 from .metrics import Metrics
 from .notify import Notifier
@@ -52,8 +52,25 @@ def store_path(config: Config, dry_run: bool) -> Path:
     return config.data_dir / (DRY_RUN_STORE_FILE if dry_run else STORE_FILE)
 
 
+def store_location(config: Config, dry_run: bool) -> str:
+    """Where ``open_store`` finds the store, for people: a path, or the URL sans password."""
+    if config.store.url is not None and not dry_run:
+        return config.store.display_url or "postgresql"
+    return str(store_path(config, dry_run))
+
+
+def store_exists(config: Config, dry_run: bool) -> bool:
+    return (config.store.url is not None and not dry_run) or store_path(config, dry_run).exists()
+
+
 def open_store(config: Config, dry_run: bool) -> DataStore:
-    """The store of the daemon (or of its dry run) for ``config``; the caller closes it."""
+    """The store ``config`` names: PostgreSQL with ``[store] url`` (shared by instances),
+    else SQLite in ``data_dir``. A dry run always keeps its own SQLite file. The schema is
+    brought up to date on open (under the backend's lock); ``StoreError`` if it cannot be."""
+    if config.store.url is not None and not dry_run:
+        from .store.postgres import PostgresStore
+
+        return PostgresStore(config.store.url.reveal(), display=store_location(config, dry_run))
     return Store(store_path(config, dry_run))
 
 
@@ -102,7 +119,7 @@ def default_rule(channel: ChannelConfig, seen_limit: int | None = None) -> Lengt
 
 def seen_limits(config: Config) -> dict[str, int]:
     """Limits the real daemon read from the servers (e.g. Mastodon's max_characters)."""
-    if not store_path(config, dry_run=False).exists():
+    if not store_exists(config, dry_run=False):
         return {}
     store = open_store(config, dry_run=False)
     try:
@@ -130,6 +147,7 @@ def build(
     store: DataStore | None = None,
     backoff: Backoff | None = None,
     renderer: Renderer | None = None,
+    on_lease: Callable[[str, bool, bool], None] | None = None,
 ) -> App:
     """The components that serve ``config``; delivery is not started. Whatever is opened
     here is closed by ``App.close`` in reverse order (or at once if the build fails)."""
@@ -161,6 +179,7 @@ def build(
         sources = sources_for(config)
         for source in sources:
             opened.callback(source.close)
+        instance = config.store.instance or default_instance()
         workers = {
             name: ChannelWorker(
                 channel,
@@ -168,6 +187,9 @@ def build(
                 clock=clock,
                 backoff=backoff or backoff_for(config.channels[name]),
                 budget=Budget.of(config.channels[name]),
+                holder=instance,
+                lease_ttl=config.store.lease_ttl,
+                on_lease=on_lease,
             )
             for name, channel in channels.items()
         }
@@ -224,7 +246,7 @@ def rehearsal(config: Config, *, fresh: bool = False) -> tuple[DataStore, Editor
     preview, draft and simulate: a copy of the real store (so what is posted counts), or an
     empty one when ``fresh``. Channel rules come from config and the limits the real daemon
     last read, without asking the platforms. The caller closes the store."""
-    if fresh or not store_path(config, dry_run=False).exists():
+    if fresh or not store_exists(config, dry_run=False):
         store: DataStore = Store(":memory:")
     else:
         real = open_store(config, dry_run=False)
@@ -240,7 +262,15 @@ def rehearsal(config: Config, *, fresh: bool = False) -> tuple[DataStore, Editor
 class Assembly:
     """How the daemon gets an ``App`` for each configuration it loads (start, reload)."""
 
-    def __init__(self, *, dry_run: bool, out: TextIO | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        dry_run: bool,
+        out: TextIO | None,
+        clock: Clock,
+        on_lease: Callable[[str, bool, bool], None] | None = None,
+    ) -> None:
+        self.on_lease = on_lease
         self.dry_run = dry_run
         self.out = out
         self.clock = clock
@@ -254,7 +284,12 @@ class Assembly:
         checked, self._checked = self._checked, None
         renderer = checked[1] if checked is not None and checked[0] is config else None
         return build(
-            config, dry_run=self.dry_run, out=self.out, clock=self.clock, renderer=renderer
+            config,
+            dry_run=self.dry_run,
+            out=self.out,
+            clock=self.clock,
+            renderer=renderer,
+            on_lease=self.on_lease,
         )
 
 
@@ -280,7 +315,7 @@ def service(
     daemon = Daemon(
         config_path,
         dry_run=dry_run,
-        assembler=Assembly(dry_run=dry_run, out=out, clock=clock),
+        assembler=Assembly(dry_run=dry_run, out=out, clock=clock, on_lease=metrics.lease_changed),
         clock=clock,
         events=metrics,
     )

@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "console", parents=[common], help="the drafting console (a web page) on its own"
     )
     co.add_argument("--listen", help="HOST:PORT (default: [console] listen, 127.0.0.1:8471)")
+    sub.add_parser("migrate", parents=[common], help="bring the store's schema up to date")
 
     sb = sub.add_parser(
         "sandbox", parents=[common], help="run local X and Mastodon API servers for drills"
@@ -422,12 +423,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .app import open_store, store_path
+    from .app import open_store, store_exists, store_location
     from .status import read_status
 
     config = load_config(args.config)
-    path = store_path(config, args.dry_run)
-    if not path.exists():
+    path = store_location(config, args.dry_run)
+    if not store_exists(config, args.dry_run):
         _emit(
             args,
             {"store": str(path), "incidents": [], "channels": {}},
@@ -437,6 +438,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(config, args.dry_run)
     try:
         status = read_status(store, config.channels, _now(), detailed=True)
+        leases = store.leases()
+        instances = store.instances()
     finally:
         store.close()
     channels: dict[str, Any] = {}
@@ -478,6 +481,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{ch['pending'] + ch['sending']} · failed {ch['failed']}"
             + (f" · last error: {ch['last_error']}" if ch["last_error"] else "")
         )
+    if instances:
+        lines += ["", "instances:"]
+        lines += [f"  {name}: alive until {at.isoformat()}" for name, at in instances.items()]
+    if leases:
+        lines += ["", "delivery (lease holders):"]
+        lines += [
+            f"  {name}: {lease.holder} until {lease.expires_at.isoformat()} (token {lease.token})"
+            for name, lease in sorted(leases.items())
+        ]
     lines += ["", "incidents:"]
     for entry in incidents:
         lines.append(f"  {entry['id']} ({entry['status']}, revision {entry['revision']})")
@@ -494,6 +506,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
     data = {
         "store": str(path),
+        "instances": {name: at.isoformat() for name, at in instances.items()},
+        "leases": {
+            name: {
+                "holder": lease.holder,
+                "until": lease.expires_at.isoformat(),
+                "token": lease.token,
+            }
+            for name, lease in sorted(leases.items())
+        },
         "channels": channels,
         "incidents": incidents,
         "undelivered": [
@@ -521,6 +542,21 @@ def cmd_console(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema up to date now (every start does it too, under a lock)."""
+    from .app import open_store, store_location
+
+    config = load_config(args.config)
+    store = open_store(config, dry_run=False)
+    try:
+        version = store.schema_version()
+    finally:
+        store.close()
+    where = store_location(config, dry_run=False)
+    _emit(args, {"store": where, "schema_version": version}, f"{where}: schema version {version}\n")
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import run_sandboxes
 
@@ -535,6 +571,7 @@ COMMANDS = {
     "simulate": cmd_simulate,
     "run": cmd_run,
     "status": cmd_status,
+    "migrate": cmd_migrate,
     "sandbox": cmd_sandbox,
     "console": cmd_console,
 }

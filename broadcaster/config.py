@@ -196,6 +196,23 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """Where the store lives: SQLite in ``data_dir`` (the default, one daemon), or a
+    PostgreSQL database shared by any number of instances."""
+
+    url: Secret | None = None  # postgresql://user:password@host:port/db?sslmode=...
+    lease_ttl: timedelta = timedelta(seconds=15)  # a dead holder's channels move after this
+    instance: str | None = None  # this instance's name in leases and status (default: host:pid)
+
+    @property
+    def display_url(self) -> str | None:
+        """The URL without its password, for status pages and messages."""
+        if self.url is None:
+            return None
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url.reveal())
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_file: Path
@@ -207,6 +224,7 @@ class Config:
     poll_interval: timedelta = timedelta(milliseconds=250)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     def languages(self) -> frozenset[str]:
         return frozenset(c.language for c in self.channels.values())
@@ -318,7 +336,8 @@ CADENCE_KEYS = (
     "long_incident_interval",
     "maintenance_reminder_before",
 )
-TOP_KEYS = ("broadcaster", "channels", "cadence", "intake", "console")
+TOP_KEYS = ("broadcaster", "channels", "cadence", "intake", "console", "store")
+STORE_KEYS = ("url", "lease_ttl", "instance")
 
 
 def load_config(path: Path) -> Config:
@@ -378,6 +397,7 @@ def load_config(path: Path) -> Config:
 
     intake = _intake(r, raw.get("intake", {}), base)
     console = _console(r, raw.get("console", {}))
+    store = _store(r, raw.get("store", {}))
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -391,6 +411,7 @@ def load_config(path: Path) -> Config:
         poll_interval=poll or timedelta(milliseconds=250),
         intake=intake,
         console=console,
+        store=store,
     )
 
 
@@ -650,3 +671,41 @@ def _console(r: _Reader, raw: Any) -> ConsoleConfig:
     elif token is not None:
         r.problem("console", "token", "expected a string")
     return ConsoleConfig(**values)
+
+
+def _store(r: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
+    if not isinstance(raw, dict):
+        r.problem("store", None, "expected a table [store]")
+        return StoreConfig()
+    r.unknown_keys("store", raw, STORE_KEYS)
+    values: dict[str, Any] = {}
+    url = raw.get("url")
+    if isinstance(url, _Missing):
+        r.problem("store", "url", f"environment variable {', '.join(url.variables)} is not set")
+    elif url is not None:
+        if not isinstance(url, str) or not re.match(r"^postgres(ql)?://", url):
+            r.problem(
+                "store",
+                "url",
+                "expected a postgresql:// URL, e.g. "
+                "'postgresql://broadcaster:${PGPASSWORD}@db.example:5432/broadcaster'",
+            )
+        else:
+            password = re.search(r"://[^:/@]*:([^@]*)@", url)
+            if password:
+                register_secret(password.group(1))  # never in logs, even inside the URL
+            values["url"] = Secret(url)
+    if "lease_ttl" in raw:
+        ttl = r.duration("store", "lease_ttl", raw["lease_ttl"])
+        if ttl is not None:
+            if ttl < timedelta(seconds=1):
+                r.problem("store", "lease_ttl", "too short: at least 1s")
+            else:
+                values["lease_ttl"] = ttl
+    if "instance" in raw:
+        name = raw["instance"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,64}", name):
+            r.problem("store", "instance", "expected a short name (letters, digits, '-_.:@')")
+        else:
+            values["instance"] = name
+    return StoreConfig(**values)

@@ -30,9 +30,91 @@ from .clock import Clock, utcnow
 from .model import OutboxPost, PostState
 from .planner import Budget as Budget  # re-exported: the budget is planning policy
 from .planner import reply_target
-from .store import ChannelChange, DataStore
+from .store import ChannelChange, DataStore, Lease, LeaseLost, StoreUnavailable
 
 log = logging.getLogger("broadcaster.delivery")
+
+
+def default_instance() -> str:
+    """This instance's name in leases and ``status`` unless the config names it."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ChannelLease:
+    """This instance's hold on one channel: taken, renewed (the heartbeat) and checked.
+
+    Renewed once a third of the TTL has passed. The local deadline is counted from before
+    the request that took the lease, on the monotonic clock, so it never outlasts the
+    store's: a post is sent only while at least a third of the TTL is left, so a holder
+    that stalls between its ``sending`` mark and its request has that long before another
+    instance may take over (and looks the post up first, since it is marked ``sending``).
+    """
+
+    def __init__(self, store: DataStore, channel: str, holder: str, ttl: timedelta) -> None:
+        self.store = store
+        self.channel = channel
+        self.holder = holder
+        self.ttl = ttl
+        self.current: Lease | None = None
+        self._deadline = 0.0
+        self._taken_at = 0.0
+        self.on_change: Callable[[bool, bool], None] | None = None  # (held, takeover)
+
+    def remaining(self) -> float:
+        return self._deadline - time.monotonic() if self.current else 0.0
+
+    def usable(self) -> bool:
+        """Held, renewed if due; with time left to send a post and mark it."""
+        ttl = self.ttl.total_seconds()
+        if self.current is None or time.monotonic() - self._taken_at > ttl / 3:
+            self._renew()
+        return self.current is not None and self.remaining() > ttl / 3
+
+    def _renew(self) -> None:
+        started = time.monotonic()
+        before = self.store.leases().get(self.channel) if self.current is None else None
+        lease = self.store.acquire_lease(self.channel, self.holder, self.ttl)
+        self.store.heartbeat(self.holder, self.ttl)
+        if lease is None:
+            if self.current is not None:
+                self.lost("another instance holds it")
+            return
+        if self.current is None or lease.token != self.current.token:
+            takeover = before is not None and before.holder != self.holder
+            if takeover:
+                assert before is not None
+                log.warning(
+                    "%s: took the channel over from %s (its lease expired at %s); "
+                    "any post it left 'sending' is looked up before a re-send",
+                    self.channel,
+                    before.holder,
+                    before.expires_at.isoformat(),
+                )
+            else:
+                log.info("%s: this instance (%s) delivers it now", self.channel, self.holder)
+            if self.on_change:
+                self.on_change(True, takeover)
+        self.current = lease
+        self._taken_at = started
+        self._deadline = started + self.ttl.total_seconds()
+
+    def lost(self, why: str) -> None:
+        if self.current is not None:
+            log.warning("%s: lease lost (%s): this instance stops delivering it", self.channel, why)
+            if self.on_change:
+                self.on_change(False, False)
+        self.current = None
+
+    def release(self) -> None:
+        if self.current is not None:
+            try:
+                self.store.release_lease(self.current)
+            except Exception:  # the store is gone: the lease simply runs out
+                log.debug("%s: could not release the lease", self.channel, exc_info=True)
+            self.current = None
 
 
 @dataclass(frozen=True)
@@ -58,8 +140,15 @@ class ChannelWorker:
         backoff: Backoff | None = None,
         budget: Budget | None = None,
         on_sent: Callable[[OutboxPost, str], None] | None = None,
+        holder: str | None = None,
+        lease_ttl: timedelta = timedelta(seconds=15),
+        on_lease: Callable[[str, bool, bool], None] | None = None,
     ) -> None:
         self.channel = channel
+        self.lease = ChannelLease(store, channel.name, holder or default_instance(), lease_ttl)
+        if on_lease is not None:
+            name = channel.name
+            self.lease.on_change = lambda held, takeover: on_lease(name, held, takeover)
         self.budget = budget or Budget()
         self.store = store
         self.clock = clock
@@ -112,23 +201,37 @@ class ChannelWorker:
         self.join(timeout)
 
     def _loop(self) -> None:
+        # The lease is renewed (the heartbeat) at least three times per TTL, idle or not.
+        beat = self.lease.ttl.total_seconds() / 4
         while not self._stop.is_set():
             try:
                 wait = self.step()
-            except Exception:  # a bug must not end delivery for good
+            except LeaseLost as e:
+                self.lease.lost(str(e))
+                wait = beat
+            except StoreUnavailable as e:
+                # Nothing is sent that cannot be recorded first; tried again at each beat.
+                log.warning("%s: delivery waits for the store: %s", self.channel.name, e)
+                wait = beat
+            except Exception:  # a bug, or the store unreachable: never end delivery
                 log.exception("delivery on %s failed unexpectedly", self.channel.name)
-                wait = self.backoff.unhealthy_retry
+                wait = min(self.backoff.unhealthy_retry, beat)
             if wait is None:
                 wait = 5.0
+            wait = min(wait, beat)
             if wait > 0:
                 self._wake.wait(wait)
             self._wake.clear()
+        self.lease.release()
 
     def step(self) -> float | None:
         """Deliver at most one post. Returns seconds until the next try, None if idle."""
         now = self.clock()
         if self.paused_until is not None and now < self.paused_until:
             return (self.paused_until - now).total_seconds()
+        if not self.lease.usable():
+            return self.lease.ttl.total_seconds() / 4  # another instance delivers it
+        lease = self.lease.current
         post = self.store.next_to_deliver(self.channel.name)
         if post is None:
             return None
@@ -166,15 +269,19 @@ class ChannelWorker:
                         post.key,
                         found.remote_id,
                     )
-                    self._sent(post, found.remote_id, found.url)
+                    self._sent(post, found.remote_id, found.url, lease)
                     return 0
                 unknown = False
-            if not self.store.mark_sending(post.key):
+            if not self.store.mark_sending(post.key, lease=lease):
                 return 0  # superseded since it was picked: a newer post goes instead
+            if not self.lease.usable():
+                # Stalled since the check (a pause, a slow store): too late to be sure no
+                # other instance took over. The post stays 'sending': looked up, not re-sent.
+                return 0
             result = self.channel.publish(request)
         except RateLimited as e:
             self.paused_until = e.until
-            self.store.retry_later(post.key, str(e), e.until, outcome_unknown=unknown)
+            self.store.retry_later(post.key, str(e), e.until, outcome_unknown=unknown, lease=lease)
             self.store.update_channel(
                 self.channel.name, ChannelChange(paused_until=e.until, last_error=str(e)), now
             )
@@ -183,7 +290,7 @@ class ChannelWorker:
         except ChannelUnhealthy as e:
             self._healthy = False
             retry = now + timedelta(seconds=self.backoff.unhealthy_retry)
-            self.store.retry_later(post.key, str(e), retry, outcome_unknown=unknown)
+            self.store.retry_later(post.key, str(e), retry, outcome_unknown=unknown, lease=lease)
             self.store.update_channel(
                 self.channel.name, ChannelChange(healthy=False, last_error=str(e)), now
             )
@@ -192,7 +299,7 @@ class ChannelWorker:
         except RepliesRefused as e:
             # The platform no longer accepts our replies: post standalone from now on.
             self._replies_refused = True
-            self.store.retry_later(post.key, str(e), now, outcome_unknown=unknown)
+            self.store.retry_later(post.key, str(e), now, outcome_unknown=unknown, lease=lease)
             self.store.update_channel(
                 self.channel.name, ChannelChange(replies_refused=True, last_error=str(e)), now
             )
@@ -204,14 +311,14 @@ class ChannelWorker:
         except Rejected as e:
             if unknown:
                 # The look-up was refused, not the post: it may still be out there.
-                return self._retry(post, e, now)
-            self.store.mark_failed(post.key, str(e))
+                return self._retry(post, e, now, lease)
+            self.store.mark_failed(post.key, str(e), lease=lease)
             self.store.update_channel(self.channel.name, ChannelChange(last_error=str(e)), now)
             log.error("%s: %s refused for good: %s", self.channel.name, post.key, e)
             return 0
         except (TransientError, DeliveryError) as e:
-            return self._retry(post, e, now)
-        self._sent(post, result.remote_id, result.url)
+            return self._retry(post, e, now, lease)
+        self._sent(post, result.remote_id, result.url, lease)
         if result.not_before is not None:
             # The server says the window is spent: wait rather than collect a 429.
             self.paused_until = result.not_before
@@ -221,21 +328,23 @@ class ChannelWorker:
             return max(0.0, (result.not_before - self.clock()).total_seconds())
         return 0
 
-    def _retry(self, post: OutboxPost, error: DeliveryError, now: datetime) -> float:
+    def _retry(
+        self, post: OutboxPost, error: DeliveryError, now: datetime, lease: Lease | None
+    ) -> float:
         """Outcome unknown: keep the post 'sending' so that it is looked for before re-sending."""
         self._failures += 1
         delay = self.backoff.delay(self._failures, self._rng)
         retry = now + timedelta(seconds=delay)
-        self.store.retry_later(post.key, str(error), retry, outcome_unknown=True)
+        self.store.retry_later(post.key, str(error), retry, outcome_unknown=True, lease=lease)
         self.store.update_channel(self.channel.name, ChannelChange(last_error=str(error)), now)
         log.warning(
             "%s: %s not confirmed (%s); retry in %.2fs", self.channel.name, post.key, error, delay
         )
         return delay
 
-    def _sent(self, post: OutboxPost, remote_id: str, url: str | None) -> None:
+    def _sent(self, post: OutboxPost, remote_id: str, url: str | None, lease: Lease | None) -> None:
         now = self.clock()
-        self.store.mark_sent(post.key, remote_id, url, now)
+        self.store.mark_sent(post.key, remote_id, url, now, lease=lease)
         self._failures = 0
         if self.paused_until is not None or post.last_error or not self._healthy:
             self.paused_until = None

@@ -34,6 +34,7 @@ from .health import Health
 from .logs import redact
 from .metrics import Metrics
 from .sources.base import ServiceStopping, Submit
+from .store import StoreUnavailable
 
 log = logging.getLogger("broadcaster.http")
 
@@ -286,6 +287,11 @@ class IntakeHandler(BaseHTTPRequestHandler):
             return
         except ServiceStopping:
             raise RequestRefused(503, "the service is stopping", {"Retry-After": "5"}) from None
+        except StoreUnavailable as e:
+            log.error("event from %s not applied: the store is unreachable: %s", host, e)
+            raise RequestRefused(
+                503, "the store is unreachable; the event was not applied", {"Retry-After": "5"}
+            ) from None
         except Exception:
             log.exception("event from %s could not be applied", host)
             raise RequestRefused(500, "internal error; the event was not applied") from None

@@ -64,6 +64,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._lease_held = Gauge(
+            "broadcaster_channel_lease_held",
+            "1 while this instance holds the channel's delivery lease (delivers it), else 0.",
+            ["channel"],
+            registry=self.registry,
+        )
+        self._takeovers = Counter(
+            "broadcaster_channel_lease_takeovers",
+            "Times this instance took a channel over from another whose lease ran out.",
+            ["channel"],
+            registry=self.registry,
+        )
+
+    def lease_changed(self, channel: str, held: bool, takeover: bool) -> None:
+        """This instance took (``held``) or lost a channel's lease; ``takeover``: from
+        another instance."""
+        self._lease_held.labels(channel=channel).set(1 if held else 0)
+        counter = self._takeovers.labels(channel=channel)
+        if takeover:
+            counter.inc()
+
     def watch_health(self, inspect: Callable[[], Health | None]) -> None:
         """Read the store's series (and ``broadcaster_healthy``) from this check at scrape
         time. Once: the service shell's check, wired by ``app.py``."""

@@ -5,4 +5,4 @@ The X / Mastodon sandbox fixtures (``x_sandbox``, ``mastodon_sandbox``, ``no_rea
 module can ask for them. Plain builders and helpers are in ``support.py``.
 """
 
-pytest_plugins = ["sandbox_fixtures"]
+pytest_plugins = ["sandbox_fixtures", "pg_server"]

@@ -166,6 +166,22 @@ class StoreContract:
         finally:
             again.close()
 
+    def test_a_thread_remembers_when_its_incident_was_reopened(self, store: DataStore) -> None:
+        # The cadence restarts at a reopening; the store must give that moment back, and
+        # so must a working copy (preview and simulate plan on one).
+        record(store, PostKind.OPENED, 1)
+        thread = store.threads()[("sbg", "x-en")]
+        assert thread.reopened_at is None
+        reopened = replace(thread, post_count=2, reopened_at=T0 + timedelta(hours=3))
+        post = PlannedPost("sbg", "x-en", PostKind.UPDATE, 2, 2, T0, T0 + timedelta(hours=4))
+        store.record_post(post, [("again", 5, 280)], "en", reopened, reply_to=None, supersedes=())
+        assert store.threads()[("sbg", "x-en")].reopened_at == T0 + timedelta(hours=3)
+        copy = store.copy_to_memory()
+        try:
+            assert copy.threads()[("sbg", "x-en")].reopened_at == T0 + timedelta(hours=3)
+        finally:
+            copy.close()
+
     def test_a_recorded_post_keeps_its_exact_text_and_promise(self, store: DataStore) -> None:
         post = record(store, PostKind.OPENED, 1)
         (part,) = store.posts()
@@ -513,3 +529,28 @@ class StoreContract:
             assert again.channel_state("x-en").paused_until == T0
         finally:
             again.close()
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def test_a_free_channel_is_leased_to_whoever_asks_and_renewed(self, store: DataStore) -> None:
+        lease = store.acquire_lease("x-en", "eu-1", timedelta(seconds=30))
+        assert lease is not None and (lease.channel, lease.holder) == ("x-en", "eu-1")
+        again = store.acquire_lease("x-en", "eu-1", timedelta(seconds=30))
+        assert again is not None and again.token == lease.token
+        assert again.expires_at >= lease.expires_at
+        assert store.leases()["x-en"] == again
+
+    def test_the_holder_marks_posts_under_its_lease(self, store: DataStore) -> None:
+        opened = record(store, PostKind.OPENED, 1)
+        update = record(store, PostKind.UPDATE, 2, revision=2)
+        lease = store.acquire_lease("x-en", "eu-1", timedelta(seconds=30))
+        assert store.mark_sending(opened.key(1), lease=lease)
+        store.mark_sent(opened.key(1), "1", None, T0, lease=lease)
+        store.retry_later(update.key(1), "later", T0, outcome_unknown=False, lease=lease)
+        store.mark_failed(update.key(1), "refused", lease=lease)
+        assert states(store) == {opened.key(1): PostState.SENT, update.key(1): PostState.FAILED}
+
+    def test_instances_say_they_are_alive(self, store: DataStore) -> None:
+        store.heartbeat("eu-1", timedelta(seconds=15))
+        assert list(store.instances()) == ["eu-1"]
+        assert store.schema_version() >= 1

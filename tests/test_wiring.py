@@ -8,10 +8,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "broadcaster"
 
-# Each component, and the module that defines it (which may build its own, e.g. a copy).
+# Each component, and where it is defined (which may build its own, e.g. a working copy:
+# every store backend makes its copies in SQLite's memory).
 COMPONENTS = {
     "Renderer": "render.py",
-    "Store": "store/sqlite.py",
+    "Store": "store/",
+    "PostgresStore": "store/",
     "Editor": "editor.py",
     "Delivery": "delivery.py",
     "ChannelWorker": "delivery.py",
@@ -32,7 +34,7 @@ def constructions() -> set[tuple[str, str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 name = node.func.id
-                if name in COMPONENTS and COMPONENTS[name] != module:
+                if name in COMPONENTS and not module.startswith(COMPONENTS[name]):
                     found.add((module, name))
     return found
 

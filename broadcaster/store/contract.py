@@ -13,9 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..model import Incident, OutboxPost, PlannedPost, PostState, Snapshot, ThreadState
+from ..problems import Problem, ProblemsError
 
 PostPart = tuple[str, int, int]
 """One part of a post as recorded: (exact text, counted length, the channel's limit)."""
@@ -56,6 +57,42 @@ class ChannelChange:
             self.healthy is False or self.paused_until is not None or self.last_error is not None
         ):
             raise ValueError("a recovered channel has no pause, no error and is healthy")
+
+
+@dataclass(frozen=True)
+class StoreProblem(Problem):
+    """The store cannot be used as it is (e.g. its schema is newer than this code)."""
+
+    path: str  # the database file, or the URL without its password
+    line: int | None
+    message: str
+
+
+class StoreError(ProblemsError[StoreProblem]):
+    """The store refuses to open; one line says why."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to deliver one channel's posts, until ``expires_at`` (the store's clock).
+
+    ``token`` (the fencing token) grows at each takeover: a mark made with an older token
+    is refused, so a holder paused or cut off past its lease can change nothing.
+    """
+
+    channel: str
+    holder: str
+    token: int
+    expires_at: datetime
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a database down or cut off). Nothing was written;
+    retry later. Intake answers 503 meanwhile; delivery sends nothing it cannot record."""
+
+
+class LeaseLost(Exception):
+    """The lease named in a write is no longer held: another instance took the channel."""
 
 
 class IncidentStore(ABC):
@@ -148,21 +185,41 @@ class Outbox(ABC):
         """The first sent part of a thread."""
 
     @abstractmethod
-    def mark_sending(self, key: str) -> bool:
+    def mark_sending(self, key: str, *, lease: Lease | None = None) -> bool:
         """Mark a pending or sending part as being sent (counting the attempt), durably,
         before the request leaves. False, and nothing changed, if it is no longer
-        deliverable (superseded, sent or failed): it must then not be sent."""
+        deliverable (superseded, sent or failed): it must then not be sent.
+
+        With ``lease``, in the same transaction as the check that it is still held (with
+        that fencing token, unexpired); ``LeaseLost`` and nothing changed otherwise. The
+        same holds for every ``mark_*`` and ``retry_later`` below."""
 
     @abstractmethod
-    def mark_sent(self, key: str, remote_id: str, url: str | None, now: datetime) -> None:
+    def mark_sent(
+        self,
+        key: str,
+        remote_id: str,
+        url: str | None,
+        now: datetime,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
         """The platform confirmed the part: record its id and link; clear the retry."""
 
     @abstractmethod
-    def mark_failed(self, key: str, error: str) -> None:
+    def mark_failed(self, key: str, error: str, *, lease: Lease | None = None) -> None:
         """The platform refused the part for good."""
 
     @abstractmethod
-    def retry_later(self, key: str, error: str, at: datetime, *, outcome_unknown: bool) -> None:
+    def retry_later(
+        self,
+        key: str,
+        error: str,
+        at: datetime,
+        *,
+        outcome_unknown: bool,
+        lease: Lease | None = None,
+    ) -> None:
         """Keep the part for another try at ``at``: sending if the outcome is unknown (look
         for it before re-sending), pending otherwise."""
 
@@ -197,7 +254,37 @@ class ChannelStates(ABC):
         return self.channel_states().get(channel) or ChannelState(channel)
 
 
-class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates):
+class Leases(ABC):
+    """Which instance delivers each channel, and which instances are alive.
+
+    A store shared by several instances gives each channel to one holder at a time; a store
+    only one instance can open (SQLite, flock on the data directory) gives every lease to
+    whoever asks."""
+
+    @abstractmethod
+    def acquire_lease(self, channel: str, holder: str, ttl: timedelta) -> Lease | None:
+        """Take the channel if it is free or its lease expired (a new fencing token), or
+        renew it if ``holder`` has it; None while another holder's lease runs."""
+
+    @abstractmethod
+    def release_lease(self, lease: Lease) -> None:
+        """Give the channel up at once (a clean stop), if still held exactly as ``lease``
+        says: renewed since (by a reloaded worker of the same instance), it stays held."""
+
+    @abstractmethod
+    def leases(self) -> dict[str, Lease]:
+        """Every channel's latest lease, expired or not."""
+
+    @abstractmethod
+    def heartbeat(self, instance: str, ttl: timedelta) -> None:
+        """Say that ``instance`` is alive (for ``status``), until ``ttl`` from now."""
+
+    @abstractmethod
+    def instances(self) -> dict[str, datetime]:
+        """Instances seen alive, with when their heartbeat runs out."""
+
+
+class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates, Leases):
     """Everything the daemon keeps, with transactions that group writes."""
 
     @abstractmethod
@@ -215,6 +302,10 @@ class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates):
         this store (previews, drafts and simulations work on one)."""
 
     @abstractmethod
+    def schema_version(self) -> int:
+        """The version of the schema the store holds (migrations applied at open)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the backend's resources; the store is not used afterwards."""
 
@@ -225,8 +316,14 @@ __all__ = [
     "ChannelStates",
     "DataStore",
     "IncidentStore",
+    "Lease",
+    "LeaseLost",
+    "Leases",
     "Outbox",
     "PostPart",
     "SourceMarks",
+    "StoreError",
+    "StoreProblem",
+    "StoreUnavailable",
     "ThreadKey",
 ]

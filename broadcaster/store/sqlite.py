@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,93 +26,17 @@ from ..model import (
     Snapshot,
     ThreadState,
 )
-from .contract import ChannelChange, ChannelState, DataStore, PostPart, ThreadKey
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY,
-    revision INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    data TEXT NOT NULL,
-    first_seen_at TEXT NOT NULL,
-    changed_at TEXT NOT NULL,
-    previous_status TEXT,
-    closed INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS revisions (
-    incident_id TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    recorded_at TEXT NOT NULL,
-    PRIMARY KEY (incident_id, revision)
-);
-CREATE TABLE IF NOT EXISTS threads (
-    incident_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    last_revision INTEGER NOT NULL,
-    last_kind TEXT NOT NULL,
-    last_status TEXT NOT NULL,
-    last_planned_at TEXT NOT NULL,
-    promised_at TEXT,
-    post_count INTEGER NOT NULL,
-    reminder_count INTEGER NOT NULL,
-    closed INTEGER NOT NULL,
-    last_post_key TEXT,
-    reopened_at TEXT,
-    PRIMARY KEY (incident_id, channel)
-);
-CREATE TABLE IF NOT EXISTS posts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    channel TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    sequence INTEGER NOT NULL,
-    part INTEGER NOT NULL,
-    parts INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    text_hash TEXT NOT NULL,
-    length INTEGER NOT NULL,
-    max_length INTEGER NOT NULL,
-    language TEXT NOT NULL,
-    reply_to_key TEXT,
-    state TEXT NOT NULL,
-    planned_at TEXT NOT NULL,
-    promised_at TEXT,
-    remote_id TEXT,
-    remote_url TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    next_attempt_at TEXT,
-    sent_at TEXT
-);
-CREATE INDEX IF NOT EXISTS posts_channel_state ON posts (channel, state, seq);
-CREATE INDEX IF NOT EXISTS posts_thread ON posts (incident_id, channel, seq);
-CREATE INDEX IF NOT EXISTS posts_text ON posts (channel, text_hash);
-CREATE TABLE IF NOT EXISTS source_marks (
-    source TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (source, incident_id)
-);
-CREATE TABLE IF NOT EXISTS channel_state (
-    channel TEXT PRIMARY KEY,
-    healthy INTEGER NOT NULL DEFAULT 1,
-    paused_until TEXT,
-    last_error TEXT,
-    replies_refused INTEGER NOT NULL DEFAULT 0,
-    max_characters INTEGER,
-    updated_at TEXT
-);
-"""
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a store written by an older version up to the current schema."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(threads)")}
-    if "reopened_at" not in columns:
-        db.execute("ALTER TABLE threads ADD COLUMN reopened_at TEXT")
+from .contract import (
+    ChannelChange,
+    ChannelState,
+    DataStore,
+    Lease,
+    PostPart,
+    StoreError,
+    StoreProblem,
+    ThreadKey,
+)
+from .sqlite_schema import MIGRATIONS
 
 
 class TransactionAborted(sqlite3.OperationalError):
@@ -150,8 +74,64 @@ class Store(DataStore):
         # FULL: a post recorded as sent must still be recorded after a power cut.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
-        _migrate(self._db)
+        self._migrate()
+        # One instance per data directory (flock): it holds every channel's lease.
+        self._leases: dict[str, Lease] = {}
+        self._instances: dict[str, datetime] = {}
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date, under SQLite's own write lock (BEGIN IMMEDIATE)."""
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    [
+                        StoreProblem(
+                            self.path,
+                            None,
+                            f"the store's schema is version {version}, newer than this "
+                            f"broadcaster knows ({len(MIGRATIONS)}): upgrade broadcaster",
+                        )
+                    ]
+                )
+            for number in range(version + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- leases: trivially held (one daemon per data directory) ---------------------------
+
+    def acquire_lease(self, channel: str, holder: str, ttl: timedelta) -> Lease | None:
+        with self._lock:
+            held = self._leases.get(channel)
+            token = held.token if held is not None and held.holder == holder else 1
+            if held is not None and held.holder != holder:
+                token = held.token + 1
+            lease = Lease(channel, holder, token, datetime.now(UTC) + ttl)
+            self._leases[channel] = lease
+            return lease
+
+    def release_lease(self, lease: Lease) -> None:
+        with self._lock:
+            if self._leases.get(lease.channel) == lease:
+                del self._leases[lease.channel]
+
+    def leases(self) -> dict[str, Lease]:
+        with self._lock:
+            return dict(self._leases)
+
+    def heartbeat(self, instance: str, ttl: timedelta) -> None:
+        with self._lock:
+            self._instances[instance] = datetime.now(UTC) + ttl
+
+    def instances(self) -> dict[str, datetime]:
+        with self._lock:
+            return dict(self._instances)
 
     def close(self) -> None:
         with self._lock:
@@ -211,8 +191,7 @@ class Store(DataStore):
     def copy_to_memory(self) -> Store:
         copy = Store(":memory:")
         with self._lock:
-            self._db.backup(copy._db)
-        _migrate(copy._db)
+            self._db.backup(copy._db)  # the schema version comes along: nothing to migrate
         return copy
 
     # -- incidents -----------------------------------------------------------------------
@@ -522,7 +501,7 @@ class Store(DataStore):
             ).fetchone()
         return self._post(row) if row else None
 
-    def mark_sending(self, key: str) -> bool:
+    def mark_sending(self, key: str, *, lease: Lease | None = None) -> bool:
         """Recorded before the request leaves: after a crash, the outcome is 'unknown'.
 
         False if the post is no longer deliverable (superseded by a plan that ran since it
@@ -536,7 +515,15 @@ class Store(DataStore):
             )
             return cursor.rowcount == 1
 
-    def mark_sent(self, key: str, remote_id: str, url: str | None, now: datetime) -> None:
+    def mark_sent(
+        self,
+        key: str,
+        remote_id: str,
+        url: str | None,
+        now: datetime,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
         with self._lock:
             relaxed = self._depth == 0 and self.path != ":memory:"
             if relaxed:
@@ -556,14 +543,22 @@ class Store(DataStore):
                 if relaxed:
                     self._db.execute("PRAGMA synchronous=FULL")
 
-    def mark_failed(self, key: str, error: str) -> None:
+    def mark_failed(self, key: str, error: str, *, lease: Lease | None = None) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE posts SET state = ?, last_error = ? WHERE key = ?",
                 (PostState.FAILED.value, error, key),
             )
 
-    def retry_later(self, key: str, error: str, at: datetime, *, outcome_unknown: bool) -> None:
+    def retry_later(
+        self,
+        key: str,
+        error: str,
+        at: datetime,
+        *,
+        outcome_unknown: bool,
+        lease: Lease | None = None,
+    ) -> None:
         """Keep the post for another try; 'sending' means: look for it before re-sending."""
         state = PostState.SENDING if outcome_unknown else PostState.PENDING
         with self.transaction() as db:

@@ -1,0 +1,135 @@
+"""Several instances delivering from one PostgreSQL: one holder per channel, takeover after
+the lease runs out with a look-up before any re-send, and a holder paused past its lease
+sends and marks nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from support import wait_for
+from test_delivery import Clock, ScriptedChannel, record
+
+from broadcaster.delivery import ChannelWorker
+from broadcaster.model import PostState
+from broadcaster.store.postgres import PostgresStore
+
+TTL = timedelta(seconds=0.6)
+
+
+@pytest.fixture
+def stores(postgres_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    a, b = PostgresStore(postgres_url, pool_size=2), PostgresStore(postgres_url, pool_size=2)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def worker(
+    store: PostgresStore, channel: ScriptedChannel, holder: str, events: list | None = None
+) -> ChannelWorker:
+    on_lease = (lambda *event: events.append(event)) if events is not None else None
+    return ChannelWorker(
+        channel, store, clock=Clock(), holder=holder, lease_ttl=TTL, on_lease=on_lease
+    )
+
+
+def test_only_the_holder_delivers_and_the_other_takes_over_when_it_dies(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a_store, b_store = stores
+    first = record(a_store, "one")
+    a_channel, b_channel = ScriptedChannel(), ScriptedChannel()
+    a_events: list[tuple[str, bool, bool]] = []
+    b_events: list[tuple[str, bool, bool]] = []
+    a = worker(a_store, a_channel, "a", a_events)
+    b = worker(b_store, b_channel, "b", b_events)
+    assert a.step() == 0 and a_channel.calls == [("publish", first[0])]
+    assert a_events == [("c", True, False)]  # held (the metric), not a takeover
+    # b cannot deliver while a's lease runs
+    second = record(a_store, "two")
+    assert b.step() is not None and b_channel.calls == []
+    # a dies mid-request: the post is left 'sending'
+    assert a_store.mark_sending(second[0], lease=a.lease.current)
+    wait_for(lambda: b.step() == 0, "b takes over once a's lease ran out", timeout=5)
+    # the new holder looks the post up before any re-send (not found: sent once, by b)
+    assert b_channel.calls == [("find", second[0]), ("publish", second[0])]
+    assert [p.state for p in b_store.posts()] == [PostState.SENT, PostState.SENT]
+    assert b_store.leases()["c"].holder == "b"
+    assert b_events == [("c", True, True)]  # counted as a takeover
+
+
+def test_a_holder_paused_past_its_lease_sends_and_marks_nothing(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a_store, b_store = stores
+    (key,) = record(a_store, "one")
+    a_channel, b_channel = ScriptedChannel(), ScriptedChannel()
+    a, b = worker(a_store, a_channel, "a"), worker(b_store, b_channel, "b")
+    assert a.lease.usable()
+    stale = a.lease.current
+    # a is paused (SIGSTOP) past its lease; b takes the channel and delivers
+    wait_for(lambda: b.step() == 0, "b takes over", timeout=5)
+    assert b_channel.calls == [("publish", key)]
+    (second,) = record(a_store, "two")
+    # a resumes: its old lease marks nothing, and it does not deliver
+    from broadcaster.store import LeaseLost
+
+    with pytest.raises(LeaseLost):
+        a_store.mark_sending(second, lease=stale)
+    assert a.step() is not None and a_channel.calls == []
+    assert a_store.post(second).state is PostState.PENDING  # type: ignore[union-attr]
+
+
+def test_two_instances_planning_at_the_same_moment_record_each_post_once(
+    tmp_path, postgres_url: str
+) -> None:
+    import threading
+    from datetime import UTC, datetime
+
+    from support import config_toml, opening
+
+    from broadcaster.app import build
+    from broadcaster.config import load_config
+    from broadcaster.events import merge
+
+    apps = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        (home / "state.toml").write_text("")
+        path = home / "config.toml"
+        path.write_text(
+            config_toml(
+                '[channels.d-en]\nplatform = "dryrun"\nlanguage = "en"\n',
+                f'[store]\nurl = "{postgres_url}"\ninstance = "{name}"\n',
+            )
+        )
+        apps.append(build(load_config(path), dry_run=False))
+    try:
+        now = datetime.now(UTC)
+        incidents = [merge(apps[0].store, opening(f"inc-{i}"), origin="t") for i in range(20)]
+        barrier = threading.Barrier(2, timeout=20)
+        errors: list[BaseException] = []
+
+        def plan(app) -> None:
+            try:
+                app.editor.ingest(incidents, now)  # the same description, by both
+                barrier.wait()
+                app.editor.run(now)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=plan, args=(app,)) for app in apps]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        posts = apps[0].store.posts()
+        assert len(posts) == 20 and len({p.key for p in posts}) == 20
+        assert {s.revision for s in apps[1].store.snapshots()} == {1}
+    finally:
+        for app in apps:
+            app.close()
