@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -32,6 +33,23 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_value(value: Any) -> Any:
+    """``value`` with every secret in its strings (keys included) replaced by ``***``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
+
+
+def redact_json(value: Any) -> str:
+    """JSON of ``value``, redacted before escaping: a secret holding ``"`` or ``\\``
+    is still found, which it would not be once escaped."""
+    return json.dumps(redact_value(value), ensure_ascii=False)
+
+
 class _Redacting(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
@@ -47,7 +65,7 @@ class _Json(logging.Formatter):
         }
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False))
+        return redact_json(entry)
 
 
 def configure(fmt: str = "text", level: int = logging.INFO) -> None:

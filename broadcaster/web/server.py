@@ -1,0 +1,180 @@
+"""Run an ASGI app with uvicorn in a thread: bound synchronously, stopped cleanly.
+
+``AsgiServer(app, address).start()`` binds the socket itself (so an address in use is an
+``OSError`` raised to the caller, and port 0 gives the real port in ``bound_address``), then
+serves from a background thread with its own event loop. ``close()`` stops accepting, lets
+requests in progress finish (at most ``grace`` seconds) and joins the thread.
+
+Slow clients cannot hold the listener: every connection has a whole-request deadline
+(``request_deadline`` seconds from the first byte to the last of the request body), not a
+per-read timeout. A request still incomplete by then is answered 408 and closed. Requests
+the HTTP parser cannot make sense of are answered 400, whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("broadcaster.web")
+
+# From the connection to the last byte of the request: a client slower than that is cut off.
+REQUEST_DEADLINE = 10.0
+# Connections open at once before new requests are answered 503 straight away.
+MAX_CONNECTIONS = 512
+
+
+def _raw_response(code: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"errors": [{"field": None, "message": message}]}).encode()
+    return (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nServer: broadcaster\r\n\r\n"
+    ).encode() + body
+
+
+TIMED_OUT = _raw_response(408, "Request Timeout", "the request took too long to arrive")
+MALFORMED = _raw_response(400, "Bad Request", "malformed HTTP request")
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a whole-request deadline and a 400 for whatever the
+    parser (or uvicorn's handling of what it parsed) cannot take."""
+
+    deadline: float = REQUEST_DEADLINE
+    _timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._timer = self.loop.call_later(self.deadline, self._deadline_passed)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        # A client that half-closes after its request still gets the answer.
+        if self.cycle is not None and not self.cycle.response_complete:
+            return True
+        return None
+
+    def handle_events(self) -> None:
+        try:
+            super().handle_events()
+        except Exception:
+            log.debug("malformed HTTP request from %s", self.client, exc_info=True)
+            self._answer_and_close(MALFORMED)
+
+    def _deadline_passed(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        # Still waiting for headers, or for a body nobody answered yet. Once the whole
+        # request is in, the application's work (a store commit) is not cut short.
+        if cycle is None or (cycle.more_body and not cycle.response_started):
+            self._answer_and_close(TIMED_OUT)
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            with contextlib.suppress(Exception):
+                transport.write(answer)
+        transport.close()
+
+
+class AsgiServer:
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        address: tuple[str, int],
+        *,
+        request_deadline: float | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        grace: float = 30.0,
+        name: str = "http",
+    ) -> None:
+        self.app = app
+        self.requested = address
+        self.name = name
+        deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
+        protocol = type("Protocol", (_Protocol,), {"deadline": deadline})
+        self._config = uvicorn.Config(
+            app,
+            http=protocol,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            limit_concurrency=max_connections,
+            backlog=128,
+            timeout_graceful_shutdown=int(grace),
+            ws="none",
+        )
+        self._server = uvicorn.Server(self._config)
+        self._socket: socket.socket | None = None
+        self._bound: tuple[str, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        assert self._bound is not None, "bound by start()"
+        return self._bound
+
+    def start(self) -> None:
+        """Bind and serve; raises ``OSError`` if the address cannot be bound."""
+        host, port = self.requested
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        bound_host, bound_port = sock.getsockname()[:2]
+        self._bound = (str(bound_host), int(bound_port))
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        started = threading.Event()
+
+        def wait() -> bool:
+            return self._server.started or not self._thread_alive()
+
+        while not wait():
+            started.wait(0.01)
+        if not self._server.started:
+            self.close()
+            raise OSError(f"the HTTP server on {host}:{port} did not start")
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        assert self._socket is not None
+        try:
+            asyncio.run(self._server.serve(sockets=[self._socket]))
+        except Exception:
+            log.exception("the HTTP server stopped on an error")
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()

@@ -1,0 +1,120 @@
+"""Hostile and careless input at every door: each attack that once got through, kept."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import bilingual_opening
+from test_http import TOKEN, TOKEN_VAR, Service, config_text
+
+from broadcaster.web import server as web_server
+
+# -- HTTP: doors that cannot be held shut ------------------------------------------------------
+
+
+@pytest.fixture
+def quick_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    """The intake with a 1 s whole-request deadline (10 s in production)."""
+    monkeypatch.setattr(web_server, "REQUEST_DEADLINE", 1.0)
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    s = Service(tmp_path, config_text())
+    daemon = s.start()
+    try:
+        yield s
+    finally:
+        daemon.stop()
+        s.stop()
+
+
+def test_200_slow_clients_leave_healthz_and_a_valid_event_answered(
+    quick_deadline: Service,
+) -> None:
+    service = quick_deadline
+    slow: list[socket.socket] = []
+    try:
+        for i in range(200):
+            s = socket.create_connection(service.address, timeout=5)
+            if i % 2:  # stalls in its headers
+                s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+            else:  # stalls in its body
+                s.sendall(
+                    b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                    + f"Authorization: Bearer {TOKEN}\r\n\r\n{{".encode()
+                )
+            slow.append(s)
+        started = time.monotonic()
+        assert service.request("GET", "/healthz").status == 200
+        assert service.post(bilingual_opening()).status == 202
+        # Answered while 200 clients hold connections (the old listener's limit was 64).
+        assert time.monotonic() - started < 3
+        # A drip of one byte a while does not extend the deadline: each is cut off with 408.
+        for s in slow:
+            s.sendall(b"x")
+        for s in slow:
+            s.settimeout(5)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+    finally:
+        for s in slow:
+            s.close()
+    assert service.request("GET", "/healthz").status == 200
+
+
+def raw_exchange(address: tuple[str, int], request: bytes) -> bytes:
+    with socket.create_connection(address, timeout=5) as s:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
+        b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET /healthz HTTP/9.9\r\n\r\n",
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+    ],
+    ids=["garbage", "binary", "non-ascii-path", "bad-header", "version", "two-lengths", "huge"],
+)
+def test_every_malformed_request_gets_an_http_answer(
+    quick_deadline: Service, request_bytes: bytes
+) -> None:
+    answer = raw_exchange(quick_deadline.address, request_bytes)
+    # A status line, not silence nor a body without one (an unknown version is served).
+    assert re.match(rb"HTTP/1\.1 (4\d\d|200) ", answer), answer[:80]
+    assert quick_deadline.request("GET", "/healthz").status == 200
+
+
+def test_deeply_nested_json_is_400_not_silence(quick_deadline: Service) -> None:
+    for depth in (40, 990, 5000, 100_000):
+        raw = b'{"id": ' + b"[" * depth + b"]" * depth + b"}"
+        r = quick_deadline.post(None, raw=raw)
+        assert r.status in (400, 413), depth
+    r = quick_deadline.post(None, raw=b'{"id": "a", "message": "' + b"[" * 3000 + b'"}')
+    assert r.status != 500
+
+
+def test_a_lone_surrogate_is_refused_not_accepted_then_never_posted(
+    quick_deadline: Service,
+) -> None:
+    raw = json.dumps(bilingual_opening(message="cut emoji \ud83d")).encode()
+    r = quick_deadline.post(None, raw=raw)
+    assert r.status == 400 and "surrogate" in r.json()["errors"][0]["message"]
+    assert quick_deadline.daemon is not None and quick_deadline.daemon.app is not None
+    assert quick_deadline.daemon.app.store.snapshot("sbg-power") is None
