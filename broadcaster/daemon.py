@@ -37,6 +37,10 @@ log = logging.getLogger("broadcaster.daemon")
 REPLAN_EVERY = timedelta(seconds=30)
 
 
+# Exceptions an event's own data causes, not the environment: retrying cannot help.
+POISON = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, RecursionError)
+
+
 class ReloadError(ProblemsError[TemplateProblem]):
     """A config refused on start or reload: its templates do not all render."""
 
@@ -320,7 +324,16 @@ class Daemon:
                 self.events.event_rejected(source)
                 event.reject(str(e))
                 continue
+            except POISON as e:
+                # What the entry's own data caused (a bug it triggers, a value the store
+                # cannot take) would fail the same way at every poll: reject it alone, so
+                # it blocks nothing behind it.
+                log.exception("event refused: %s: could not be applied", event.origin)
+                self.events.event_rejected(source)
+                event.reject(f"{event.origin}: could not be applied: {type(e).__name__}: {e}")
+                continue
             except Exception:
+                # The environment (the store unreachable, a full disk): retried, in order.
                 log.exception("could not record %s; will retry", event.origin)
                 break  # keep arrival order: later events wait for this one
             event.ack()

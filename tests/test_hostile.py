@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import bilingual_opening
+from support import bilingual_opening, opening, wait_for
 from test_http import TOKEN, TOKEN_VAR, Service, config_text
 
 from broadcaster.web import server as web_server
@@ -118,3 +118,98 @@ def test_a_lone_surrogate_is_refused_not_accepted_then_never_posted(
     assert r.status == 400 and "surrogate" in r.json()["errors"][0]["message"]
     assert quick_deadline.daemon is not None and quick_deadline.daemon.app is not None
     assert quick_deadline.daemon.app.store.snapshot("sbg-power") is None
+
+
+# -- queues: one poisonous entry blocks nothing ------------------------------------------------
+
+DEEP = '{"id": "sbg-power", "message": ' + "[" * 5000 + "]" * 5000 + "}"
+
+
+def test_a_poisonous_spool_file_is_rejected_alone_and_the_rest_applied_in_order(
+    tmp_path: Path,
+) -> None:
+    from test_spool import Harness as SpoolHarness
+
+    spool = SpoolHarness(tmp_path)
+    try:
+        spool.drop("0001.json", DEEP)
+        spool.drop("0002.json", opening())
+        spool.drop("0003.json", '{"id": "sbg-power", "message": "\\ud800 cut"}')
+        spool.drop("0004.json", {"id": "sbg-power", "status": "identified"})
+        spool.start()
+        wait_for(lambda: spool.names(spool.done) == ["0002.json", "0004.json"], "both applied")
+        assert spool.names(spool.rejected) == [
+            "0001.json",
+            "0001.json.error",
+            "0003.json",
+            "0003.json.error",
+        ]
+        assert "nested deeper" in (spool.rejected / "0001.json.error").read_text()
+        assert "surrogate" in (spool.rejected / "0003.json.error").read_text()
+        assert spool.daemon is not None and spool.daemon.app is not None
+        snapshot = spool.daemon.app.store.snapshot("sbg-power")
+        assert snapshot is not None and snapshot.incident.status == "identified"
+    finally:
+        spool.stop()
+
+
+def test_an_entry_that_fails_to_apply_is_rejected_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever an entry triggers once decoded (here a fault injected in the merge) rejects
+    that entry, not the queue behind it."""
+    from test_spool import Harness as SpoolHarness
+
+    from broadcaster import daemon as daemon_module
+
+    real_merge = daemon_module.merge
+
+    def merge(store, event, **kwargs):  # type: ignore[no-untyped-def]
+        if event.get("message") == "poison":
+            raise OverflowError("date value out of range")
+        return real_merge(store, event, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "merge", merge)
+    spool = SpoolHarness(tmp_path)
+    try:
+        spool.drop("0001.json", opening())
+        spool.drop("0002.json", {"id": "sbg-power", "message": "poison"})
+        spool.drop("0003.json", {"id": "sbg-power", "status": "identified"})
+        spool.start()
+        wait_for(lambda: spool.names(spool.done) == ["0001.json", "0003.json"], "others applied")
+        assert spool.names(spool.rejected) == ["0002.json", "0002.json.error"]
+        assert "OverflowError" in (spool.rejected / "0002.json.error").read_text()
+    finally:
+        spool.stop()
+
+
+def test_a_poisonous_redis_entry_is_dead_lettered_alone(tmp_path: Path) -> None:
+    from redis_server import RedisServer
+    from test_redis import DEAD
+    from test_redis import Harness as RedisHarness
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    harness = RedisHarness(tmp_path, server)
+    try:
+        bad = harness.push(DEEP)
+        harness.push(opening())
+        surrogate = harness.push('{"id": "sbg-power", "message": "\\udfff"}')
+        harness.push({"id": "sbg-power", "status": "identified"})
+        harness.start()
+        wait_for(lambda: harness.redis.xlen(DEAD) == 2, "two dead letters")
+        dead = {fields[b"id"]: fields for _, fields in harness.redis.xrange(DEAD)}
+        assert set(dead) == {bad, surrogate}
+        assert b"nested deeper" in dead[bad][b"error"]
+        wait_for(lambda: harness.pending() == 0, "every entry settled")
+        wait_for(
+            lambda: (
+                harness.snapshot() is not None
+                and harness.snapshot().incident.status == "identified"
+            ),
+            "the valid entries applied, in order",
+        )
+    finally:
+        harness.stop()
+        harness.redis.close()
+        server.stop(kill=True)
