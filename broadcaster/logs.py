@@ -18,10 +18,14 @@ _lock = threading.Lock()
 
 
 def register_secret(value: str) -> None:
+    """Never show ``value``: nor as quoted by ``repr()`` or JSON (a secret holding ``'``,
+    ``"`` or ``\\`` reads differently there), in any log line, error or answer."""
     # Very short values would redact ordinary words; credentials are never that short.
     if len(value) >= 6:
+        forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+        forms |= {json.dumps(form)[1:-1] for form in list(forms)}
         with _lock:
-            _secrets.add(value)
+            _secrets.update(forms)
 
 
 def redact(text: str) -> str:

@@ -7,6 +7,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,117 @@ def test_a_poisonous_redis_entry_is_dead_lettered_alone(tmp_path: Path) -> None:
         harness.stop()
         harness.redis.close()
         server.stop(kill=True)
+
+
+# -- secrets: never echoed, whatever key they were put in --------------------------------------
+
+SECRET = "tok'en\"with\\back-8f3a2c91"
+
+
+def _forms(secret: str) -> list[str]:
+    return [secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]]
+
+
+def test_a_secret_in_the_wrong_key_is_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from support import ROOT
+
+    from broadcaster.cli import main
+
+    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    text = (ROOT / "config.example.toml").read_text()
+    text = text.replace(
+        'api_base_url = "https://mastodon.example"', 'api_base_url = "${MASTODON_EN_TOKEN}"', 1
+    )
+    assert 'api_base_url = "${MASTODON_EN_TOKEN}"' in text
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    monkeypatch.setenv("MASTODON_EN_TOKEN", SECRET)
+    for argv in (
+        ["check"],
+        ["check", "--format", "json"],
+        ["status"],
+        ["run", "--dry-run"],
+        ["run", "--dry-run", "--log-format", "json"],
+    ):
+        code = main([*argv, "--config", str(config)])
+        out, err = capsys.readouterr()
+        assert code == 2, argv
+        assert "api_base_url" in out + err, argv
+        for form in _forms(SECRET):
+            assert form not in out + err, (argv, out, err)
+
+
+def test_json_logs_redact_before_escaping() -> None:
+    import logging
+
+    from broadcaster import logs
+
+    logs.register_secret(SECRET)
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "token is %s", (SECRET,), None)
+    line = logs._Json().format(record)
+    assert json.loads(line)["message"] == "token is ***"
+    for form in _forms(SECRET):
+        assert form not in line
+
+
+# -- the state file: a regular file of bounded size only --------------------------------------
+
+
+def test_a_fifo_device_or_huge_state_file_is_refused_and_the_last_good_state_kept(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from support import X_EN_WITHOUT_SECRETS, InProcessDryRun, config_toml
+
+    run = InProcessDryRun(
+        tmp_path,
+        config_toml(
+            X_EN_WITHOUT_SECRETS,
+            "",
+            poll_interval="50ms",
+        ).replace('poll_interval = "50ms"', 'poll_interval = "50ms"\nstate_file_max_bytes = 4096'),
+    )
+    state = tmp_path / "state.toml"
+    good = (
+        '[[incidents]]\nid = "sbg-power"\ntitle = "Power outage"\nstatus = "investigating"\n'
+        'severity = "critical"\nservices = ["VPS"]\n'
+        f'started_at = "{(datetime.now(UTC) - timedelta(minutes=5)).isoformat()}"\n'
+    )
+    daemon = run.start()
+    state.write_text(good)
+    run.wait_posts(1)
+    assert daemon.app is not None
+    (source,) = [s for s in daemon.app.sources if s.name == "file"]
+    try:
+        attacks = {
+            "a FIFO": lambda: os.mkfifo(state),
+            "a character device": lambda: state.symlink_to("/dev/zero"),
+            "over the limit of 4096": lambda: state.write_text(good + "#" * 5000),
+        }
+        for expected, attack in attacks.items():
+            state.unlink()
+            attack()
+            wait_for(lambda e=expected: e in (source.last_error or ""), expected)
+            snapshot = daemon.app.store.snapshot("sbg-power")
+            assert snapshot is not None and snapshot.incident.status == "investigating"
+        started = time.monotonic()
+    finally:
+        run.stop()
+    assert time.monotonic() - started < 5, "the poll thread never blocked the shutdown"
+
+
+def test_a_state_file_setting_that_is_not_a_string_is_a_config_error(tmp_path: Path) -> None:
+    from support import X_EN, config_toml
+
+    from broadcaster.config import ConfigError, load_config
+
+    config = tmp_path / "config.toml"
+    config.write_text(config_toml(X_EN).replace('state_file = "state.toml"', "state_file = 3"))
+    with pytest.raises(ConfigError, match=r"state_file: expected a path"):
+        load_config(config)
