@@ -119,6 +119,9 @@ def _setup_logging(fmt: str, verbose: bool) -> None:
 
 
 def _error(args: argparse.Namespace, message: str) -> None:
+    from .logs import redact
+
+    message = redact(message)
     if args.format == "json":
         print(json.dumps({"error": message}, ensure_ascii=False))
     else:
@@ -134,7 +137,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Config, list[Incident]]:
     config = load_config(args.config)
-    incidents = load_state(config.state_file, config.languages())
+    incidents = load_state(config.state_file, config.languages(), config.state_file_max_bytes)
     return config, incidents
 
 
@@ -151,7 +154,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems: list[str] = []
     config = load_config(args.config)
     try:
-        incidents = load_state(config.state_file, config.languages())
+        incidents = load_state(config.state_file, config.languages(), config.state_file_max_bytes)
     except StateFileError as e:
         problems += [str(p) for p in e.problems]
         incidents = []
@@ -304,7 +307,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         start = args.start or (steps[0][0] if steps else _now())
     else:
         start = args.start or _now()
-        steps = [(start, load_state(config.state_file, config.languages()))]
+        steps = [
+            (start, load_state(config.state_file, config.languages(), config.state_file_max_bytes))
+        ]
     end = start + timedelta(hours=args.hours)
     shown = simulate(config, steps, start, end)
     data = [

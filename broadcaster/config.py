@@ -22,6 +22,7 @@ from .logs import register_secret
 from .model import INCIDENT_STATUSES, SEVERITIES, ChannelInfo
 from .problems import Problem, ProblemsError
 from .statefile.sourcemap import SourceMap, toml_source_map
+from .statefile.syntax import MAX_STATE_BYTES
 
 PLATFORMS = ("x", "mastodon", "dryrun")
 DEFAULT_API_BASE = {"x": "https://api.x.com", "mastodon": None, "dryrun": None}
@@ -163,6 +164,7 @@ class Config:
     cadence: CadenceConfig
     poll_interval: timedelta = timedelta(milliseconds=250)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
+    state_file_max_bytes: int = MAX_STATE_BYTES
 
     def languages(self) -> frozenset[str]:
         return frozenset(c.language for c in self.channels.values())
@@ -193,6 +195,9 @@ def _expand(value: str) -> tuple[str, list[str]]:
         if name not in os.environ:
             missing.append(name)
             return ""
+        # Whatever key it was put in (a token pasted in api_base_url...), the value of a
+        # variable is never echoed: not in errors, logs or answers.
+        register_secret(os.environ[name])
         return os.environ[name]
 
     return _ENV.sub(sub, value), missing
@@ -230,6 +235,14 @@ class _Reader:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 self.problem(table, key, f"unknown key{hint}")
 
+    def path_setting(self, table: str, key: str, data: Mapping[str, Any], default: str) -> str:
+        """A path setting: a non-empty string (the default after reporting anything else)."""
+        value = data.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            self.problem(table, key, f'expected a path as a quoted string, e.g. "{default}"')
+            return default
+        return value
+
     def duration(self, table: str, key: str, value: Any) -> timedelta | None:
         try:
             result = parse_duration(value)
@@ -248,7 +261,14 @@ class _Reader:
         return tuple(value)
 
 
-BROADCASTER_KEYS = ("state_file", "data_dir", "templates_dir", "timezone", "poll_interval")
+BROADCASTER_KEYS = (
+    "state_file",
+    "data_dir",
+    "templates_dir",
+    "timezone",
+    "poll_interval",
+    "state_file_max_bytes",
+)
 CHANNEL_KEYS = (
     "platform",
     "language",
@@ -304,15 +324,21 @@ def load_config(path: Path) -> Config:
 
     b = raw.get("broadcaster", {})
     r.unknown_keys("broadcaster", b, BROADCASTER_KEYS)
-    state_file = base / b.get("state_file", "state.toml")
-    data_dir = base / b.get("data_dir", "data")
-    templates_dir = base / b.get("templates_dir", "message_templates")
+    state_file = base / r.path_setting("broadcaster", "state_file", b, "state.toml")
+    data_dir = base / r.path_setting("broadcaster", "data_dir", b, "data")
+    templates_dir = base / r.path_setting("broadcaster", "templates_dir", b, "message_templates")
+    state_max = b.get("state_file_max_bytes", MAX_STATE_BYTES)
+    if isinstance(state_max, bool) or not isinstance(state_max, int) or state_max < 1024:
+        r.problem("broadcaster", "state_file_max_bytes", "expected a size in bytes, at least 1024")
+        state_max = MAX_STATE_BYTES
     if not templates_dir.is_dir():
         r.problem("broadcaster", "templates_dir", f"no such directory: {templates_dir}")
     tz_name = b.get("timezone", "UTC")
     try:
+        if not isinstance(tz_name, str):
+            raise ValueError(tz_name)
         timezone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
         r.problem("broadcaster", "timezone", f"unknown timezone {tz_name!r} (e.g. 'Europe/Paris')")
         timezone = ZoneInfo("UTC")
     poll = r.duration("broadcaster", "poll_interval", b.get("poll_interval", "0.25s"))
@@ -345,6 +371,7 @@ def load_config(path: Path) -> Config:
         cadence=cadence,
         poll_interval=poll or timedelta(milliseconds=250),
         intake=intake,
+        state_file_max_bytes=state_max,
     )
 
 
