@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clock import utcnow as _now
-from .config import Config, load_config
+from .config import Config, load_config, setup_problems
 from .daemon import AlreadyRunning
 from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
 from .problems import ProblemsError
@@ -63,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Regular, truthful incident updates on X and Mastodon.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", parents=[common], help="validate config, state file and templates")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    c = sub.add_parser("check", parents=[common], help="validate config, state file and templates")
+    c.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="for a config only run with --dry-run: unset credentials are not problems",
+    )
     pv = sub.add_parser("preview", parents=[common], help="what would be posted now")
     pv.add_argument("incident_id", nargs="?")
     pv.add_argument("--at", type=_aware, help="pretend it is this time (ISO 8601 with offset)")
@@ -110,6 +118,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProblemsError, UsageError, AlreadyRunning) as e:
         _error(args, str(e))
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # `status --format json | head`: the reader left; say so once, without a traceback
+        # (and without a second one when Python flushes stdout at exit).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: output closed early (broken pipe)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        # A port in use, an unreadable or unwritable file: the OS's words, on one line.
+        where = f"{e.filename}: " if e.filename else ""
+        _error(args, f"{where}{e.strerror or e}")
+        return EXIT_BAD_INPUT
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("broadcaster")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _setup_logging(fmt: str, verbose: bool) -> None:
@@ -160,6 +189,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         incidents = []
     renderer = renderer_for(config)
     problems += [str(p) for p in renderer.check(_channel_infos(config))]
+    problems += [str(p) for p in setup_problems(config, dry_run=args.dry_run)]
     warnings = budget_warnings(config)
     summary = {
         "ok": not problems,

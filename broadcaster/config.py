@@ -297,6 +297,38 @@ CADENCE_KEYS = (
 TOP_KEYS = ("broadcaster", "channels", "cadence", "intake")
 
 
+def setup_problems(config: Config, *, dry_run: bool) -> list[ConfigProblem]:
+    """What stops ``run`` that the config's syntax does not show, all at once: credentials
+    whose ${VAR} is not set (for channels that post for real), a data directory that is not
+    a writable directory."""
+    path = str(config.path)
+    problems: list[ConfigProblem] = []
+    if not dry_run:
+        for name, channel in config.channels.items():
+            for key, variables in channel.missing_env.items():
+                problems.append(
+                    ConfigProblem(
+                        path,
+                        None,
+                        f"channels.{name}.{key}",
+                        f"{variables} is not set (run with --dry-run to post nowhere)",
+                    )
+                )
+    data_dir = config.data_dir
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # created at start: its first existing parent must do
+    if existing.exists() and not existing.is_dir():
+        problems.append(
+            ConfigProblem(path, None, "broadcaster.data_dir", f"{existing} is not a directory")
+        )
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(
+            ConfigProblem(path, None, "broadcaster.data_dir", f"{existing} is not writable")
+        )
+    return problems
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config file. Raises ConfigError listing every problem found."""
     path = Path(path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -328,3 +331,148 @@ def test_a_state_file_setting_that_is_not_a_string_is_a_config_error(tmp_path: P
     config.write_text(config_toml(X_EN).replace('state_file = "state.toml"', "state_file = 3"))
     with pytest.raises(ConfigError, match=r"state_file: expected a path"):
         load_config(config)
+
+
+# -- operator experience: one-line errors, never a traceback ----------------------------------
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    import shutil
+
+    from support import ROOT
+
+    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    return tmp_path
+
+
+def test_check_lists_every_unset_credential_at_once_unless_dry_run(
+    site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broadcaster.cli import main
+
+    for name in ("X_CONSUMER_KEY", "X_ACCESS_TOKEN", "MASTODON_EN_TOKEN", "MASTODON_FR_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    config = str(site / "config.toml")
+    assert main(["check", "--config", config]) == 2
+    err = capsys.readouterr().err
+    for key in (
+        "channels.x-en.consumer_key: ${X_CONSUMER_KEY} is not set",
+        "channels.x-en.access_token: ${X_ACCESS_TOKEN} is not set",
+        "channels.mastodon-en.access_token: ${MASTODON_EN_TOKEN} is not set",
+        "channels.mastodon-fr.access_token: ${MASTODON_FR_TOKEN} is not set",
+    ):
+        assert key in err, err
+    assert "--dry-run" in err
+    assert main(["check", "--dry-run", "--config", config]) == 0
+    capsys.readouterr()
+
+
+def test_check_refuses_a_data_dir_that_is_a_file(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broadcaster.cli import main
+
+    (site / "data").write_text("not a directory")
+    assert main(["check", "--dry-run", "--config", str(site / "config.toml")]) == 2
+    assert "broadcaster.data_dir" in capsys.readouterr().err
+
+
+def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+
+
+def test_user_mistakes_and_os_errors_are_one_line_errors(site: Path) -> None:
+    config = str(site / "config.toml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = _cli("sandbox", "--x-port", port, "--mastodon-port", "0", cwd=site)
+    unreadable = _cli("check", "--config", str(site / "nope.toml"), cwd=site)
+    (site / "data").write_text("a file")
+    bad_data_dir = _cli("run", "--dry-run", "--config", config, cwd=site)
+    for result in (busy, unreadable, bad_data_dir):
+        assert result.returncode == 2, result
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error: ") or ": " in result.stderr, result.stderr
+    assert "in use" in busy.stderr
+    version = _cli("--version", cwd=site)
+    assert version.returncode == 0 and version.stdout.startswith("broadcaster ")
+
+
+def test_a_closed_pipe_is_a_one_line_error(site: Path) -> None:
+    command = (
+        f"{sys.executable} -m broadcaster simulate --hours 48 --format json "
+        f"--config {site / 'config.toml'} | head -c 10 > /dev/null"
+    )
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "broken pipe" in result.stderr
+
+
+def test_config_example_documents_every_key_the_loader_accepts() -> None:
+    from support import ROOT
+
+    from broadcaster import config
+
+    text = (ROOT / "config.example.toml").read_text()
+    keys = [
+        *config.BROADCASTER_KEYS,
+        *config.CHANNEL_KEYS,
+        *config.CADENCE_KEYS,
+        *(key for keys in config.INTAKE_KEYS.values() for key in keys),
+    ]
+    undocumented = [k for k in keys if not re.search(rf"^#?\s*{re.escape(k)}\s*=", text, re.M)]
+    assert undocumented == []
+    for table in config.INTAKE_KEYS:
+        assert re.search(rf"^#?\s*\[intake\.{table}\]", text, re.M), table
+
+
+def test_a_license_file_matches_the_declared_license() -> None:
+    from support import ROOT
+
+    assert 'license = { text = "Apache-2.0" }' in (ROOT / "pyproject.toml").read_text()
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_each_post_sent_is_logged_with_its_link(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from support import X_EN_WITHOUT_SECRETS, InProcessDryRun, config_toml
+
+    caplog.set_level(logging.INFO, logger="broadcaster.delivery")
+    run = InProcessDryRun(tmp_path, config_toml(X_EN_WITHOUT_SECRETS, poll_interval="50ms"))
+    run.start()
+    try:
+        state = tmp_path / "state.toml"
+        state.write_text(
+            '[[incidents]]\nid = "sbg-power"\ntitle = "Power outage"\nstatus = "investigating"\n'
+            'severity = "critical"\nservices = ["VPS"]\n'
+            f'started_at = "{(datetime.now(UTC) - timedelta(minutes=5)).isoformat()}"\n'
+        )
+        run.wait_posts(1)
+        wait_for(lambda: any("x-en: sent" in r.getMessage() for r in caplog.records), "a sent line")
+    finally:
+        run.stop()
+    (line,) = [r.getMessage() for r in caplog.records if "x-en: sent" in r.getMessage()]
+    # The platform's link when it gives one (X, Mastodon); a dry run has only an id.
+    assert "sbg-power" in line and ("http" in line or ": id " in line)
