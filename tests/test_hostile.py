@@ -476,3 +476,48 @@ def test_each_post_sent_is_logged_with_its_link(
     (line,) = [r.getMessage() for r in caplog.records if "x-en: sent" in r.getMessage()]
     # The platform's link when it gives one (X, Mastodon); a dry run has only an id.
     assert "sbg-power" in line and ("http" in line or ": id " in line)
+
+
+# -- an incident that still cannot be planned: isolated, reported once, visible ----------------
+
+
+def test_an_unplannable_incident_is_isolated_reported_once_and_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from test_http import metric
+
+    from broadcaster.editor import Editor
+
+    real_compose = Editor.compose
+
+    def compose(self, snapshot, post):  # type: ignore[no-untyped-def]
+        if snapshot.incident.id == "rbx-network":
+            raise OverflowError("date value out of range")
+        return real_compose(self, snapshot, post)
+
+    monkeypatch.setattr(Editor, "compose", compose)
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    caplog.set_level(logging.ERROR, logger="broadcaster.editor")
+    service = Service(tmp_path, config_text())
+    daemon = service.start()
+    try:
+        assert service.post(bilingual_opening("rbx-network")).status == 202
+        assert service.post(bilingual_opening()).status == 202
+        wait_for(lambda: len(service.posts()) >= 2, "the other incident posted")
+        for _ in range(5):
+            daemon.plan()
+        health = service.request("GET", "/healthz")
+        assert health.status == 200, "a restart would not fix it: degraded, not unhealthy"
+        body = health.json()
+        assert body["status"] == "degraded"
+        assert set(body["unplannable"]) == {"rbx-network on x-en", "rbx-network on mastodon-fr"}
+        assert metric(service.metrics(), "broadcaster_threads_unplannable") == 2
+        logged = [r for r in caplog.records if "cannot record" in r.getMessage()]
+        assert len(logged) == 2, "once per channel and revision, not at every plan"
+        assert {p["incident_id"] for p in service.posts()} == {"sbg-power"}
+    finally:
+        daemon.stop()
+        service.stop()
