@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support import bilingual_opening, opening, wait_for
 from test_http import TOKEN, TOKEN_VAR, Service, config_text
+from test_platforms import harness, servers  # noqa: F401  (fixtures)
 
 from broadcaster.web import server as web_server
 
@@ -194,28 +195,27 @@ def test_a_poisonous_redis_entry_is_dead_lettered_alone(tmp_path: Path) -> None:
 
     server = RedisServer(tmp_path / "redis")
     server.start()
-    harness = RedisHarness(tmp_path, server)
+    queue = RedisHarness(tmp_path, server)
     try:
-        bad = harness.push(DEEP)
-        harness.push(opening())
-        surrogate = harness.push('{"id": "sbg-power", "message": "\\udfff"}')
-        harness.push({"id": "sbg-power", "status": "identified"})
-        harness.start()
-        wait_for(lambda: harness.redis.xlen(DEAD) == 2, "two dead letters")
-        dead = {fields[b"id"]: fields for _, fields in harness.redis.xrange(DEAD)}
+        bad = queue.push(DEEP)
+        queue.push(opening())
+        surrogate = queue.push('{"id": "sbg-power", "message": "\\udfff"}')
+        queue.push({"id": "sbg-power", "status": "identified"})
+        queue.start()
+        wait_for(lambda: queue.redis.xlen(DEAD) == 2, "two dead letters")
+        dead = {fields[b"id"]: fields for _, fields in queue.redis.xrange(DEAD)}
         assert set(dead) == {bad, surrogate}
         assert b"nested deeper" in dead[bad][b"error"]
-        wait_for(lambda: harness.pending() == 0, "every entry settled")
+        wait_for(lambda: queue.pending() == 0, "every entry settled")
         wait_for(
             lambda: (
-                harness.snapshot() is not None
-                and harness.snapshot().incident.status == "identified"
+                queue.snapshot() is not None and queue.snapshot().incident.status == "identified"
             ),
             "the valid entries applied, in order",
         )
     finally:
-        harness.stop()
-        harness.redis.close()
+        queue.stop()
+        queue.redis.close()
         server.stop(kill=True)
 
 
@@ -521,3 +521,27 @@ def test_an_unplannable_incident_is_isolated_reported_once_and_visible(
     finally:
         daemon.stop()
         service.stop()
+
+
+# -- X's per-app 24-hour cap -------------------------------------------------------------------
+
+
+def test_x_app_cap_pauses_the_channel_until_its_reset(servers, harness) -> None:  # noqa: F811
+    from test_platforms import X_EN, Account, check_threads, incident
+
+    from broadcaster.sandbox import XSandbox
+
+    # Several channels share one app: its cap, not the account's, is what runs out.
+    x = Account("x-en", servers(XSandbox, [X_EN], app_daily_post_limit=2), X_EN)
+    h = harness([x])
+    h.publish(*(incident(f"incident-{n}") for n in range(3)))
+    wait_for(lambda: len(x.server.posts()) == 2, "two posts within the app's cap")
+    state = wait_for(
+        lambda: (s := h.store.channel_state("x-en")).paused_until is not None and s,
+        "the channel paused",
+    )
+    left = state.paused_until - datetime.now(UTC)
+    assert timedelta(hours=23) < left <= timedelta(hours=24, seconds=5), left
+    posting = [r for r in x.server.requests_log() if r.method == "POST"]
+    assert all(r.status == 201 for r in posting), "no request spent against a spent cap"
+    assert len(check_threads(h.store, x)) == 2, "the third waits for the reset"
