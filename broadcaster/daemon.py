@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +76,17 @@ class InstanceLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def intact(self) -> bool:
+        """Whether the path still names the file we hold: deleted (or the data directory
+        wiped), another daemon could take a fresh lock and post everything again."""
+        if self._fd is None:
+            return True
+        try:
+            held, named = os.fstat(self._fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -117,6 +129,7 @@ class Daemon:
         self.app: App | None = None
         self.shell: Attachment | None = None
         self._plan_lock = threading.RLock()
+        self._instance_lock: InstanceLock | None = None
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
@@ -168,7 +181,15 @@ class Daemon:
                 return Health(
                     "stopping", ("the service is not running",), now, dry_run=self.dry_run
                 )
-            return assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
+            health = assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
+            lock = self._instance_lock
+            if lock is not None and not lock.intact():
+                reason = (
+                    f"the lock file {lock.path} was deleted or replaced: another daemon could "
+                    "start on the same data directory; restart this one"
+                )
+                health = replace(health, state="unhealthy", reasons=(*health.reasons, reason))
+            return health
         finally:
             self._plan_lock.release()
 
@@ -193,6 +214,7 @@ class Daemon:
             lock = InstanceLock(config.data_dir / name)
             lock.acquire()
             started.callback(lock.release)
+            self._instance_lock = lock
             self.app = self.assembler.build(config)
             started.callback(self._close_app)
             self.app.delivery.start()

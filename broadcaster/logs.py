@@ -86,3 +86,6 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     # "maximum number of running instances reached": a poll still running when the next is
     # due is skipped on purpose (coalesced); not worth a warning each time.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    # uvicorn warns of every malformed request: a scanner would flood the log. We answer
+    # them all (400, 408); its errors still show.
+    logging.getLogger("uvicorn").setLevel(logging.ERROR)

@@ -545,3 +545,69 @@ def test_x_app_cap_pauses_the_channel_until_its_reset(servers, harness) -> None:
     posting = [r for r in x.server.requests_log() if r.method == "POST"]
     assert all(r.status == 201 for r in posting), "no request spent against a spent cap"
     assert len(check_threads(h.store, x)) == 2, "the third waits for the reset"
+
+
+def test_a_deeply_nested_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    from broadcaster.statefile import StateFileError, load_state
+
+    for name, text in (
+        ("state.json", '{"incidents": [{"id": "a", "message": ' + "[" * 50 + "]" * 50 + "}]}"),
+        ("state.toml", '[[incidents]]\nid = "a"\nmessage = ' + "[" * 50 + "]" * 50 + "\n"),
+        ("deep.toml", "x = " + "[" * 5000 + "]" * 5000 + "\n"),
+    ):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(StateFileError, match="nested"):
+            load_state(path)
+
+
+def test_a_deleted_lock_file_makes_the_daemon_unhealthy(
+    quick_deadline: Service,
+) -> None:
+    service = quick_deadline
+    assert service.request("GET", "/healthz").status == 200
+    (service.tmp / "data" / "dry-run.lock").unlink()
+    r = service.request("GET", "/healthz")
+    assert r.status == 503
+    assert any("lock file" in reason for reason in r.json()["reasons"])
+
+
+# -- a bounded fuzzer at the HTTP door -----------------------------------------------------------
+
+
+def test_fuzzed_requests_always_get_an_http_answer(quick_deadline: Service) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    address = quick_deadline.address
+    header = st.tuples(
+        st.sampled_from(["Content-Length", "Authorization", "Transfer-Encoding", "X-Any", "Host"]),
+        st.one_of(st.text(max_size=20), st.just(f"Bearer {TOKEN}"), st.integers(-5, 99).map(str)),
+    )
+    requests = st.builds(
+        lambda method, path, version, headers, body: (
+            f"{method} {path} {version}\r\n".encode("utf-8", "surrogatepass")
+            + b"".join(f"{k}: {v}\r\n".encode("utf-8", "surrogatepass") for k, v in headers)
+            + b"\r\n"
+            + body
+        ),
+        st.sampled_from(["GET", "POST", "PUT", "BREW", "", "G\x00T"]),
+        st.sampled_from(["/v1/events", "/healthz", "/metrics", "/", "*", "/%ff", "x"]),
+        st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", ""]),
+        st.lists(header, max_size=4),
+        st.one_of(st.binary(max_size=64), st.just(json.dumps(opening()).encode())),
+    )
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(request=requests)
+    def answered(request: bytes) -> None:
+        answer = raw_exchange(address, request)
+        assert re.match(rb"HTTP/1\.[01] \d{3} ", answer), (request, answer[:80])
+
+    answered()
+    assert quick_deadline.request("GET", "/healthz").status == 200

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import problems
+from ..jsonlimits import JsonError, check_value
 from . import sourcemap
 from .sourcemap import Address, LazySourceMap, SourceMap, describe_address
 
@@ -176,9 +177,17 @@ def split_origin(origin: str) -> tuple[str, int | None]:
 
 
 def parse(text: str, path_str: str, fmt: str) -> tuple[Any, LazySourceMap]:
-    if fmt == "toml":
-        return parse_toml(text, path_str)
-    return parse_json(text, path_str)
+    try:
+        data, smap = parse_toml(text, path_str) if fmt == "toml" else parse_json(text, path_str)
+    except RecursionError:
+        raise StateFileError(
+            [Problem(path_str, None, None, None, f"{fmt.upper()} syntax error: nested too deeply")]
+        ) from None
+    try:
+        check_value(data)  # the same bounds as every other door (depth, text)
+    except JsonError as e:
+        raise StateFileError([Problem(path_str, None, None, None, str(e))]) from None
+    return data, smap
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")

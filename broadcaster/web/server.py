@@ -31,6 +31,9 @@ log = logging.getLogger("broadcaster.web")
 REQUEST_DEADLINE = 10.0
 # Connections open at once before new requests are answered 503 straight away.
 MAX_CONNECTIONS = 512
+# After refusing a request whose body we did not read: half-close, then discard what the
+# client still sends for this long, so the kernel does not reset our answer away.
+LINGER_SECONDS = 1.0
 
 
 def _raw_response(code: int, reason: str, message: str) -> bytes:
@@ -51,6 +54,7 @@ class _Protocol(H11Protocol):
 
     deadline: float = REQUEST_DEADLINE
     _timer: asyncio.TimerHandle | None = None
+    _draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -67,6 +71,15 @@ class _Protocol(H11Protocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return True
         return None
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return  # answered already; what the client still sends is discarded
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own (plain text, closed at once): ours, in the JSON shape, lingering.
+        self._answer_and_close(MALFORMED)
 
     def handle_events(self) -> None:
         try:
@@ -90,7 +103,12 @@ class _Protocol(H11Protocol):
         if self.cycle is None or not self.cycle.response_started:
             with contextlib.suppress(Exception):
                 transport.write(answer)
-        transport.close()
+        if transport.can_write_eof():
+            self._draining = True
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
 
 
 class AsgiServer:
