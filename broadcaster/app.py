@@ -208,7 +208,9 @@ def build(
 
 def sources_for(config: Config) -> list[PullSource]:
     """The polled sources; the HTTP intake (a push source) is opened by the service shell."""
-    sources: list[PullSource] = [StateFileSource(config.state_file, config.languages())]
+    sources: list[PullSource] = [
+        StateFileSource(config.state_file, config.languages(), config.state_file_max_bytes)
+    ]
     intake = config.intake
     if intake.spool_directory is not None:
         from .sources.spool import SpoolSource

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .advice import advice
 from .clock import utcnow as _now
-from .config import Config, load_config
+from .config import Config, load_config, setup_problems
 from .daemon import AlreadyRunning
 from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
 from .problems import ProblemsError
@@ -75,7 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Regular, truthful incident updates on X and Mastodon.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", parents=[common], help="validate config, state file and templates")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    c = sub.add_parser("check", parents=[common], help="validate config, state file and templates")
+    c.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="for a config only run with --dry-run: unset credentials are not problems",
+    )
     pv = sub.add_parser("preview", parents=[common], help="what would be posted now")
     pv.add_argument("incident_id", nargs="?")
     pv.add_argument("--at", type=_aware, help="pretend it is this time (ISO 8601 with offset)")
@@ -140,6 +148,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProblemsError, UsageError, AlreadyRunning) as e:
         _error(args, str(e))
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # `status --format json | head`: the reader left; say so once, without a traceback
+        # (and without a second one when Python flushes stdout at exit).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: output closed early (broken pipe)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        # A port in use, an unreadable or unwritable file: the OS's words, on one line.
+        where = f"{e.filename}: " if e.filename else ""
+        _error(args, f"{where}{e.strerror or e}")
+        return EXIT_BAD_INPUT
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("broadcaster")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _setup_logging(fmt: str, verbose: bool) -> None:
@@ -149,6 +178,9 @@ def _setup_logging(fmt: str, verbose: bool) -> None:
 
 
 def _error(args: argparse.Namespace, message: str) -> None:
+    from .logs import redact
+
+    message = redact(message)
     if args.format == "json":
         print(json.dumps({"error": message}, ensure_ascii=False))
     else:
@@ -164,7 +196,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Config, list[Incident]]:
     config = load_config(args.config)
-    incidents = load_state(config.state_file, config.languages())
+    incidents = load_state(config.state_file, config.languages(), config.state_file_max_bytes)
     return config, incidents
 
 
@@ -181,12 +213,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems: list[str] = []
     config = load_config(args.config)
     try:
-        incidents = load_state(config.state_file, config.languages())
+        incidents = load_state(config.state_file, config.languages(), config.state_file_max_bytes)
     except StateFileError as e:
         problems += [str(p) for p in e.problems]
         incidents = []
     renderer = renderer_for(config)
     problems += [str(p) for p in renderer.check(_channel_infos(config))]
+    problems += [str(p) for p in setup_problems(config, dry_run=args.dry_run)]
     warnings = [str(a) for a in advice(incidents, config, _now())]
     summary = {
         "ok": not problems,
@@ -403,7 +436,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         start = args.start or (steps[0][0] if steps else _now())
     else:
         start = args.start or _now()
-        steps = [(start, load_state(config.state_file, config.languages()))]
+        steps = [
+            (start, load_state(config.state_file, config.languages(), config.state_file_max_bytes))
+        ]
     end = start + timedelta(hours=args.hours)
     shown = simulate(config, steps, start, end)
     # Each post as preview shows it: where it goes and its exact parts, beside its text.

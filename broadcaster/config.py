@@ -22,6 +22,7 @@ from .logs import register_secret
 from .model import INCIDENT_STATUSES, SEVERITIES, ChannelInfo
 from .problems import Problem, ProblemsError
 from .statefile.sourcemap import SourceMap, toml_source_map
+from .statefile.syntax import MAX_STATE_BYTES
 
 PLATFORMS = ("x", "mastodon", "dryrun")
 DEFAULT_API_BASE = {"x": "https://api.x.com", "mastodon": None, "dryrun": None}
@@ -225,6 +226,7 @@ class Config:
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    state_file_max_bytes: int = MAX_STATE_BYTES
 
     def languages(self) -> frozenset[str]:
         return frozenset(c.language for c in self.channels.values())
@@ -255,6 +257,9 @@ def _expand(value: str) -> tuple[str, list[str]]:
         if name not in os.environ:
             missing.append(name)
             return ""
+        # Whatever key it was put in (a token pasted in api_base_url...), the value of a
+        # variable is never echoed: not in errors, logs or answers.
+        register_secret(os.environ[name])
         return os.environ[name]
 
     return _ENV.sub(sub, value), missing
@@ -292,6 +297,14 @@ class _Reader:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 self.problem(table, key, f"unknown key{hint}")
 
+    def path_setting(self, table: str, key: str, data: Mapping[str, Any], default: str) -> str:
+        """A path setting: a non-empty string (the default after reporting anything else)."""
+        value = data.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            self.problem(table, key, f'expected a path as a quoted string, e.g. "{default}"')
+            return default
+        return value
+
     def duration(self, table: str, key: str, value: Any) -> timedelta | None:
         try:
             result = parse_duration(value)
@@ -310,7 +323,14 @@ class _Reader:
         return tuple(value)
 
 
-BROADCASTER_KEYS = ("state_file", "data_dir", "templates_dir", "timezone", "poll_interval")
+BROADCASTER_KEYS = (
+    "state_file",
+    "data_dir",
+    "templates_dir",
+    "timezone",
+    "poll_interval",
+    "state_file_max_bytes",
+)
 CHANNEL_KEYS = (
     "platform",
     "language",
@@ -340,6 +360,38 @@ TOP_KEYS = ("broadcaster", "channels", "cadence", "intake", "console", "store")
 STORE_KEYS = ("url", "lease_ttl", "instance")
 
 
+def setup_problems(config: Config, *, dry_run: bool) -> list[ConfigProblem]:
+    """What stops ``run`` that the config's syntax does not show, all at once: credentials
+    whose ${VAR} is not set (for channels that post for real), a data directory that is not
+    a writable directory."""
+    path = str(config.path)
+    problems: list[ConfigProblem] = []
+    if not dry_run:
+        for name, channel in config.channels.items():
+            for key, variables in channel.missing_env.items():
+                problems.append(
+                    ConfigProblem(
+                        path,
+                        None,
+                        f"channels.{name}.{key}",
+                        f"{variables} is not set (run with --dry-run to post nowhere)",
+                    )
+                )
+    data_dir = config.data_dir
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # created at start: its first existing parent must do
+    if existing.exists() and not existing.is_dir():
+        problems.append(
+            ConfigProblem(path, None, "broadcaster.data_dir", f"{existing} is not a directory")
+        )
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(
+            ConfigProblem(path, None, "broadcaster.data_dir", f"{existing} is not writable")
+        )
+    return problems
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config file. Raises ConfigError listing every problem found."""
     path = Path(path)
@@ -367,15 +419,21 @@ def load_config(path: Path) -> Config:
 
     b = raw.get("broadcaster", {})
     r.unknown_keys("broadcaster", b, BROADCASTER_KEYS)
-    state_file = base / b.get("state_file", "state.toml")
-    data_dir = base / b.get("data_dir", "data")
-    templates_dir = base / b.get("templates_dir", "message_templates")
+    state_file = base / r.path_setting("broadcaster", "state_file", b, "state.toml")
+    data_dir = base / r.path_setting("broadcaster", "data_dir", b, "data")
+    templates_dir = base / r.path_setting("broadcaster", "templates_dir", b, "message_templates")
+    state_max = b.get("state_file_max_bytes", MAX_STATE_BYTES)
+    if isinstance(state_max, bool) or not isinstance(state_max, int) or state_max < 1024:
+        r.problem("broadcaster", "state_file_max_bytes", "expected a size in bytes, at least 1024")
+        state_max = MAX_STATE_BYTES
     if not templates_dir.is_dir():
         r.problem("broadcaster", "templates_dir", f"no such directory: {templates_dir}")
     tz_name = b.get("timezone", "UTC")
     try:
+        if not isinstance(tz_name, str):
+            raise ValueError(tz_name)
         timezone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
         r.problem("broadcaster", "timezone", f"unknown timezone {tz_name!r} (e.g. 'Europe/Paris')")
         timezone = ZoneInfo("UTC")
     poll = r.duration("broadcaster", "poll_interval", b.get("poll_interval", "0.25s"))
@@ -412,6 +470,7 @@ def load_config(path: Path) -> Config:
         intake=intake,
         console=console,
         store=store,
+        state_file_max_bytes=state_max,
     )
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,10 @@ log = logging.getLogger("broadcaster.daemon")
 # Safety net: plan at least this often even if no wake-up was scheduled (e.g. a template was
 # broken at the promised time and got fixed since).
 REPLAN_EVERY = timedelta(seconds=30)
+
+
+# Exceptions an event's own data causes, not the environment: retrying cannot help.
+POISON = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, RecursionError)
 
 
 class ReloadError(ProblemsError[TemplateProblem]):
@@ -70,6 +75,17 @@ class InstanceLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+
+    def intact(self) -> bool:
+        """Whether the path still names the file we hold: deleted (or the data directory
+        wiped), another daemon could take a fresh lock and post everything again."""
+        if self._fd is None:
+            return True
+        try:
+            held, named = os.fstat(self._fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -113,6 +129,7 @@ class Daemon:
         self.app: App | None = None
         self.shell: Attachment | None = None
         self._plan_lock = threading.RLock()
+        self._instance_lock: InstanceLock | None = None
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
@@ -164,7 +181,15 @@ class Daemon:
                 return Health(
                     "stopping", ("the service is not running",), now, dry_run=self.dry_run
                 )
-            return assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
+            health = assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
+            lock = self._instance_lock
+            if lock is not None and not lock.intact():
+                reason = (
+                    f"the lock file {lock.path} was deleted or replaced: another daemon could "
+                    "start on the same data directory; restart this one"
+                )
+                health = replace(health, state="unhealthy", reasons=(*health.reasons, reason))
+            return health
         finally:
             self._plan_lock.release()
 
@@ -189,6 +214,7 @@ class Daemon:
             lock = InstanceLock(config.data_dir / name)
             lock.acquire()
             started.callback(lock.release)
+            self._instance_lock = lock
             self.app = self.assembler.build(config)
             started.callback(self._close_app)
             self.app.delivery.start()
@@ -320,7 +346,16 @@ class Daemon:
                 self.events.event_rejected(source)
                 event.reject(str(e))
                 continue
+            except POISON as e:
+                # What the entry's own data caused (a bug it triggers, a value the store
+                # cannot take) would fail the same way at every poll: reject it alone, so
+                # it blocks nothing behind it.
+                log.exception("event refused: %s: could not be applied", event.origin)
+                self.events.event_rejected(source)
+                event.reject(f"{event.origin}: could not be applied: {type(e).__name__}: {e}")
+                continue
             except Exception:
+                # The environment (the store unreachable, a full disk): retried, in order.
                 log.exception("could not record %s; will retry", event.origin)
                 break  # keep arrival order: later events wait for this one
             event.ack()

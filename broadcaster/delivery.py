@@ -345,6 +345,7 @@ class ChannelWorker:
     def _sent(self, post: OutboxPost, remote_id: str, url: str | None, lease: Lease | None) -> None:
         now = self.clock()
         self.store.mark_sent(post.key, remote_id, url, now, lease=lease)
+        log.info("%s: sent %s: %s", self.channel.name, post.key, url or f"id {remote_id}")
         self._failures = 0
         if self.paused_until is not None or post.last_error or not self._healthy:
             self.paused_until = None

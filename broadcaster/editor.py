@@ -60,6 +60,9 @@ class Editor:
         self._lock = threading.Lock()
         self._reported: set[str] = set()
         self._advised: set[tuple[str, int]] = set()  # (incident, revision) already advised
+        # (incident, channel) → why its post cannot be recorded: shown by /healthz, the
+        # metrics and the logs (once per revision), retried at every plan.
+        self.unplannable: dict[tuple[str, str], str] = {}
 
     def channel_info(self, name: str) -> ChannelInfo:
         return self.config.channels[name].info()
@@ -206,15 +209,27 @@ class Editor:
         except TemplateError as e:
             self._report(post, e)
             return None
-        except Exception:
+        except Exception as e:
             if not self.store.in_transaction():
                 raise  # the whole plan was rolled back (disk full...): retried as a whole
             # One bad incident must not stop every other one: its own write is undone
             # (a savepoint), the rest of the plan goes on, and it is retried next plan.
-            log.exception(
-                "cannot record %s for %s on %s", post.kind.value, post.incident_id, post.channel
-            )
+            # Logged once per revision of the incident, not at every plan.
+            where = (post.incident_id, post.channel)
+            self.unplannable[where] = f"cannot record {post.kind.value}: {type(e).__name__}: {e}"
+            once = f"{post.incident_id}|{snapshot.revision}|{post.channel}|{post.kind.value}"
+            if once not in self._reported:
+                self._reported.add(once)
+                log.exception(
+                    "cannot record %s for %s on %s (revision %d; retried at every plan, "
+                    "logged again at its next revision)",
+                    post.kind.value,
+                    post.incident_id,
+                    post.channel,
+                    snapshot.revision,
+                )
             return None
+        self.unplannable.pop((post.incident_id, post.channel), None)
         return Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
 
     def _refresh_stale(self, snapshots: dict[str, Snapshot], now: datetime) -> list[Recorded]:

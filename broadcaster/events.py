@@ -8,10 +8,10 @@ with the same precise messages and nothing half-applied reaches the store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from .jsonlimits import JsonError, load_json
 from .model import ID_FIELD, Incident
 from .statefile import Problem, StateFileError, parse_incident
 from .store import DataStore
@@ -23,30 +23,16 @@ class EventError(StateFileError):
     """A refused event; ``str()`` names the source, the incident and the field."""
 
 
-def decode(raw: bytes | str, *, origin: str) -> dict[str, Any]:
-    """Parse an event's JSON; refuse anything that is not one JSON object."""
-    if isinstance(raw, bytes) and len(raw) > MAX_EVENT_BYTES:
-        raise EventError(
-            [Problem(origin, None, None, None, f"event larger than {MAX_EVENT_BYTES} bytes")]
-        )
+def decode(raw: bytes | str, *, origin: str, limit: int | None = MAX_EVENT_BYTES) -> dict[str, Any]:
+    """Parse an event's JSON; refuse anything that is not one JSON object, is larger than
+    ``limit`` bytes (None: the caller bounded it), nested deeper than ``MAX_JSON_DEPTH`` or
+    carries text that is not valid Unicode. Raises ``EventError`` only, whatever the input."""
+    if limit is not None and len(raw) > limit:
+        raise EventError([Problem(origin, None, None, None, f"event larger than {limit} bytes")])
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        line = getattr(e, "lineno", None)
-        raise EventError([Problem(origin, line, None, None, f"invalid JSON: {e}")]) from None
-    if not _encodable(data):
-        raise EventError(
-            [
-                Problem(
-                    origin,
-                    None,
-                    data.get(ID_FIELD) if isinstance(data, dict) else None,
-                    None,
-                    "text with an invalid character (a lone surrogate "
-                    "such as \\ud800): not valid Unicode, cannot be posted",
-                )
-            ]
-        )
+        data = load_json(raw)
+    except JsonError as e:
+        raise EventError([Problem(origin, e.line, None, None, str(e))]) from None
     if not isinstance(data, dict):
         raise EventError(
             [Problem(origin, None, None, None, "an event must be one JSON object with an 'id'")]
@@ -73,12 +59,3 @@ def merge(
         )
     except StateFileError as e:
         raise EventError(e.problems) from None
-
-
-def _encodable(data: Any) -> bool:
-    """JSON may carry lone surrogates ("\\ud800") that no platform can take as UTF-8."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -68,7 +68,7 @@ class ChannelHealth:
 
 @dataclass(frozen=True)
 class Health:
-    state: str  # "ok" | "unhealthy" | "stopping"
+    state: str  # "ok" | "degraded" | "unhealthy" | "stopping"
     reasons: tuple[str, ...]
     checked_at: datetime
     channels: Mapping[str, ChannelHealth] = field(default_factory=dict)
@@ -76,10 +76,13 @@ class Health:
     dry_run: bool = False
     # Maintenances still "scheduled" after their start (ops to start, move or cancel them).
     maintenances_not_started: int = 0
+    # "incident on channel" → why its posts cannot be recorded (a restart would not help).
+    unplannable: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.state == "ok"
+        """Serving: "degraded" is ok too (a restart would not fix it), only shown."""
+        return self.state in ("ok", "degraded")
 
     def summary(self) -> str:
         """One line for systemd's STATUS= and the logs."""
@@ -91,6 +94,8 @@ class Health:
         text = (
             f"serving {len(self.channels)} channel(s): {undelivered} undelivered, {overdue} overdue"
         )
+        if self.unplannable:
+            text += f"; {len(self.unplannable)} thread(s) cannot be planned"
         return text + (f"; unhealthy channel(s): {', '.join(degraded)}" if degraded else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +109,7 @@ class Health:
                 n: {"ok": e is None, "last_error": redact(e)[:300] if e else None}
                 for n, e in self.sources.items()
             },
+            "unplannable": {k: redact(v)[:300] for k, v in self.unplannable.items()},
         }
 
 
@@ -147,12 +153,14 @@ def assess(app: App, *, scheduler_alive: bool, now: datetime) -> Health:
             overdue=channel.overdue(now, OVERDUE_GRACE),
             last_error=channel.state.last_error,
         )
+    unplannable = {f"{i} on {c}": why for (i, c), why in app.editor.unplannable.items()}
     return Health(
-        "unhealthy" if reasons else "ok",
+        "unhealthy" if reasons else "degraded" if unplannable else "ok",
         tuple(reasons),
         now,
         channels,
         sources,
         dry_run=app.dry_run,
         maintenances_not_started=len(status.not_started),
+        unplannable=unplannable,
     )

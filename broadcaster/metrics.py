@@ -136,6 +136,13 @@ class _StoreCollector(Collector):
         yield up
         if health is None:
             return
+        unplannable = GaugeMetricFamily(
+            "broadcaster_threads_unplannable",
+            "Incident threads whose next post cannot be recorded (see /healthz); "
+            "retried at every plan.",
+        )
+        unplannable.add_metric([], len(health.unplannable))
+        yield unplannable
         sent = CounterMetricFamily(
             "broadcaster_posts_sent", "Posts confirmed by the platform.", labels=["channel"]
         )

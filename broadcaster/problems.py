@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
+from .logs import redact
+
 
 class Problem:
     """One thing wrong, located as precisely as the source allows.
@@ -23,6 +25,11 @@ class Problem:
     path: str
     line: int | None
     message: str
+
+    def __post_init__(self) -> None:
+        # A value quoted back (a secret put in the wrong key, a token pasted in a field) is
+        # never shown, whatever prints the problem: redacted once, where it is made.
+        object.__setattr__(self, "message", redact(self.message))
 
     def subject(self) -> str | None:
         """What the problem is about (a key, a field), or None when the location says it."""

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from .config import ConfigError, ConfigProblem, IntakeConfig
 from .control import DaemonControl
 from .health import Health
-from .http import IntakeService
 from .metrics import Metrics
 from .notify import Notifier, Watchdog
 from .sources.http import HttpIntake
+from .web.intake import IntakeService
 
 __all__ = ["ServiceShell"]
 

@@ -32,7 +32,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_check_passes_on_the_shipped_example(site: Path, capsys) -> None:
-    code, out, _ = run(capsys, "check", "--config", str(site / "config.toml"), "--format", "json")
+    code, out, _ = run(
+        capsys, "check", "--dry-run", "--config", str(site / "config.toml"), "--format", "json"
+    )
     assert code == 0
     report = json.loads(out)
     assert report["ok"] and report["incidents"] == 2 and report["problems"] == []
@@ -43,7 +45,7 @@ def test_check_names_file_line_incident_and_field_and_exits_2(site: Path, capsys
     text = state.read_text().replace('status = "identified"', 'status = "fixed"', 1)
     state.write_text(text)
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if 'status = "fixed"' in ln)
-    code, _, err = run(capsys, "check", "--config", str(site / "config.toml"))
+    code, _, err = run(capsys, "check", "--dry-run", "--config", str(site / "config.toml"))
     assert code == 2
     assert f"state.toml:{line}: incident 'sbg-power-2017-11-09' field 'status'" in err
 
@@ -52,7 +54,7 @@ def test_check_reports_a_broken_template_with_its_line(site: Path, capsys) -> No
     template = site / "message_templates" / "fr" / "reminder.j2"
     template.write_text(template.read_text() + "\n{{ incident.titel }}\n")
     lines = len(template.read_text().splitlines())
-    code, _, err = run(capsys, "check", "--config", str(site / "config.toml"))
+    code, _, err = run(capsys, "check", "--dry-run", "--config", str(site / "config.toml"))
     assert code == 2
     assert f"fr/reminder.j2:{lines}" in err and "titel" in err
 
@@ -60,7 +62,7 @@ def test_check_reports_a_broken_template_with_its_line(site: Path, capsys) -> No
 def test_check_reports_a_config_error_and_exits_2(site: Path, capsys) -> None:
     config = site / "config.toml"
     config.write_text(config.read_text().replace('timezone = "Europe/Paris"', 'timezone = "CEST"'))
-    code, _, err = run(capsys, "check", "--config", str(config))
+    code, _, err = run(capsys, "check", "--dry-run", "--config", str(config))
     assert code == 2 and "broadcaster.timezone" in err
 
 
@@ -266,7 +268,7 @@ def test_check_warns_when_a_budget_cannot_keep_the_cadence(site: Path, capsys) -
         "[channels.x-fr]\n", '[channels.x-fr]\nmax_posts = "17/24h"\n', 1
     )
     config.write_text(text)
-    code, _, err = run(capsys, "check", "--config", str(config))
+    code, _, err = run(capsys, "check", "--dry-run", "--config", str(config))
     assert code == 0
     assert "channels.x-fr.max_posts: 17 per 24 h allows one post every 85 min" in err
     assert "every 15 min" in err

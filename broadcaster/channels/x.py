@@ -101,7 +101,8 @@ def _pause_until(headers: Any, now: datetime) -> datetime | None:
     Mastodon.py does), so a skewed local clock neither hammers X nor sleeps for hours.
     """
     until: datetime | None = None
-    for prefix in ("x-rate-limit", "x-user-limit-24hour"):
+    # The app's 24-hour cap is shared by every account (channel) posting through the app.
+    for prefix in ("x-rate-limit", "x-user-limit-24hour", "x-app-limit-24hour"):
         if headers.get(f"{prefix}-remaining") == "0":
             reset = _epoch(headers.get(f"{prefix}-reset"))
             if reset is not None and (until is None or reset > until):

@@ -44,6 +44,7 @@ TWITTER_EPOCH_MS = 1288834974657
 
 POST_TWEETS = "POST /2/tweets"
 POST_TWEETS_24H = "POST /2/tweets 24h"
+POST_TWEETS_APP_24H = "POST /2/tweets app 24h"
 GET_ME = "GET /2/users/me"
 GET_USER_TWEETS = "GET /2/users/:id/tweets"
 GET_TWEET = "GET /2/tweets/:id"
@@ -149,6 +150,7 @@ class XSandbox(SandboxServer):
         faults: Faults | None = None,
         post_limit: int = 100,
         daily_post_limit: int = 17,
+        app_daily_post_limit: int | None = None,
         endpoint_limits: Mapping[str, int] | None = None,
         public_base_urls: Iterable[str] = X_PUBLIC_BASE_URLS,
         app_bearer_tokens: Iterable[str] = (),
@@ -175,6 +177,10 @@ class XSandbox(SandboxServer):
             name: FixedWindows(limit, FIFTEEN_MINUTES) for name, limit in limits.items()
         }
         self._windows[POST_TWEETS_24H] = FixedWindows(daily_post_limit, ONE_DAY)
+        # X's per-app cap (every account posting through one app's consumer key): off
+        # unless given, as most apps never reach it.
+        if app_daily_post_limit is not None:
+            self._windows[POST_TWEETS_APP_24H] = FixedWindows(app_daily_post_limit, ONE_DAY)
         self._ids = SnowflakeIds(clock, epoch_ms=TWITTER_EPOCH_MS, shift=22)
         self._store = PostStore()
         self._authors: dict[str, str] = {}  # tweet id → user id
@@ -349,17 +355,30 @@ class XSandbox(SandboxServer):
             headers += self._daily_headers(self._windows[POST_TWEETS_24H].peek(key, now))
         return headers
 
-    def _consume(self, endpoint: str, key: str) -> tuple[bool, list[tuple[str, str]]]:
-        """Count one request; False (and nothing counted) if a limit is already spent."""
+    def _consume(
+        self, endpoint: str, key: str, app: str | None = None
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """Count one request; False (and nothing counted) if a limit is already spent.
+        ``app`` (the consumer key) counts posts against the app's 24-hour cap, if set."""
         now = self.clock()
-        names = [endpoint, POST_TWEETS_24H] if endpoint == POST_TWEETS else [endpoint]
-        states = [self._windows[name].peek(key, now) for name in names]
+        windows = [(endpoint, key)]
+        if endpoint == POST_TWEETS:
+            windows.append((POST_TWEETS_24H, key))
+            if app is not None and POST_TWEETS_APP_24H in self._windows:
+                windows.append((POST_TWEETS_APP_24H, app))
+        states = [self._windows[name].peek(k, now) for name, k in windows]
         allowed = not any(state.exhausted for state in states)
         if allowed:
-            states = [self._windows[name].hit(key, now) for name in names]
+            states = [self._windows[name].hit(k, now) for name, k in windows]
         headers = self._limit_headers(states[0])
         if len(states) > 1:
             headers += self._daily_headers(states[1])
+        if len(states) > 2:
+            headers += [
+                ("x-app-limit-24hour-limit", str(states[2].limit)),
+                ("x-app-limit-24hour-remaining", str(states[2].remaining)),
+                ("x-app-limit-24hour-reset", str(math.ceil(states[2].reset))),
+            ]
         return allowed, headers
 
     # -- routing -------------------------------------------------------------------------
@@ -419,7 +438,8 @@ class XSandbox(SandboxServer):
                 },
                 self._peek_headers(endpoint, caller.rate_key),
             )
-        allowed, headers = self._consume(endpoint, caller.rate_key)
+        app = caller.account.consumer_key if caller.account is not None else None
+        allowed, headers = self._consume(endpoint, caller.rate_key, app)
         if not allowed:
             return Response.json(429, _too_many_requests(), headers)
         if endpoint == POST_TWEETS:

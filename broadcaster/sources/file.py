@@ -14,7 +14,7 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-from ..statefile import StateFileError, load_state
+from ..statefile import MAX_STATE_BYTES, StateFileError, load_state, read_bytes
 from .base import Batch, PullSource
 
 log = logging.getLogger("broadcaster.sources.file")
@@ -23,9 +23,12 @@ log = logging.getLogger("broadcaster.sources.file")
 class StateFileSource(PullSource):
     name = "file"
 
-    def __init__(self, path: Path, languages: Collection[str] = ()) -> None:
+    def __init__(
+        self, path: Path, languages: Collection[str] = (), max_bytes: int = MAX_STATE_BYTES
+    ) -> None:
         self.path = Path(path)
         self.languages = tuple(languages)
+        self.max_bytes = max_bytes
         self._signature: tuple[int, int, int, int] | None = None
         self._digest: str | None = None
         self._error: str | None = None
@@ -50,16 +53,19 @@ class StateFileSource(PullSource):
         if signature == self._signature:
             return None
         try:
-            raw = self.path.read_bytes()
-        except OSError as e:
-            self._report(f"{self.path}: cannot read the state file: {e.strerror}")
+            # A regular file within the size limit only: a FIFO or /dev/zero at the path
+            # is refused without blocking or filling memory, and the last good state stays.
+            raw = read_bytes(self.path, str(self.path), self.max_bytes)
+        except StateFileError as e:
+            self._report(f"{e}\n(keeping the last good state until the file is fixed)")
+            self._signature = signature
             return None
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest:
             self._signature = signature
             return None  # touched, not changed
         try:
-            incidents = load_state(self.path, self.languages)
+            incidents = load_state(self.path, self.languages, self.max_bytes)
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
             self._signature = signature  # report once; the next save changes the signature

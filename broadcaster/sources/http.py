@@ -1,26 +1,27 @@
 """The HTTP intake as a push source: each ``POST /v1/events`` is handed to ``submit`` and
-answered once the store committed it. The listener itself (which also answers ``/healthz``
-and ``/metrics``) is ``broadcaster.http``."""
+answered once the store committed it. The app (which also answers ``/healthz`` and
+``/metrics``) is ``broadcaster.web.intake``, served by uvicorn through ``web.server``."""
 
 from __future__ import annotations
 
-from ..http import SOURCE, IntakeServer, IntakeService
+from ..web.intake import SOURCE, IntakeService, create_app
+from ..web.server import AsgiServer
 from .base import PushSource, Submit
 
 
 class HttpIntake(PushSource):
     """The HTTP listener as a push source: bound and served by ``start``, closed by
-    ``close`` (which waits for the requests in progress)."""
+    ``close`` (which lets the requests in progress finish)."""
 
     name = SOURCE
 
     def __init__(self, address: tuple[str, int], service: IntakeService) -> None:
         self.requested = address
         self.service = service
-        self._server: IntakeServer | None = None
+        self._server: AsgiServer | None = None
 
     def start(self, submit: Submit) -> None:
-        server = IntakeServer(self.requested, self.service, submit)
+        server = AsgiServer(create_app(self.service, submit), self.requested)
         server.start()
         self._server = server
 

@@ -223,6 +223,10 @@ class RedisStreamSource(PullSource):
         except EventError as e:
             self._dead_letter(entry_id, raw, str(e))
             return None
+        except Exception as e:  # whatever else the entry triggers: it alone is dead-lettered
+            log.exception("%s: could not be decoded", origin)
+            self._dead_letter(entry_id, raw, f"{origin}: could not be decoded: {e!r}")
+            return None
         return Event(
             data,
             origin,

@@ -84,6 +84,10 @@ class SpoolSource(PullSource):
             except EventError as e:
                 self._refuse(name, str(e))
                 continue
+            except Exception as e:  # whatever else the file triggers: it alone is refused
+                log.exception("%s: could not be decoded", origin)
+                self._refuse(name, f"{origin}: could not be decoded: {type(e).__name__}: {e}")
+                continue
             events.append(
                 Event(
                     data,

@@ -20,11 +20,21 @@ from typing import Any
 
 from ..model import Incident
 from .edit import append_incident, apply_changes
-from .syntax import Problem, StateFileError, format_of, no_surprises, read, split_origin
+from .syntax import (
+    MAX_STATE_BYTES,
+    Problem,
+    StateFileError,
+    format_of,
+    no_surprises,
+    read,
+    read_bytes,
+    split_origin,
+)
 from .validate import INCIDENT_KEYS, Report, check_incident, state_from_text, timeline_from_text
 
 __all__ = [
     "INCIDENT_KEYS",
+    "MAX_STATE_BYTES",
     "Problem",
     "StateFileError",
     "append_incident",
@@ -32,15 +42,18 @@ __all__ = [
     "load_state",
     "load_timeline",
     "parse_incident",
+    "read_bytes",
 ]
 
 
-def load_state(path: Path, languages: Collection[str] = ()) -> list[Incident]:
+def load_state(
+    path: Path, languages: Collection[str] = (), max_bytes: int = MAX_STATE_BYTES
+) -> list[Incident]:
     """Read and validate the state file; ``languages`` are those the channels post in."""
     path_str = str(path)
     with no_surprises(path_str):
         fmt = format_of(path_str)
-        text, _ = read(Path(path), path_str)
+        text, _ = read(Path(path), path_str, max_bytes)
         return state_from_text(text, path_str, fmt, languages)
 
 

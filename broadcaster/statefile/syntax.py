@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import problems
+from ..jsonlimits import JsonError, check_value
 from . import sourcemap
 from .sourcemap import Address, LazySourceMap, SourceMap, describe_address
 
@@ -84,13 +87,66 @@ def format_of(path_str: str) -> str:
     )
 
 
-def read(path: Path, path_str: str) -> tuple[str, bytes]:
+# A state file is a few incidents: kilobytes. Past this, refuse rather than exhaust memory.
+MAX_STATE_BYTES = 4 * 1024 * 1024
+
+
+def read_bytes(path: Path, path_str: str, max_bytes: int = MAX_STATE_BYTES) -> bytes:
+    """The file's bytes; a ``StateFileError`` for anything but a regular file of at most
+    ``max_bytes``. Never blocks: a FIFO is refused, not waited on."""
+
+    def refuse(message: str) -> StateFileError:
+        return StateFileError([Problem(path_str, None, None, None, message)])
+
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise StateFileError(
-            [Problem(path_str, None, None, None, f"cannot read the file: {exc.strerror or exc}")]
-        ) from None
+        raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"not a regular file ({_file_type(st.st_mode)}): refused")
+        if st.st_size > max_bytes:
+            raise refuse(
+                f"the file is {st.st_size} bytes, over the limit of {max_bytes} "
+                "([broadcaster] state_file_max_bytes)"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise refuse(
+                f"the file grew over the limit of {max_bytes} bytes "
+                "([broadcaster] state_file_max_bytes)"
+            )
+        return b"".join(chunks)
+    except OSError as exc:
+        raise refuse(f"cannot read the file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def read(path: Path, path_str: str, max_bytes: int = MAX_STATE_BYTES) -> tuple[str, bytes]:
+    raw = read_bytes(path, path_str, max_bytes)
     try:
         # utf-8-sig: editors on Windows like to add a byte-order mark.
         return raw.decode("utf-8-sig"), raw
@@ -121,9 +177,17 @@ def split_origin(origin: str) -> tuple[str, int | None]:
 
 
 def parse(text: str, path_str: str, fmt: str) -> tuple[Any, LazySourceMap]:
-    if fmt == "toml":
-        return parse_toml(text, path_str)
-    return parse_json(text, path_str)
+    try:
+        data, smap = parse_toml(text, path_str) if fmt == "toml" else parse_json(text, path_str)
+    except RecursionError:
+        raise StateFileError(
+            [Problem(path_str, None, None, None, f"{fmt.upper()} syntax error: nested too deeply")]
+        ) from None
+    try:
+        check_value(data)  # the same bounds as every other door (depth, text)
+    except JsonError as e:
+        raise StateFileError([Problem(path_str, None, None, None, str(e))]) from None
+    return data, smap
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")

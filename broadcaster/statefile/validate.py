@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING as dataclass_missing
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +35,18 @@ _STATE_TOP_KEYS = ("incidents",)
 _TIMELINE_TOP_KEYS = ("step",)
 _STEP_KEYS = ("at", "incidents")
 _ID_RE = re.compile(r"[a-z0-9._-]+")
+
+# What the planner, renderer and platforms can take, checked at every door (accepted means
+# postable): text a platform can receive as UTF-8, without NUL or other control characters
+# but line breaks and tabs; bounded sizes; datetimes a clock can reach and date arithmetic
+# (cadence, promises) cannot overflow.
+MAX_ID_CHARS = 128
+MAX_TEXT_CHARS = 5000
+MAX_URL_CHARS = 2048
+MAX_LIST_ITEMS = 50
+MIN_YEAR = 1970
+MAX_YEAR = 2200
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 # --------------------------------------------------------------------------------------
@@ -412,6 +424,9 @@ def _check_id(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) 
     if not isinstance(value, str):
         bad(name, f"expected a string, got {_kind_of(value)}")
         return _INVALID
+    if len(value) > MAX_ID_CHARS:
+        bad(name, f"id longer than {MAX_ID_CHARS} characters")
+        return _INVALID
     if not _ID_RE.fullmatch(value):
         wrong = sorted({c for c in value if not _ID_RE.fullmatch(c)})
         shown = ", ".join(repr(c) for c in wrong) if wrong else "none"
@@ -462,8 +477,9 @@ def _check_enum(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context
 
 def _check_localized(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
     if isinstance(value, str):
-        if not value.strip():
-            bad(name, "empty text")
+        problem = _text_problem(value)
+        if problem:
+            bad(name, problem)
             return _INVALID
         return Localized({ALL_LANGUAGES: value})
     if not isinstance(value, Mapping):
@@ -482,8 +498,8 @@ def _check_localized(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Co
         if not isinstance(text, str):
             bad(sub, f"expected a string, got {_kind_of(text)}")
             ok = False
-        elif not text.strip():
-            bad(sub, "empty text")
+        elif problem := _text_problem(text):
+            bad(sub, problem)
             ok = False
     localized = Localized({str(k): v for k, v in value.items()})
     for language in sorted(ctx.languages):
@@ -500,12 +516,16 @@ def _check_strings(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Cont
     if not isinstance(value, list | tuple):
         bad(name, f"expected a list of strings, got {_kind_of(value)}")
         return _INVALID
+    if len(value) > MAX_LIST_ITEMS:
+        bad(name, f"more than {MAX_LIST_ITEMS} items")
+        return _INVALID
     for k, item in enumerate(value, 1):
         if not isinstance(item, str):
             bad(name, f"expected a list of strings, but item {k} is {_kind_of(item)}")
             return _INVALID
-        if not item.strip():
-            bad(name, f"item {k} is empty")
+        problem = _text_problem(item)
+        if problem:
+            bad(name, f"item {k}: {problem}")
             return _INVALID
     return tuple(value)
 
@@ -547,6 +567,10 @@ def _check_datetime(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Con
 def _check_url(value: Any, name: str, rule: FieldRule, bad: _Bad, ctx: _Context) -> Any:
     if not isinstance(value, str):
         bad(name, f"expected a URL string, got {_kind_of(value)}")
+        return _INVALID
+    problem = _text_problem(value, MAX_URL_CHARS)
+    if problem or any(c.isspace() for c in value.strip()):
+        bad(name, problem or "a URL cannot contain spaces")
         return _INVALID
     try:
         parts = urlsplit(value.strip())
@@ -595,6 +619,28 @@ _DEFAULTS = {
 _KIND_FIELD = next(n for n, r in INCIDENT_FIELDS.items() if r.kind is FieldKind.KIND)
 
 
+def _text_problem(text: str, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """Why ``text`` cannot be posted, or None."""
+    if not text.strip():
+        return "empty text"
+    if len(text) > limit:
+        return f"longer than {limit} characters ({len(text)})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (
+            f"invalid character at position {e.start + 1} (a lone surrogate such as "
+            "\\ud800, what cutting an emoji in half leaves): not valid Unicode"
+        )
+    control = _CONTROL_RE.search(text)
+    if control:
+        return (
+            f"control character {control.group()!r} at position {control.start() + 1}: "
+            "only line breaks and tabs are allowed"
+        )
+    return None
+
+
 def _to_datetime(value: Any) -> tuple[datetime | None, str | None]:
     """An aware datetime from a TOML datetime or an ISO 8601 string; else an error text."""
     example = f"write it with its UTC offset, e.g. {DATETIME_EXAMPLE}"
@@ -607,6 +653,14 @@ def _to_datetime(value: Any) -> tuple[datetime | None, str | None]:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             return None, f"{value.isoformat()} has no UTC offset ({example})"
+        try:
+            year: int | None = value.astimezone(UTC).year
+        except (OverflowError, ValueError):
+            year = None
+        if year is None or not MIN_YEAR <= year <= MAX_YEAR:
+            return None, (
+                f"{value.isoformat()} is out of range: years {MIN_YEAR} to {MAX_YEAR} only"
+            )
         return value, None
     if isinstance(value, date):
         return None, f"a date without a time ({example})"

@@ -1,62 +1,242 @@
-"""Running an ASGI app on uvicorn: in the foreground (a command) or on a thread (tests)."""
+"""Run an ASGI app with uvicorn in a thread: bound synchronously, stopped cleanly.
+
+``AsgiServer(app, address).start()`` binds the socket itself (so an address in use is an
+``OSError`` raised to the caller, and port 0 gives the real port in ``bound_address``), then
+serves from a background thread with its own event loop. ``close()`` stops accepting, lets
+requests in progress finish (at most ``grace`` seconds) and joins the thread.
+
+Slow clients cannot hold the listener: every connection has a whole-request deadline
+(``request_deadline`` seconds from the first byte to the last of the request body), not a
+per-read timeout. A request still incomplete by then is answered 408 and closed. Requests
+the HTTP parser cannot make sense of are answered 400, whatever went wrong.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("broadcaster.web")
+
+# From the connection to the last byte of the request: a client slower than that is cut off.
+REQUEST_DEADLINE = 10.0
+# Connections open at once before new requests are answered 503 straight away.
+MAX_CONNECTIONS = 512
+# After refusing a request whose body we did not read: half-close, then discard what the
+# client still sends for this long, so the kernel does not reset our answer away.
+LINGER_SECONDS = 1.0
 
 
-def _config(app: Any, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        lifespan="off",
-    )
+def _raw_response(code: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"errors": [{"field": None, "message": message}]}).encode()
+    return (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nServer: broadcaster\r\n\r\n"
+    ).encode() + body
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both and finishes open requests)."""
-    uvicorn.Server(_config(app, host, port)).run()
+TIMED_OUT = _raw_response(408, "Request Timeout", "the request took too long to arrive")
+MALFORMED = _raw_response(400, "Bad Request", "malformed HTTP request")
 
 
-class ServerThread:
-    """An app served on a background thread (uvicorn leaves signals to the main thread);
-    ``port`` 0 picks a free one (see ``url``)."""
+class _Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a whole-request deadline and a 400 for whatever the
+    parser (or uvicorn's handling of what it parsed) cannot take."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = uvicorn.Server(_config(app, host, port))
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
-        self.host = host
+    deadline: float = REQUEST_DEADLINE
+    _timer: asyncio.TimerHandle | None = None
+    _draining = False
 
-    def start(self, timeout: float = 10.0) -> ServerThread:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._timer = self.loop.call_later(self.deadline, self._deadline_passed)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        # A client that half-closes after its request still gets the answer.
+        if self.cycle is not None and not self.cycle.response_complete:
+            return True
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return  # answered already; what the client still sends is discarded
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own (plain text, closed at once): ours, in the JSON shape, lingering.
+        self._answer_and_close(MALFORMED)
+
+    def handle_events(self) -> None:
+        try:
+            super().handle_events()
+        except Exception:
+            log.debug("malformed HTTP request from %s", self.client, exc_info=True)
+            self._answer_and_close(MALFORMED)
+
+    def _deadline_passed(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        # Still waiting for headers, or for a body nobody answered yet. Once the whole
+        # request is in, the application's work (a store commit) is not cut short.
+        if cycle is None or (cycle.more_body and not cycle.response_started):
+            self._answer_and_close(TIMED_OUT)
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            with contextlib.suppress(Exception):
+                transport.write(answer)
+        if transport.can_write_eof():
+            self._draining = True
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+
+class AsgiServer:
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        address: tuple[str, int],
+        *,
+        request_deadline: float | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        grace: float = 30.0,
+        name: str = "http",
+    ) -> None:
+        self.app = app
+        self.requested = address
+        self.name = name
+        deadline = REQUEST_DEADLINE if request_deadline is None else request_deadline
+        protocol = type("Protocol", (_Protocol,), {"deadline": deadline})
+        self._config = uvicorn.Config(
+            app,
+            http=protocol,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            limit_concurrency=max_connections,
+            backlog=128,
+            timeout_graceful_shutdown=int(grace),
+            ws="none",
+        )
+        self._server = uvicorn.Server(self._config)
+        self._socket: socket.socket | None = None
+        self._bound: tuple[str, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        assert self._bound is not None, "bound by start()"
+        return self._bound
+
+    def start(self) -> None:
+        """Bind and serve; raises ``OSError`` if the address cannot be bound."""
+        host, port = self.requested
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        bound_host, bound_port = sock.getsockname()[:2]
+        self._bound = (str(bound_host), int(bound_port))
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         started = threading.Event()
 
-        def check() -> bool:
-            return bool(self._server.started) or not self._thread.is_alive()
+        def wait() -> bool:
+            return self._server.started or not self._thread_alive()
 
-        while not check():
+        while not wait():
             started.wait(0.01)
         if not self._server.started:
-            raise RuntimeError("the HTTP server did not start")
+            self.close()
+            raise OSError(f"the HTTP server on {host}:{port} did not start")
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        assert self._socket is not None
+        try:
+            asyncio.run(self._server.serve(sockets=[self._socket]))
+        except Exception:
+            log.exception("the HTTP server stopped on an error")
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM (uvicorn handles both and lets open
+    requests finish), with the same whole-request deadline as the daemon's listener."""
+    protocol = type("Protocol", (_Protocol,), {"deadline": REQUEST_DEADLINE})
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        limit_concurrency=MAX_CONNECTIONS,
+        ws="none",
+    )
+    uvicorn.Server(config).run()
+
+
+class ServerThread:
+    """An app served on a background thread (tests, drills); ``port`` 0 picks a free one
+    (see ``url``)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = AsgiServer(app, (host, port), name="console")
+        self.host = host
+
+    def start(self) -> ServerThread:
+        self._server.start()
         return self
 
     @property
     def port(self) -> int:
-        servers = self._server.servers
-        port: int = servers[0].sockets[0].getsockname()[1]
-        return port
+        return self._server.bound_address[1]
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.close()
