@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from ..model import Incident, OutboxPost, PlannedPost, PostKind, PostState, Snapshot, ThreadState
+from ..model import Incident, OutboxPost, PlannedPost, PostState, Snapshot, ThreadState
 from .contract import (
     ChannelChange,
     ChannelState,
@@ -41,6 +41,7 @@ from .contract import (
     ThreadKey,
 )
 from .postgres_schema import COPIED, MIGRATIONS
+from .rows import post_from_row, thread_from_row
 from .sqlite import Store, text_hash
 
 Row = dict[str, Any]
@@ -626,44 +627,13 @@ def _snapshot(row: Row) -> Snapshot:
 
 
 def _thread(r: Row) -> ThreadState:
-    return ThreadState(
-        incident_id=r["incident_id"],
-        channel=r["channel"],
-        last_revision=r["last_revision"],
-        last_kind=PostKind(r["last_kind"]),
-        last_status=r["last_status"],
-        last_planned_at=r["last_planned_at"],
-        promised_at=r["promised_at"],
-        post_count=r["post_count"],
-        reminder_count=r["reminder_count"],
-        closed=r["closed"],
-        last_post_key=r["last_post_key"],
-        reopened_at=r["reopened_at"],
-    )
+    return thread_from_row(r, _as_is)
 
 
 def _post(r: Row) -> OutboxPost:
-    return OutboxPost(
-        key=r["key"],
-        channel=r["channel"],
-        incident_id=r["incident_id"],
-        kind=PostKind(r["kind"]),
-        revision=r["revision"],
-        sequence=r["sequence"],
-        part=r["part"],
-        parts=r["parts"],
-        text=r["text"],
-        length=r["length"],
-        limit=r["max_length"],
-        language=r["language"],
-        reply_to_key=r["reply_to_key"],
-        state=PostState(r["state"]),
-        planned_at=r["planned_at"],
-        next_update_at=r["promised_at"],
-        remote_id=r["remote_id"],
-        remote_url=r["remote_url"],
-        attempts=r["attempts"],
-        last_error=r["last_error"],
-        sent_at=r["sent_at"],
-        next_attempt_at=r["next_attempt_at"],
-    )
+    return post_from_row(r, _as_is)
+
+
+def _as_is(value: Any) -> datetime | None:
+    at: datetime | None = value  # psycopg returns aware datetimes
+    return at

@@ -21,7 +21,6 @@ from ..model import (
     Incident,
     OutboxPost,
     PlannedPost,
-    PostKind,
     PostState,
     Snapshot,
     ThreadState,
@@ -36,6 +35,7 @@ from .contract import (
     StoreProblem,
     ThreadKey,
 )
+from .rows import post_from_row, thread_from_row
 from .sqlite_schema import MIGRATIONS
 
 
@@ -317,20 +317,7 @@ class Store(DataStore):
 
     @staticmethod
     def _thread(r: sqlite3.Row) -> ThreadState:
-        return ThreadState(
-            incident_id=r["incident_id"],
-            channel=r["channel"],
-            last_revision=r["last_revision"],
-            last_kind=PostKind(r["last_kind"]),
-            last_status=r["last_status"],
-            last_planned_at=_dt(r["last_planned_at"]),  # type: ignore[arg-type]
-            promised_at=_dt(r["promised_at"]),
-            post_count=r["post_count"],
-            reminder_count=r["reminder_count"],
-            closed=bool(r["closed"]),
-            last_post_key=r["last_post_key"],
-            reopened_at=_dt(r["reopened_at"]),
-        )
+        return thread_from_row(r, _dt)
 
     def is_duplicate_text(self, channel: str, text: str) -> bool:
         """Whether this exact text already went, or is going, out on this channel."""
@@ -444,30 +431,7 @@ class Store(DataStore):
 
     @staticmethod
     def _post(r: sqlite3.Row) -> OutboxPost:
-        return OutboxPost(
-            key=r["key"],
-            channel=r["channel"],
-            incident_id=r["incident_id"],
-            kind=PostKind(r["kind"]),
-            revision=r["revision"],
-            sequence=r["sequence"],
-            part=r["part"],
-            parts=r["parts"],
-            text=r["text"],
-            length=r["length"],
-            limit=r["max_length"],
-            language=r["language"],
-            reply_to_key=r["reply_to_key"],
-            state=PostState(r["state"]),
-            planned_at=_dt(r["planned_at"]),  # type: ignore[arg-type]
-            next_update_at=_dt(r["promised_at"]),
-            remote_id=r["remote_id"],
-            remote_url=r["remote_url"],
-            attempts=r["attempts"],
-            last_error=r["last_error"],
-            sent_at=_dt(r["sent_at"]),
-            next_attempt_at=_dt(r["next_attempt_at"]),
-        )
+        return post_from_row(r, _dt)
 
     def next_to_deliver(self, channel: str) -> OutboxPost | None:
         """The channel's oldest undelivered post: posts go out strictly in planned order."""
