@@ -5,4 +5,21 @@ The X / Mastodon sandbox fixtures (``x_sandbox``, ``mastodon_sandbox``, ``no_rea
 module can ask for them. Plain builders and helpers are in ``support.py``.
 """
 
+import logging
+from collections.abc import Iterator
+
+import pytest
+
 pytest_plugins = ["sandbox_fixtures", "pg_server"]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs the CLI configures logging onto the stderr pytest captured for it;
+    put the root logger back, so a worker thread still winding down never writes to a
+    closed stream in a later test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
