@@ -339,7 +339,7 @@ def _draft_changes(args: argparse.Namespace, config: Config, now: datetime) -> d
         elif kind is FieldKind.DATETIME:
             try:
                 changes[name] = parse_time(
-                    value, now, config.timezone, future=name == "next_update_at"
+                    value, now, config.timezone, future=INCIDENT_FIELDS[name].to_come
                 )
             except ValueError as e:
                 raise UsageError(f"{option}: {e}") from None

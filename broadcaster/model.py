@@ -174,6 +174,8 @@ class FieldRule:
     final_only: bool = False
     # The incident's status page link: left out of posts on a channel with include_url off.
     status_link: bool = False
+    # A time to come (a promise, an expected recovery): "HH:MM" already past means tomorrow.
+    to_come: bool = False
 
     @property
     def always_required(self) -> bool:
@@ -298,12 +300,17 @@ class Incident:
             draft_option="--eta",
             draft_order=7,
             sample=datetime(2017, 11, 9, 16, 47, tzinfo=UTC),
+            to_come=True,
         ),
     )
     next_update_at: datetime | None = field(
         default=None,
         metadata=_rule(
-            FieldKind.DATETIME, in_view=False, draft_option="--next-update", draft_order=6
+            FieldKind.DATETIME,
+            in_view=False,
+            draft_option="--next-update",
+            draft_order=6,
+            to_come=True,
         ),
     )
     url: str | None = field(

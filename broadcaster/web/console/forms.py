@@ -162,7 +162,7 @@ def read_form(
             continue
         if f.kind is FieldKind.DATETIME:
             try:
-                data[f.name] = parse_time(raw, now, tz, future=f.name == "next_update_at")
+                data[f.name] = parse_time(raw, now, tz, future=INCIDENT_FIELDS[f.name].to_come)
             except ValueError as exc:
                 errors[f.name] = str(exc)
         elif f.kind is FieldKind.STRINGS:
