@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from .channels.dryrun import DryRunChannel
 from .clock import Clock, utcnow
 from .components import App
 from .config import Config, IntakeConfig, load_config
@@ -30,6 +31,7 @@ from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
 from .sources.base import Batch, ServiceStopping
+from .status import WAITING
 
 log = logging.getLogger("broadcaster.daemon")
 
@@ -225,13 +227,14 @@ class Daemon:
                 self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
             )
             self.poll_sources()
-            self.plan()
+            recorded = self.plan()
             log.info(
                 "broadcaster running%s: %d channel(s), state file %s",
                 " (dry run)" if self.dry_run else "",
                 len(config.channels),
                 config.state_file,
             )
+            self._say_if_nothing_new(recorded)
             if self.shell is not None:
                 self.shell.start()
                 started.callback(self.shell.stop)
@@ -386,11 +389,12 @@ class Daemon:
                 self.plan()
             return str(data[ID_FIELD])
 
-    def plan(self) -> None:
+    def plan(self) -> int:
+        """Record what is due now and wake its channels; how many posts were recorded."""
         with self._plan_lock:
             app = self.app
             if app is None:
-                return
+                return 0
             recorded, wake_at = app.editor.run(self.clock())
             for item in recorded:
                 log.info(
@@ -405,6 +409,25 @@ class Daemon:
                 self.scheduler.add_job(
                     self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
                 )
+            return len(recorded)
+
+    def _say_if_nothing_new(self, recorded: int) -> None:
+        """A dry run started again on a journal that already holds everything says so and
+        where to look, rather than printing nothing (which looks broken)."""
+        app = self.app
+        if app is None or recorded:
+            return
+        journals = [c.journal for c in app.channels.values() if isinstance(c, DryRunChannel)]
+        if not journals or not journals[0].published:
+            return
+        if any(n and state in WAITING for (_, state), n in app.store.counts().items()):
+            return  # a previous run left parts to deliver: they scroll by now
+        log.info(
+            "nothing new to post: %d post(s) already published in the dry-run journal %s "
+            "(edit the state file to see more; broadcaster status --dry-run lists them)",
+            journals[0].published,
+            journals[0].path,
+        )
 
     def _hand_over(self, old: App, new: App) -> None:
         """Start the new channel workers as the old ones finish.
