@@ -310,3 +310,12 @@ def test_status_shows_times_in_the_configured_timezone_and_a_never_delivered_cha
     code, out, _ = run(capsys, "status", "--config", str(site / "config.toml"), "--format", "json")
     channel = json.loads(out)["channels"]["x-en"]
     assert channel["never_delivered"] and channel["paused_until"] == "2017-11-09T23:00:00+01:00"
+
+
+def test_the_readme_tour_activates_the_venv_before_its_bare_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    tour = readme.split("## A five-minute tour", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in tour.splitlines()]
+    first_bare = next(i for i, c in enumerate(commands) if c.startswith("broadcaster "))
+    assert ". .venv/bin/activate" in commands[:first_bare], "broadcaster would not be found"
+    assert (ROOT / "pyproject.toml").read_text().count('broadcaster = "') == 1  # the script
