@@ -191,6 +191,9 @@ class Daemon:
                     "start on the same data directory; restart this one"
                 )
                 health = replace(health, state="unhealthy", reasons=(*health.reasons, reason))
+            lost = self.app.store.lost()
+            if lost is not None:
+                health = replace(health, state="unhealthy", reasons=(*health.reasons, lost))
             return health
         finally:
             self._plan_lock.release()
