@@ -230,14 +230,14 @@ class Daemon:
                 self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
             )
             self.poll_sources()
-            recorded = self.plan()
+            self.plan()
             log.info(
                 "broadcaster running%s: %d channel(s), state file %s",
                 " (dry run)" if self.dry_run else "",
                 len(config.channels),
                 config.state_file,
             )
-            self._say_if_nothing_new(recorded)
+            self._say_if_nothing_new()
             if self.shell is not None:
                 self.shell.start()
                 started.callback(self.shell.stop)
@@ -392,12 +392,11 @@ class Daemon:
                 self.plan()
             return str(data[ID_FIELD])
 
-    def plan(self) -> int:
-        """Record what is due now and wake its channels; how many posts were recorded."""
+    def plan(self) -> None:
         with self._plan_lock:
             app = self.app
             if app is None:
-                return 0
+                return
             recorded, wake_at = app.editor.run(self.clock())
             for item in recorded:
                 log.info(
@@ -412,19 +411,20 @@ class Daemon:
                 self.scheduler.add_job(
                     self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
                 )
-            return len(recorded)
 
-    def _say_if_nothing_new(self, recorded: int) -> None:
+    def _say_if_nothing_new(self) -> None:
         """A dry run started again on a journal that already holds everything says so and
         where to look, rather than printing nothing (which looks broken)."""
         app = self.app
-        if app is None or recorded:
+        if app is None:
             return
         journals = [c.journal for c in app.channels.values() if isinstance(c, DryRunChannel)]
-        if not journals or not journals[0].published:
+        if not journals or not journals[0].found:
             return
         if any(n and state in WAITING for (_, state), n in app.store.counts().items()):
-            return  # a previous run left parts to deliver: they scroll by now
+            return  # parts to deliver (new, or left by a previous run): they scroll by now
+        if journals[0].published != journals[0].found:
+            return  # this run already posted something
         log.info(
             "nothing new to post: %d post(s) already published in the dry-run journal %s "
             "(edit the state file to see more; broadcaster status --dry-run lists them)",

@@ -36,6 +36,7 @@ class DryRunJournal:
                 except ValueError:
                     continue  # a line torn by a crash mid-write was never published
                 self._keys[record["idempotency_key"]] = record["id"]
+        self.found = len(self._keys)  # what earlier dry runs published
 
     @property
     def published(self) -> int:
