@@ -464,12 +464,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     path = store_location(config, args.dry_run)
     if not store_exists(config, args.dry_run):
+        hint = (
+            "nothing recorded yet: no daemon has run with this config"
+            if args.dry_run
+            else "nothing recorded yet: no daemon has run with this config; a dry run "
+            "(broadcaster run --dry-run) keeps its own store: see it with "
+            "broadcaster status --dry-run"
+        )
         _emit(
             args,
-            {"store": str(path), "incidents": [], "channels": {}},
-            f"{path}: nothing recorded yet\n",
+            {"store": str(path), "incidents": [], "channels": {}, "hint": hint},
+            f"{path}: {hint}\n",
         )
         return EXIT_OK
+    tz = config.timezone
+
+    def local(at: datetime | None) -> str | None:
+        """A time as people read it: in the configured timezone, like the posts."""
+        return at.astimezone(tz).isoformat() if at is not None else None
+
     store = open_store(config, args.dry_run)
     try:
         status = read_status(store, config.channels, _now(), detailed=True)
@@ -482,7 +495,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         c = status.channels[name]
         channels[name] = {
             "healthy": c.state.healthy,
-            "paused_until": c.state.paused_until.isoformat() if c.state.paused_until else None,
+            "never_delivered": c.never_delivered,
+            "paused_until": local(c.state.paused_until),
             "last_error": c.state.last_error,
             "replies_refused": c.state.replies_refused,
             "budget_left": c.budget_left,
@@ -503,12 +517,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "posts": t.thread.post_count,
                 "last_kind": t.thread.last_kind.value,
                 "closed": t.thread.closed,
-                "next_due_at": t.next_due_at.isoformat() if t.next_due_at else None,
+                "next_due_at": local(t.next_due_at),
             }
         incidents.append(entry)
     lines = [f"store: {path}", "", "channels:"]
     for name, ch in channels.items():
         state = "healthy" if ch["healthy"] else "UNHEALTHY"
+        if ch["never_delivered"]:
+            state += ", NEVER DELIVERED (no post got through yet)"
         paused = f", paused until {ch['paused_until']}" if ch["paused_until"] else ""
         budget = f" · budget left {ch['budget_left']}" if ch["budget_left"] is not None else ""
         lines.append(
@@ -518,11 +534,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     if instances:
         lines += ["", "instances:"]
-        lines += [f"  {name}: alive until {at.isoformat()}" for name, at in instances.items()]
+        lines += [f"  {name}: alive until {local(at)}" for name, at in instances.items()]
     if leases:
         lines += ["", "delivery (lease holders):"]
         lines += [
-            f"  {name}: {lease.holder} until {lease.expires_at.isoformat()} (token {lease.token})"
+            f"  {name}: {lease.holder} until {local(lease.expires_at)} (token {lease.token})"
             for name, lease in sorted(leases.items())
         ]
     lines += ["", "incidents:"]
@@ -541,11 +557,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
     data = {
         "store": str(path),
-        "instances": {name: at.isoformat() for name, at in instances.items()},
+        "instances": {name: local(at) for name, at in instances.items()},
         "leases": {
             name: {
                 "holder": lease.holder,
-                "until": lease.expires_at.isoformat(),
+                "until": local(lease.expires_at),
                 "token": lease.token,
             }
             for name, lease in sorted(leases.items())

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from .channels.dryrun import DryRunChannel
 from .clock import Clock, utcnow
 from .components import App
 from .config import Config, IntakeConfig, load_config
@@ -30,6 +31,7 @@ from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
 from .sources.base import Batch, ServiceStopping
+from .status import WAITING
 
 log = logging.getLogger("broadcaster.daemon")
 
@@ -189,6 +191,9 @@ class Daemon:
                     "start on the same data directory; restart this one"
                 )
                 health = replace(health, state="unhealthy", reasons=(*health.reasons, reason))
+            lost = self.app.store.lost()
+            if lost is not None:
+                health = replace(health, state="unhealthy", reasons=(*health.reasons, lost))
             return health
         finally:
             self._plan_lock.release()
@@ -232,6 +237,7 @@ class Daemon:
                 len(config.channels),
                 config.state_file,
             )
+            self._say_if_nothing_new()
             if self.shell is not None:
                 self.shell.start()
                 started.callback(self.shell.stop)
@@ -405,6 +411,26 @@ class Daemon:
                 self.scheduler.add_job(
                     self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
                 )
+
+    def _say_if_nothing_new(self) -> None:
+        """A dry run started again on a journal that already holds everything says so and
+        where to look, rather than printing nothing (which looks broken)."""
+        app = self.app
+        if app is None:
+            return
+        journals = [c.journal for c in app.channels.values() if isinstance(c, DryRunChannel)]
+        if not journals or not journals[0].found:
+            return
+        if any(n and state in WAITING for (_, state), n in app.store.counts().items()):
+            return  # parts to deliver (new, or left by a previous run): they scroll by now
+        if journals[0].published != journals[0].found:
+            return  # this run already posted something
+        log.info(
+            "nothing new to post: %d post(s) already published in the dry-run journal %s "
+            "(edit the state file to see more; broadcaster status --dry-run lists them)",
+            journals[0].published,
+            journals[0].path,
+        )
 
     def _hand_over(self, old: App, new: App) -> None:
         """Start the new channel workers as the old ones finish.

@@ -47,6 +47,13 @@ class ChannelStatus:
         return sum(self.counts.get(state, 0) for state in states)
 
     @property
+    def never_delivered(self) -> bool:
+        """It has tried and failed, and never got a single post through."""
+        return self.count(PostState.SENT) == 0 and (
+            self.count(PostState.FAILED) > 0 or self.state.last_error is not None
+        )
+
+    @property
     def waiting(self) -> int:
         """Parts recorded and not yet confirmed (pending or sending)."""
         return self.count(*WAITING)

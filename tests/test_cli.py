@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -272,3 +272,50 @@ def test_check_warns_when_a_budget_cannot_keep_the_cadence(site: Path, capsys) -
     assert code == 0
     assert "channels.x-fr.max_posts: 17 per 24 h allows one post every 85 min" in err
     assert "every 15 min" in err
+
+
+def test_status_without_a_store_points_to_the_dry_run_store(site: Path, capsys) -> None:
+    code, out, _ = run(capsys, "status", "--config", str(site / "config.toml"))
+    assert code == 0
+    assert "nothing recorded yet" in out
+    assert "broadcaster run --dry-run" in out and "broadcaster status --dry-run" in out
+
+
+def test_status_shows_times_in_the_configured_timezone_and_a_never_delivered_channel(
+    site: Path, capsys
+) -> None:
+    from store_contract import T0, record
+
+    from broadcaster.app import open_store
+    from broadcaster.config import load_config
+    from broadcaster.model import PostKind
+    from broadcaster.store import ChannelChange
+
+    config = load_config(site / "config.toml")  # timezone = "Europe/Paris": UTC+1 in November
+    store = open_store(config, dry_run=False)
+    try:
+        post = record(store, PostKind.OPENED, 1, channel="x-en")
+        store.mark_failed(post.key(1), "403 Forbidden")
+        reset = datetime(2017, 11, 9, 22, 0, tzinfo=UTC)
+        store.update_channel(
+            "x-en", ChannelChange(healthy=False, paused_until=reset, last_error="403"), T0
+        )
+    finally:
+        store.close()
+    code, out, _ = run(capsys, "status", "--config", str(site / "config.toml"))
+    assert code == 0
+    (x_en,) = [line for line in out.splitlines() if line.startswith("  x-en:")]
+    assert "NEVER DELIVERED" in x_en
+    assert "paused until 2017-11-09T23:00:00+01:00" in x_en  # 22:00 UTC, shown in Paris time
+    code, out, _ = run(capsys, "status", "--config", str(site / "config.toml"), "--format", "json")
+    channel = json.loads(out)["channels"]["x-en"]
+    assert channel["never_delivered"] and channel["paused_until"] == "2017-11-09T23:00:00+01:00"
+
+
+def test_the_readme_tour_activates_the_venv_before_its_bare_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    tour = readme.split("## A five-minute tour", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in tour.splitlines()]
+    first_bare = next(i for i, c in enumerate(commands) if c.startswith("broadcaster "))
+    assert ". .venv/bin/activate" in commands[:first_bare], "broadcaster would not be found"
+    assert (ROOT / "pyproject.toml").read_text().count('broadcaster = "') == 1  # the script

@@ -295,3 +295,18 @@ def test_the_readme_first_command_shows_bilingual_posts_on_the_shipped_example(
     # "Prochain point à 14 h" today, "Prochain point le samedi 28 novembre à 0 h" near midnight.
     assert "Prochain point " in shown and "Next update by" in shown
     assert all(p["length"] <= p["limit"] for p in journal_posts(journal))
+
+
+def test_a_second_dry_run_with_nothing_new_says_where_the_posts_already_are(dry: DryRun) -> None:
+    dry.write_state()
+    dry.start()
+    dry.wait_posts(2)  # x-en and mastodon-fr announce the incident
+    wait_for(lambda: "broadcaster running" in dry.stderr(), "the daemon to start")
+    code, _, first = dry.stop()
+    assert code == 0 and "nothing new to post" not in first
+    dry.start()
+    wait_for(lambda: "nothing new to post" in dry.stderr(), "the daemon to say so", 10)
+    (line,) = [ln for ln in dry.stderr().splitlines() if "nothing new to post" in ln]
+    assert "2 post(s) already published" in line and str(dry.journal) in line
+    dry.stop()
+    assert len(dry.posts()) == 2

@@ -611,3 +611,13 @@ def test_fuzzed_requests_always_get_an_http_answer(quick_deadline: Service) -> N
 
     answered()
     assert quick_deadline.request("GET", "/healthz").status == 200
+
+
+def test_a_deleted_store_file_makes_the_daemon_unhealthy(quick_deadline: Service) -> None:
+    service = quick_deadline
+    assert service.request("GET", "/healthz").status == 200
+    (service.tmp / "data" / "dry-run.sqlite3").unlink()
+    r = service.request("GET", "/healthz")
+    assert r.status == 503
+    (reason,) = [reason for reason in r.json()["reasons"] if "store" in reason]
+    assert "dry-run.sqlite3 was deleted" in reason and "restart" in reason

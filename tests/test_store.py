@@ -75,3 +75,20 @@ def test_a_store_written_before_reopened_at_existed_opens_and_keeps_its_threads(
     assert copy.threads()[("sbg", "x-en")].reopened_at == T0 + timedelta(hours=3)
     copy.close()
     store.close()
+
+
+def test_a_store_file_replaced_under_the_daemon_is_reported_lost(tmp_path: Path) -> None:
+    path = tmp_path / "broadcaster.sqlite3"
+    store = Store(path)
+    try:
+        assert store.lost() is None
+        path.rename(tmp_path / "moved.sqlite3")
+        path.write_bytes(b"")  # a fresh file at the same path: not the one written to
+        assert "was replaced" in (store.lost() or "")
+        path.unlink()
+        assert "was deleted" in (store.lost() or "")
+    finally:
+        store.close()
+    memory = Store(":memory:")
+    assert memory.lost() is None
+    memory.close()

@@ -36,6 +36,13 @@ class DryRunJournal:
                 except ValueError:
                     continue  # a line torn by a crash mid-write was never published
                 self._keys[record["idempotency_key"]] = record["id"]
+        self.found = len(self._keys)  # what earlier dry runs published
+
+    @property
+    def published(self) -> int:
+        """Parts the journal holds: what earlier dry runs already "published"."""
+        with self._lock:
+            return len(self._keys)
 
     def find(self, key: str) -> str | None:
         with self._lock:

@@ -305,6 +305,12 @@ class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates, Leases):
     def schema_version(self) -> int:
         """The version of the schema the store holds (migrations applied at open)."""
 
+    def lost(self) -> str | None:
+        """Why what this store writes no longer reaches the store others (and the next start)
+        read: its file deleted or replaced under it. None while intact; a database server
+        cannot be lost this way."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Release the backend's resources; the store is not used afterwards."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,6 +38,15 @@ from .contract import (
 )
 from .rows import post_from_row, thread_from_row
 from .sqlite_schema import MIGRATIONS
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file a path names (device, inode), or None if it names nothing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class TransactionAborted(sqlite3.OperationalError):
@@ -75,6 +85,8 @@ class Store(DataStore):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        # The file opened: writes keep reaching it even once its path is deleted or replaced.
+        self._file = _identity(self.path) if self.path != ":memory:" else None
         # One instance per data directory (flock): it holds every channel's lease.
         self._leases: dict[str, Lease] = {}
         self._instances: dict[str, datetime] = {}
@@ -132,6 +144,18 @@ class Store(DataStore):
     def instances(self) -> dict[str, datetime]:
         with self._lock:
             return dict(self._instances)
+
+    def lost(self) -> str | None:
+        if self._file is None:
+            return None
+        named = _identity(self.path)
+        if named == self._file:
+            return None
+        how = "deleted" if named is None else "replaced"
+        return (
+            f"the store {self.path} was {how}: what is recorded now would be lost at the "
+            "next start, which would announce everything again; restart this daemon"
+        )
 
     def close(self) -> None:
         with self._lock:
