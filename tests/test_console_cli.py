@@ -107,9 +107,7 @@ def test_next_update_as_a_clock_time_or_in_minutes_in_the_configured_timezone(
     assert code == 2 and "--next-update: cannot read 'soon' as a time" in err
 
 
-def test_a_promise_or_recovery_time_already_past_today_means_tomorrow(
-    config: Path, capsys
-) -> None:
+def test_a_promise_or_recovery_time_already_past_today_means_tomorrow(config: Path, capsys) -> None:
     # It is 10:30: "09:00" for when things come back can only mean tomorrow morning.
     code, _, err = draft(capsys, config, SBG, "--eta", "09:00", "--write")
     assert code == 0, err
