@@ -14,6 +14,13 @@ pytest_plugins = ["sandbox_fixtures", "pg_server"]
 
 
 @pytest.fixture(autouse=True)
+def _only_loopback(no_real_network: None) -> None:
+    """Every test, not only the platform ones: resolving any host but loopback fails, so
+    no test can reach a real X or Mastodon host even through a rebasing bug. (Subprocess
+    daemons get configs that point at the loopback sandboxes.)"""
+
+
+@pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
     """A test that runs the CLI configures logging onto the stderr pytest captured for it;
     put the root logger back, so a worker thread still winding down never writes to a
