@@ -244,9 +244,19 @@ def window(start: datetime, end: datetime | None, now: datetime, language: str) 
     return span if today else f"on {_date(start, lang, now)} {span}"
 
 
+def _unit(count: int, unit: str, lang: str) -> str:
+    names = {
+        "day": ("jour", "jours") if lang == "fr" else ("day", "days"),
+        "hour": ("heure", "heures") if lang == "fr" else ("hour", "hours"),
+        "minute": ("minute", "minutes"),
+    }[unit]
+    return f"{count} {names[count != 1]}"
+
+
 def duration(delta: timedelta, language: str) -> str:
-    """An exact duration, written unlike a clock time: en "2 h 15 min", "45 min",
-    "3 days 4 h"; fr "2 h 15 min", "45 min", "3 jours 4 h".
+    """An exact duration in words, so it never reads as a clock time (COMMS: "durations
+    written differently from times"): en "2 hours 15 minutes", "45 minutes", "3 days
+    4 hours"; fr "2 heures et 15 minutes", "45 minutes", "3 jours et 4 heures".
 
     Rounded to the minute; past a day, to the hour, as nobody needs minutes then.
     """
@@ -254,17 +264,18 @@ def duration(delta: timedelta, language: str) -> str:
     minutes = max(0, round(delta.total_seconds() / 60))
     if minutes == 0:
         return "moins d’une minute" if lang == "fr" else "less than a minute"
-    if minutes < 60:
-        return f"{minutes} min"
     if minutes < 24 * 60:
-        hours, rest = divmod(minutes, 60)
-        return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
-    days, hours = divmod(round(minutes / 60), 24)
-    if lang == "fr":
-        text = f"{days} jour" + ("s" if days > 1 else "")
+        big, rest = divmod(minutes, 60)
+        units = ("hour", "minute")
     else:
-        text = f"{days} day" + ("s" if days > 1 else "")
-    return f"{text} {hours} h" if hours else text
+        big, rest = divmod(round(minutes / 60), 24)
+        units = ("day", "hour")
+    if big == 0:
+        return _unit(rest, units[1], lang)
+    if rest == 0:
+        return _unit(big, units[0], lang)
+    joiner = " et " if lang == "fr" else " "
+    return _unit(big, units[0], lang) + joiner + _unit(rest, units[1], lang)
 
 
 def _hours(count: int, lang: str) -> str:

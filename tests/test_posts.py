@@ -159,13 +159,13 @@ def test_the_resolution_restates_cause_duration_data_loss_and_owns_the_impact_on
     (resolved,) = [s for s in thread if s.recorded.post.kind is PostKind.RESOLVED]
     text = whole(resolved)
     if french(resolved):
-        assert "Rétabli à 17 h 30, après 10 h 7 min de perturbation." in text
+        assert "Rétabli à 17 h 30, après 10 heures et 7 minutes de perturbation." in text
         assert "Aucune perte de données." in text
         assert "analyse détaillée de l’incident d’ici une semaine" in text
         assert "rapport d’incident sera publié" not in text  # ops already said when
         impact = ("perturbe votre activité", "gêne causée")
     else:
-        assert "Service restored at 17:30 CET, after 10 h 7 min." in text
+        assert "Service restored at 17:30 CET, after 10 hours 7 minutes." in text
         assert "No data was lost." in text
         assert "postmortem within a week" in text
         assert "report will follow" not in text

@@ -211,7 +211,7 @@ EXPECTED = {
     ],
     ("en", PostKind.RESOLVED): [
         "✅ Resolved: Power outage in Strasbourg (SBG)",
-        "Service restored at 17:50 CET, after 10 h 27 min.",
+        "Service restored at 17:50 CET, after 10 hours 27 minutes.",
         "Cause: an electrical fault took down both feeds.",
         "No data was lost.",
         "A post-incident report will follow.",
@@ -219,7 +219,7 @@ EXPECTED = {
     ],
     ("fr", PostKind.RESOLVED): [
         f"✅ Service rétabli{NBSP}: Coupure électrique",
-        "Rétabli à 17 h 50, après 10 h 27 min de perturbation.",
+        "Rétabli à 17 h 50, après 10 heures et 27 minutes de perturbation.",
         f"Cause{NBSP}: un défaut électrique a coupé les deux arrivées.",
         "Aucune perte de données.",
         "Un rapport d’incident sera publié.",
@@ -248,12 +248,12 @@ EXPECTED = {
     ],
     ("en", PostKind.COMPLETED): [
         "✅ Maintenance completed: Network upgrade in SBG",
-        "Finished at 23:10 CET, after 1 h 10 min.",
+        "Finished at 23:10 CET, after 1 hour 10 minutes.",
         "No data was lost.",
     ],
     ("fr", PostKind.COMPLETED): [
         f"✅ Maintenance terminée{NBSP}: Mise",
-        "Fin à 23 h 10, après 1 h 10 min d’intervention.",
+        "Fin à 23 h 10, après 1 heure et 10 minutes d’intervention.",
         "Aucune perte de données.",
     ],
 }
@@ -555,11 +555,11 @@ def test_window():
 @pytest.mark.parametrize(
     ("delta", "en", "fr"),
     [
-        (timedelta(hours=2, minutes=15), "2 h 15 min", "2 h 15 min"),
-        (timedelta(hours=2, minutes=5), "2 h 5 min", "2 h 5 min"),
-        (timedelta(minutes=45), "45 min", "45 min"),
-        (timedelta(hours=3), "3 h", "3 h"),
-        (timedelta(days=3, hours=4, minutes=10), "3 days 4 h", "3 jours 4 h"),
+        (timedelta(hours=2, minutes=15), "2 hours 15 minutes", "2 heures et 15 minutes"),
+        (timedelta(hours=1, minutes=1), "1 hour 1 minute", "1 heure et 1 minute"),
+        (timedelta(minutes=45), "45 minutes", "45 minutes"),
+        (timedelta(hours=3), "3 hours", "3 heures"),
+        (timedelta(days=3, hours=4, minutes=10), "3 days 4 hours", "3 jours et 4 heures"),
         (timedelta(days=1), "1 day", "1 jour"),
         (timedelta(seconds=20), "less than a minute", "moins d’une minute"),
         (timedelta(minutes=-5), "less than a minute", "moins d’une minute"),
@@ -681,7 +681,7 @@ def test_filters_are_available_to_templates(tmp_path: Path):
     r = Renderer(tmp_path, PARIS)
     text = render(r, SBG, PostKind.OPENED, at(23, 40), at(0, 25, 10), X_FR)
     assert text == (
-        "7 h 23|vendredi 10 novembre à 0 h 25|16 h 17 min|Serveurs dédiés et VPS|"
+        "7 h 23|vendredi 10 novembre à 0 h 25|16 heures et 17 minutes|Serveurs dédiés et VPS|"
         "le vendredi 10 novembre à 0 h 25|depuis 7 h 23|non|Analyse en cours"
     )
 
