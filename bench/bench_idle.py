@@ -12,7 +12,7 @@ same run, that only ``os.stat``s the same path every 250 ms (what any poller at 
 Both modes of the daemon run side by side with the one baseline, over the same window:
 ``watch = "auto"`` (notifications; the goal: at most 1x the baseline) and ``watch = "poll"``
 (for comparison). At the end each daemon gets SIGTERM and the time it takes to exit is
-reported too. The window holds no safety-net re-plan (one every ``REPLAN_EVERY``, 5 min), so
+reported too. The window holds no safety-net re-plan (one every ``REPLAN_EVERY``, 15 min), so
 one is timed afterwards (``Editor.run`` on the store the daemon left, in this process) and
 its share of the window added in a second figure.
 

@@ -43,9 +43,10 @@ from .status import WAITING
 
 log = logging.getLogger("broadcaster.daemon")
 
-# Safety net: plan at least this often even if no wake-up was scheduled. A plan that failed
-# (the store unreachable at the promised time) is retried after RETRY_PLAN_AFTER already.
-REPLAN_EVERY = timedelta(minutes=5)
+# Safety net: plan at least this often even if no wake-up was scheduled. Rarely needed: a
+# plan that failed (the store unreachable at the promised time) is retried after
+# RETRY_PLAN_AFTER, and a wake-up missed while the process was suspended still runs.
+REPLAN_EVERY = timedelta(minutes=15)
 RETRY_PLAN_AFTER = timedelta(seconds=5)
 # Safety net of a watched source: polled this often even if no notification came.
 WATCH_SAFETY_POLL = timedelta(seconds=60)
@@ -564,6 +565,7 @@ class Daemon:
                         run_date=self.clock() + RETRY_PLAN_AFTER,
                         id="wake",
                         replace_existing=True,
+                        misfire_grace_time=None,
                     )
                 raise
             for item in recorded:
@@ -577,7 +579,12 @@ class Daemon:
                 app.delivery.wake(item.post.channel)
             if wake_at is not None and self.scheduler.running:
                 self.scheduler.add_job(
-                    self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
+                    self.plan,
+                    "date",
+                    run_date=wake_at,
+                    id="wake",
+                    replace_existing=True,
+                    misfire_grace_time=None,  # however late (a suspended VM): run it
                 )
 
     def _say_if_nothing_new(self) -> None:
