@@ -19,6 +19,8 @@ import pytest
 from redis_server import RedisServer
 from support import X_EN_WITHOUT_SECRETS, InProcessDryRun, config_toml, opening, wait_for
 
+from broadcaster.sources.redis import RedisStreamSource
+
 STATE = """
 [[incidents]]
 id = "sbg-power"
@@ -178,3 +180,30 @@ def test_an_unknown_watch_mode_is_refused_naming_the_key(tmp_path: Path) -> None
     path.write_text(config().replace('watch = "auto"', 'watch = "inotify"'))
     with pytest.raises(ConfigError, match=r"broadcaster\.watch.*auto, poll"):
         load_config(path)
+
+
+def test_a_blocking_read_hands_its_entries_over_in_order_and_again_until_settled(
+    redis_server: RedisServer,
+) -> None:
+    stream, group = "broadcaster:events", "broadcaster"
+    source = RedisStreamSource(redis_server.url, stream, group, "c1")
+    client = redis_server.client()
+    try:
+        assert source.poll() is None  # connected, the group created
+        assert source.watch() is None
+        ids = [client.xadd(stream, {"event": json.dumps(opening(f"i{k}"))}) for k in range(3)]
+        assert source.wait(5)
+        origins = [f"redis:{stream}#{entry_id.decode()}" for entry_id in ids]
+        batch = source.poll()
+        assert batch is not None and [e.origin for e in batch.events] == origins
+        # Neither acknowledged nor refused (the daemon failed): handed over again, in order.
+        again = source.poll()
+        assert again is not None and [e.origin for e in again.events] == origins
+        for event in again.events:
+            event.ack()
+        assert source.poll() is None
+        assert client.xpending(stream, group)["pending"] == 0
+    finally:
+        source.interrupt()
+        source.close()
+        client.close()

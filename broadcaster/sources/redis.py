@@ -132,6 +132,8 @@ class RedisStreamSource(PullSource):
         self._others_pending = 0
         self._handled: OrderedDict[bytes, None] = OrderedDict()
         self._delivered: list[bytes] = []
+        # Entries a blocking read in wait() delivered, for the next poll to hand over.
+        self._buffered: list[tuple[bytes, dict[bytes, bytes] | None]] = []
 
     @property
     def last_error(self) -> str | None:
@@ -158,9 +160,9 @@ class RedisStreamSource(PullSource):
     def wait(self, timeout: float) -> bool:
         """Block on the stream (``XREADGROUP ... BLOCK``) until an entry arrives.
 
-        The entries it reads go into our pending list, where the next ``poll`` reads them
-        (from id 0, in stream order, before anything newer): a blocked read never hands an
-        event over itself, so nothing is applied out of order or twice.
+        The entries it reads are in our pending list: the next ``poll`` hands them over
+        first (or reads them again from id 0, in stream order, if it must re-read that list
+        anyway), so nothing is applied out of order or twice, and a crash loses none.
         """
         if self._interrupted.is_set():
             return False
@@ -190,9 +192,12 @@ class RedisStreamSource(PullSource):
             # Redis gone: poll() says so and reconnects, with backoff.
             log.debug("redis %s: blocking read failed: %s", self.where, e)
             return True
-        if not _entries(reply):
+        entries = _entries(reply)
+        if not entries:
             return not self._interrupted.is_set()  # the periodic look at pending entries
-        self._cursor = b"0"
+        if self._cursor is None:
+            self._buffered = entries  # handed over by the next poll, first
+        # else: our pending entries are to be read again from id 0, these among them.
         return True
 
     def interrupt(self) -> None:
@@ -232,6 +237,22 @@ class RedisStreamSource(PullSource):
         now = self.clock()
         if self._others_pending or now >= self._next_claim:
             self._claim(now)
+        events: list[Event] = []
+        buffered, self._buffered = self._buffered, []
+        if buffered:
+            if self._cursor is not None:
+                return self._read_stream()  # re-read from id 0: they are there too
+            # What wait()'s blocking read delivered: the newest entries, in stream order.
+            for entry_id, fields in buffered:
+                event = self._event(entry_id, fields)
+                if event is not None:
+                    events.append(event)
+                    self._delivered.append(entry_id)
+            return events
+        return self._read_stream()
+
+    def _read_stream(self) -> list[Event]:
+        """Our pending entries from the cursor (if set), then new ones, one batch at most."""
         events: list[Event] = []
         examined = 0
         while examined < self.batch_size:
