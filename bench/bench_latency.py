@@ -1,7 +1,10 @@
 """Latency from a saved state file to the post: `broadcaster run` as ops run it.
 
-Two daemons, one after the other, each a real ``broadcaster run`` subprocess on a fresh
-temporary config with the default ``poll_interval`` (read back from the loaded config):
+Daemons one after the other, each a real ``broadcaster run`` subprocess on a fresh
+temporary config with the default ``poll_interval`` (read back from the loaded config), in
+each ``--watch`` mode: ``auto`` (the default: the daemon takes a save in when the kernel
+reports it; goal: a median of at most 30 ms) and ``poll`` (it looks every
+``poll_interval``, for comparison). The sandbox daemon runs in the first mode only:
 
 - ``dry-run``: ``run --dry-run``; a post is the line the dry-run channel appends to
   ``dry-run.jsonl`` (its ``at`` stamp, taken when the channel publishes);
@@ -28,8 +31,8 @@ absolute: a median of at most 0.5 s.
 ``--background N`` puts N other open incidents in the state file (opened and delivered
 before the measurement starts): every save makes the daemon re-read all of them.
 
-    .venv/bin/python bench/bench_latency.py            # 20 saves per daemon, ~35 s
-    .venv/bin/python bench/bench_latency.py --quick    # 4 saves per daemon, < 10 s
+    .venv/bin/python bench/bench_latency.py            # 20 saves per daemon, ~50 s
+    .venv/bin/python bench/bench_latency.py --quick    # 3 saves per daemon, < 10 s
     .venv/bin/python bench/bench_latency.py --mode dry-run --saves 8 --background 1000
 """
 
@@ -69,7 +72,10 @@ from benchlib import (
 
 from broadcaster.config import load_config
 
-GOAL_MEDIAN = 0.5  # seconds, from the issue
+# Seconds, from the issues: a dry-run post within 30 ms of the save with notifications
+# (issue 12); within 0.5 s when polling, and on the platforms' sandboxes.
+GOAL_MEDIAN = {"auto": 0.030, "poll": 0.5}
+GOAL_SANDBOX = 0.5
 
 STATE = """[[incidents]]
 id = "bench-latency"
@@ -311,7 +317,9 @@ def measure(
         session.stop()
 
 
-def summarize(result: Result, mode: str, data: dict[str, Any], interval: float) -> None:
+def summarize(
+    result: Result, mode: str, data: dict[str, Any], interval: float, watch: str, goal: float
+) -> None:
     lat, bare = data["latencies"], data["bare"]
     med, p95, bare_med = median(lat), percentile(lat, 95), median(bare)
     result.add(
@@ -323,7 +331,7 @@ def summarize(result: Result, mode: str, data: dict[str, Any], interval: float) 
             bare_med,
             "s",
             f"poll {interval * 1000:.0f} ms, {len(lat)} posts",
-            value_goal=GOAL_MEDIAN,
+            value_goal=goal,
         )
     )
     # The bare loop and the daemon poll with independent phases, so the ratio above wobbles
@@ -349,6 +357,7 @@ def summarize(result: Result, mode: str, data: dict[str, Any], interval: float) 
         )
     )
     result.details[mode] = {
+        "watch": watch,
         "background_incidents": data["background"],
         "poll_interval_s": interval,
         "posts": len(lat),
@@ -379,31 +388,42 @@ def main(argv: list[str] | None = None) -> Result:
         default=0,
         help="other open incidents in the state file (each save re-reads them all)",
     )
+    p.add_argument(
+        "--watch",
+        default="auto,poll",
+        help="watch modes of the dry-run daemon; the sandbox one runs in the first "
+        "(default: %(default)s)",
+    )
     args = p.parse_args(argv)
     started = time.perf_counter()
-    saves = args.saves or (4 if args.quick else 20)
+    saves = args.saves or (3 if args.quick else 20)
     gap = (0.15, 0.45) if args.quick else (0.3, 0.9)
     rng = random.Random(args.seed)
     result = Result("latency", args.quick)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        watches = [w for w in args.watch.split(",") if w]
         if args.mode in ("both", "dry-run"):
-            config = config_header()
-            config += '\n[channels.x-en]\nplatform = "x"\nlanguage = "en"\n'
-            config += (
-                '\n[channels.mastodon-fr]\nplatform = "mastodon"\nlanguage = "fr"\n'
-                'api_base_url = "https://mastodon.invalid"\n'
-            )
-            session = Session(root / "dry-run", config, dry_run=True, background=args.background)
-            data = measure(
-                session, session.dry_run_posts, 2, saves, gap, rng, background=args.background
-            )
-            summarize(result, "dry-run", data, session.poll_interval)
+            for watch in watches:
+                config = config_header(watch=watch)
+                config += '\n[channels.x-en]\nplatform = "x"\nlanguage = "en"\n'
+                config += (
+                    '\n[channels.mastodon-fr]\nplatform = "mastodon"\nlanguage = "fr"\n'
+                    'api_base_url = "https://mastodon.invalid"\n'
+                )
+                label = f"dry-run, watch {watch}"
+                session = Session(
+                    root / f"dry-run-{watch}", config, dry_run=True, background=args.background
+                )
+                data = measure(
+                    session, session.dry_run_posts, 2, saves, gap, rng, background=args.background
+                )
+                summarize(result, label, data, session.poll_interval, watch, GOAL_MEDIAN[watch])
 
         if args.mode in ("both", "sandbox"):
             with Sandboxes(SandboxSpec()) as sandboxes:
-                config = config_header()
+                config = config_header(watch=watches[0])
                 config += x_channel_toml("x-en", "en", sandboxes.x_url, x_account(0))
                 config += mastodon_channel_toml(
                     "mastodon-fr", "fr", sandboxes.mastodon_url, mastodon_account(0)
@@ -419,12 +439,12 @@ def main(argv: list[str] | None = None) -> Result:
                     session, sandbox_posts, 2, saves, gap, rng, background=args.background
                 )
                 errors = sandboxes.errors()
-                summarize(result, "sandbox", data, session.poll_interval)
+                label = f"sandbox, watch {watches[0]}"
+                summarize(result, label, data, session.poll_interval, watches[0], GOAL_SANDBOX)
                 result.details["non_2xx_answers"] = errors[:10]
 
-    for mode in ("dry-run", "sandbox"):
-        d = result.details.get(mode)
-        if d:
+    for mode, d in result.details.items():
+        if isinstance(d, dict) and "posts" in d:
             print(
                 f"{mode}: {d['posts']} posts, median {d['median_s'] * 1000:.0f} ms, p95 "
                 f"{d['p95_s'] * 1000:.0f} ms, max {d['max_s'] * 1000:.0f} ms; bare stat loop "

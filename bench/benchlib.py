@@ -356,10 +356,17 @@ def bare_mastodon(base_url: str, account: Any, timeout: float = 10.0) -> Any:
 
 
 def config_header(
-    *, state_file: str = "state.toml", poll_interval: str | None = None, cadence: str = "1h"
+    *,
+    state_file: str = "state.toml",
+    poll_interval: str | None = None,
+    cadence: str = "1h",
+    watch: str | None = None,
 ) -> str:
-    """``[broadcaster]`` and ``[cadence]``; a long cadence keeps reminders out of the way."""
+    """``[broadcaster]`` and ``[cadence]``; a long cadence keeps reminders out of the way.
+    ``watch``: "auto" (the default: notifications) or "poll"."""
     poll = f'poll_interval = "{poll_interval}"\n' if poll_interval else ""
+    if watch:
+        poll += f'watch = "{watch}"\n'
     return (
         "[broadcaster]\n"
         f'state_file = "{state_file}"\n'

@@ -223,6 +223,9 @@ class Config:
     channels: Mapping[str, ChannelConfig]
     cadence: CadenceConfig
     poll_interval: timedelta = timedelta(milliseconds=250)
+    # "auto": the kernel tells of changes (state file, spool; Redis blocks on its stream),
+    # polling only where it cannot; "poll": poll every source at poll_interval.
+    watch: str = "auto"
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -329,8 +332,10 @@ BROADCASTER_KEYS = (
     "templates_dir",
     "timezone",
     "poll_interval",
+    "watch",
     "state_file_max_bytes",
 )
+WATCH_MODES = ("auto", "poll")
 CHANNEL_KEYS = (
     "platform",
     "language",
@@ -437,6 +442,12 @@ def load_config(path: Path) -> Config:
         r.problem("broadcaster", "timezone", f"unknown timezone {tz_name!r} (e.g. 'Europe/Paris')")
         timezone = ZoneInfo("UTC")
     poll = r.duration("broadcaster", "poll_interval", b.get("poll_interval", "0.25s"))
+    watch = b.get("watch", "auto")
+    if watch not in WATCH_MODES:
+        r.problem(
+            "broadcaster", "watch", f"expected one of {', '.join(WATCH_MODES)}, not {watch!r}"
+        )
+        watch = "auto"
 
     cadence = _cadence(r, raw.get("cadence", {}))
     channels: dict[str, ChannelConfig] = {}
@@ -467,6 +478,7 @@ def load_config(path: Path) -> Config:
         channels=channels,
         cadence=cadence,
         poll_interval=poll or timedelta(milliseconds=250),
+        watch=watch,
         intake=intake,
         console=console,
         store=store,

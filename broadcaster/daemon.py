@@ -1,17 +1,25 @@
-"""The long-running service: polls sources, plans on time, delivers, reloads, stops cleanly.
+"""The long-running service: takes changes in as they come, plans on time, delivers,
+reloads, stops cleanly.
 
-APScheduler (3.x, UTC) runs two jobs: a frequent poll of the sources, and a one-shot "wake"
-at the earliest promised update, rebuilt from the store at every start and every plan, so no
-APScheduler job store is needed. The main thread only handles signals.
+Each source that can say when it changed (``PullSource.watch``: the kernel's notifications
+for the state file and the spool, a blocking read for Redis) gets a thread that waits on it
+and polls it at once; the others are polled by an APScheduler (3.x, UTC) job every
+``poll_interval`` (all of them with ``watch = "poll"``). Planning runs after every change,
+and otherwise only at a one-shot "wake" job at the earliest promised update, rebuilt from
+the store at every start and every plan (so no APScheduler job store is needed), plus a
+rare safety net. Idle, nothing runs. The main thread only handles signals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import select
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -30,14 +38,18 @@ from .health import LOCK_TIMEOUT, Health, assess
 from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
-from .sources.base import Batch, ServiceStopping
+from .sources.base import Batch, PullSource, ServiceStopping
 from .status import WAITING
 
 log = logging.getLogger("broadcaster.daemon")
 
-# Safety net: plan at least this often even if no wake-up was scheduled (e.g. a template was
-# broken at the promised time and got fixed since).
-REPLAN_EVERY = timedelta(seconds=30)
+# Safety net: plan at least this often even if no wake-up was scheduled. Rarely needed: a
+# plan that failed (the store unreachable at the promised time) is retried after
+# RETRY_PLAN_AFTER, and a wake-up missed while the process was suspended still runs.
+REPLAN_EVERY = timedelta(minutes=15)
+RETRY_PLAN_AFTER = timedelta(seconds=5)
+# Safety net of a watched source: polled this often even if no notification came.
+WATCH_SAFETY_POLL = timedelta(seconds=60)
 
 
 # Exceptions an event's own data causes, not the environment: retrying cannot help.
@@ -133,8 +145,14 @@ class Daemon:
         self._plan_lock = threading.RLock()
         self._instance_lock: InstanceLock | None = None
         self._poll_lock = threading.Lock()
+        # Per source, from poll to commit: two polls of one source would hand over (and
+        # apply) the same events. Per source, so a slow Redis holds up no other source.
+        self._source_locks: dict[PullSource, threading.Lock] = {}
+        # The threads waiting on watched sources, and how to stop them.
+        self._watchers: list[tuple[PullSource, threading.Thread]] = []
+        self._watching = threading.Event()
         self._stop = threading.Event()
-        self._wakeup = threading.Event()
+        self._wake_fd: int | None = None  # run_forever's self-pipe: stop() writes to it
         # What start() started, undone in reverse order by shutdown().
         self._running = ExitStack()
         self.scheduler = BackgroundScheduler(
@@ -225,12 +243,14 @@ class Daemon:
             self.app.delivery.start()
             self.scheduler.start()
             started.callback(self._stop_scheduler)
-            self._schedule_polling(config)
+            watched = self._schedule_polling(config, self.app)
+            started.callback(self._stop_watchers)
             self.scheduler.add_job(
                 self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
             )
             self.poll_sources()
             self.plan()
+            self._start_watchers(self.app, watched)
             log.info(
                 "broadcaster running%s: %d channel(s), state file %s",
                 " (dry run)" if self.dry_run else "",
@@ -243,18 +263,109 @@ class Daemon:
                 started.callback(self.shell.stop)
             self._running = started.pop_all()
 
-    def _schedule_polling(self, config: Config) -> None:
-        self.scheduler.add_job(
-            self.poll_sources,
-            "interval",
-            seconds=config.poll_interval.total_seconds(),
-            id="poll",
-            replace_existing=True,
-        )
+    def _schedule_polling(self, config: Config, app: App) -> list[PullSource]:
+        """Start notifications where the config and the sources allow, and poll the other
+        sources every ``poll_interval``; returns the watched sources (whose threads
+        ``_start_watchers`` starts once they have been polled a first time)."""
+        watched: list[PullSource] = []
+        polled: list[PullSource] = []
+        for source in app.sources:
+            if config.watch == "poll":
+                polled.append(source)
+                continue
+            try:
+                problem = source.watch()
+            except Exception as e:  # whatever it is, polling still works
+                problem = f"{type(e).__name__}: {e}"
+            if problem is None:
+                watched.append(source)
+            else:
+                log.warning(
+                    "%s: no change notifications (%s); polling every %gs instead",
+                    source.name,
+                    problem,
+                    config.poll_interval.total_seconds(),
+                )
+                polled.append(source)
+        if watched:
+            log.info(
+                "watching %s for changes; safety poll every %gs",
+                ", ".join(s.name for s in watched),
+                WATCH_SAFETY_POLL.total_seconds(),
+            )
+        if polled:
+            self.scheduler.add_job(
+                self._poll_scheduled,
+                "interval",
+                seconds=config.poll_interval.total_seconds(),
+                args=(app, polled),
+                id="poll",
+                replace_existing=True,
+            )
+        elif self.scheduler.get_job("poll") is not None:
+            self.scheduler.remove_job("poll")
+        return watched
+
+    def _start_watchers(self, app: App, sources: list[PullSource]) -> None:
+        self._watching.set()
+        for source in sources:
+            thread = threading.Thread(
+                target=self._watch,
+                args=(app, source),
+                name=f"watch-{source.name}",
+                daemon=True,
+            )
+            self._watchers.append((source, thread))
+            thread.start()
+
+    def _stop_watchers(self) -> None:
+        """End every watcher thread: its wait returns at once, a poll in progress finishes."""
+        self._watching.clear()
+        watchers, self._watchers = self._watchers, []
+        for source, _ in watchers:
+            source.interrupt()
+        for _, thread in watchers:
+            thread.join()
+
+    def _watch(self, app: App, source: PullSource) -> None:
+        """A watched source's thread: wait for a change, then poll until nothing is left
+        (a spool backlog comes 100 files a poll)."""
+        safety = WATCH_SAFETY_POLL.total_seconds()
+        retry = app.config.poll_interval.total_seconds()
+        timeout = safety
+        while self._watching.is_set():
+            try:
+                source.wait(timeout)
+            except Exception:
+                log.exception("%s: waiting for changes failed; polling it", source.name)
+                if self._stop.wait(retry):
+                    return
+            timeout = safety
+            while self._watching.is_set():
+                try:
+                    settled = self._poll_one(app, source)
+                except Exception:  # planning failed (retried by its own wake job)
+                    log.exception("%s: taking the change in failed", source.name)
+                    settled = False
+                if settled is None:
+                    break  # nothing (more) to take in
+                if not settled:
+                    timeout = retry  # not committed: retried at the polling pace
+                    break
+
+    def _poll_scheduled(self, app: App, sources: list[PullSource]) -> None:
+        if self.app is app:
+            self._poll(sources)
 
     def stop(self) -> None:
         self._stop.set()
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        fd = self._wake_fd
+        if fd is not None:
+            with contextlib.suppress(OSError):  # full: it wakes anyway; closed: it is done
+                os.write(fd, b"\0")
 
     def shutdown(self) -> None:
         """Undo start() in reverse: the shell (refuses new work), the scheduler, the App
@@ -286,38 +397,63 @@ class Daemon:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_reload)
-        self.start()
+        # The main thread sleeps in select() on a self-pipe: a signal (through the wakeup
+        # fd) or stop() writes to it. No periodic wake-up: idle is idle.
+        readable, writable = os.pipe()
+        for fd in (readable, writable):
+            os.set_blocking(fd, False)
+        previous = signal.set_wakeup_fd(writable)
+        self._wake_fd = writable
         try:
-            while not self._stop.is_set() and not signalled["stop"]:
-                self._wakeup.wait(0.2)
-                self._wakeup.clear()
-                if signalled["reload"]:
-                    signalled["reload"] = False
-                    if self.shell is not None:
-                        self.shell.reload()
-                    else:
-                        self.reload()
+            self.start()
+            try:
+                while not self._stop.is_set() and not signalled["stop"]:
+                    select.select([readable], [], [])
+                    _drain(readable)
+                    if signalled["reload"]:
+                        signalled["reload"] = False
+                        if self.shell is not None:
+                            self.shell.reload()
+                        else:
+                            self.reload()
+            finally:
+                self._stop.set()  # the HTTP intake answers 503 from now on
+                log.info("stopping")
+                self.shutdown()
         finally:
-            self._stop.set()  # the HTTP intake answers 503 from now on
-            log.info("stopping")
-            self.shutdown()
+            signal.set_wakeup_fd(previous)
+            self._wake_fd = None
+            os.close(readable)
+            os.close(writable)
 
     # -- work ----------------------------------------------------------------------------
 
     def poll_sources(self) -> None:
-        # Polling (file reads, Redis round trips) happens outside the plan lock, so a slow
-        # source never holds up planning, delivery bookkeeping or the HTTP intake. The poll
-        # lock keeps polls serial from poll to commit: the scheduled job, start() and
-        # reload() all poll, and two polls would hand over (and apply) the same events.
-        with self._poll_lock:
-            self._poll_sources()
+        """Poll every source now (start, reload; tests)."""
+        app = self.app
+        if app is not None:
+            self._poll(app.sources)
 
-    def _poll_sources(self) -> None:
+    def _lock_of(self, source: PullSource) -> threading.Lock:
+        return self._source_locks.setdefault(source, threading.Lock())
+
+    def _poll(self, sources: list[PullSource]) -> None:
+        # Polling (file reads, Redis round trips) happens outside the plan lock, so a slow
+        # source never holds up planning, delivery bookkeeping or the HTTP intake. Each
+        # source's lock keeps its polls serial from poll to commit: the poll job, start(),
+        # reload() and a watcher thread all poll, and two polls would hand over (and
+        # apply) the same events.
+        with self._poll_lock, ExitStack() as held:
+            for source in sources:
+                held.enter_context(self._lock_of(source))
+            self._poll_sources(sources)
+
+    def _poll_sources(self, sources: list[PullSource]) -> None:
         app = self.app
         if app is None:
             return
         batches = []
-        for source in app.sources:
+        for source in sources:
             try:
                 batch = source.poll()
             except Exception:
@@ -335,6 +471,26 @@ class Daemon:
                 changed |= self._apply_batch(app, source.name, batch)
             if changed:
                 self.plan()
+
+    def _poll_one(self, app: App, source: PullSource) -> bool | None:
+        """Poll a watched source and apply what it hands over. None: nothing handed over;
+        True: some of it committed (more may follow); False: none of it could be."""
+        with self._lock_of(source):
+            try:
+                batch = source.poll()
+            except Exception:
+                log.exception("source %s failed", source.name)
+                return False
+            if batch is None:
+                return None
+            settled: list[bool] = []
+            batch = _noting_settlement(batch, settled)
+            with self._plan_lock:
+                if self.app is not app:
+                    return None  # reloaded meanwhile: the new sources offer it again
+                if self._apply_batch(app, source.name, batch):
+                    self.plan()
+            return bool(settled)
 
     def _apply_batch(self, app: App, source: str, batch: Batch) -> bool:
         try:
@@ -397,7 +553,21 @@ class Daemon:
             app = self.app
             if app is None:
                 return
-            recorded, wake_at = app.editor.run(self.clock())
+            try:
+                recorded, wake_at = app.editor.run(self.clock())
+            except Exception:
+                # The promised wake-up is gone with this run: try again soon rather than at
+                # the safety net, so a passing store failure delays no update for long.
+                if self.scheduler.running:
+                    self.scheduler.add_job(
+                        self.plan,
+                        "date",
+                        run_date=self.clock() + RETRY_PLAN_AFTER,
+                        id="wake",
+                        replace_existing=True,
+                        misfire_grace_time=None,
+                    )
+                raise
             for item in recorded:
                 log.info(
                     "planned %s for %s on %s (%d part(s))",
@@ -409,7 +579,12 @@ class Daemon:
                 app.delivery.wake(item.post.channel)
             if wake_at is not None and self.scheduler.running:
                 self.scheduler.add_job(
-                    self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
+                    self.plan,
+                    "date",
+                    run_date=wake_at,
+                    id="wake",
+                    replace_existing=True,
+                    misfire_grace_time=None,  # however late (a suspended VM): run it
                 )
 
     def _say_if_nothing_new(self) -> None:
@@ -471,9 +646,12 @@ class Daemon:
         except Exception as e:  # whatever is wrong with the new config, the service stays up
             log.error("reload refused, still running on the previous config:\n%s", e)
             return False
+        # The old sources' threads end before their sources are closed (by _hand_over).
+        self._stop_watchers()
         with self._poll_lock, self._plan_lock:
             old, self.app = self.app, new
-            self._schedule_polling(config)
+            watched = self._schedule_polling(config, new)
+            self._source_locks = {}
         if old is None:
             new.delivery.start()
         else:
@@ -481,4 +659,30 @@ class Daemon:
         log.info("reloaded %s", self.config_path)
         self.poll_sources()
         self.plan()
+        if not self._stop.is_set():
+            self._start_watchers(new, watched)
         return True
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _noting_settlement(batch: Batch, settled: list[bool]) -> Batch:
+    """``batch`` with its acknowledgments noted in ``settled``: whether the daemon committed
+    (or refused) any of it, or could not (the store failing: retried at the polling pace)."""
+
+    def noting(callback: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: object) -> None:
+            settled.append(True)
+            callback(*args)
+
+        return call
+
+    events = [replace(e, ack=noting(e.ack), reject=noting(e.reject)) for e in batch.events]
+    ack = noting(batch.ack) if batch.incidents or not batch.events else batch.ack
+    return Batch(batch.incidents, events, ack=ack)

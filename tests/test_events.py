@@ -50,7 +50,8 @@ def test_an_event_with_text_no_platform_can_take_is_refused(daemon: Daemon) -> N
 
 
 def test_concurrent_polls_apply_each_spooled_event_once(tmp_path: Path) -> None:
-    """The scheduled poll, start() and reload() all poll: never the same event twice."""
+    """The scheduled poll, start() and reload() all poll: never the same event twice.
+    (Polled only when the test says so: the files below are written in place.)"""
     import json
     import threading
 
@@ -58,6 +59,7 @@ def test_concurrent_polls_apply_each_spooled_event_once(tmp_path: Path) -> None:
 [broadcaster]
 state_file = "state.toml"
 templates_dir = "{ROOT / "message_templates"}"
+watch = "poll"
 poll_interval = "1h"
 [channels.x-en]
 platform = "dryrun"

@@ -261,7 +261,8 @@ def test_entries_left_pending_by_a_killed_consumer_are_taken_over_in_order(
 ) -> None:
     client = redis_server.client()
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    harness = Harness(tmp_path, redis_server, consumer="B", claim_idle="300ms")
+    # Idle long enough that even a loaded machine's start-up does not take them over yet.
+    harness = Harness(tmp_path, redis_server, consumer="B", claim_idle="1500ms")
     harness.push(opening())
     harness.push({"id": "sbg-power", "status": "identified", "message": "step 2"})
     # Consumer A reads both, then is killed before it acknowledges anything.

@@ -4,7 +4,8 @@ Two kinds:
 
 - a ``PullSource`` (state file, spool, Redis) is polled by the daemon. It hands over a
   ``Batch`` and is told, through ``Batch.ack``, once the store has committed it: only then
-  may a queue forget the events;
+  may a queue forget the events. It may also tell when to poll (``watch``/``wait``: the
+  kernel's notifications, a blocking read), so that a change is taken in as it happens;
 - a ``PushSource`` (the HTTP intake) is started with a ``Submit`` callback and hands each
   event over as it arrives; ``submit`` returns once the store committed it, so the sender
   can be told.
@@ -76,9 +77,31 @@ class Source(abc.ABC):
 
 
 class PullSource(Source):
+    """Polled by the daemon; may also say when to poll (``watch``, then ``wait``).
+
+    A watched source is polled by one thread of the daemon in a loop: ``wait``, then
+    ``poll`` until it hands nothing over. ``wait`` is never called concurrently with itself
+    or with ``poll``; ``interrupt`` may come from any thread at any time.
+    """
+
     @abc.abstractmethod
     def poll(self) -> Batch | None:
         """New incident descriptions since the last poll, or None. Never blocks for long."""
+
+    def watch(self) -> str | None:
+        """Start change notifications, before the first poll so that no change between
+        that poll and the first ``wait`` goes unseen. None once watching; else why this
+        source cannot be watched (the daemon polls it at ``poll_interval`` instead)."""
+        return "this source gives no change notifications"
+
+    def wait(self, timeout: float) -> bool:
+        """After ``watch``: block until something may have changed (True: poll now) or
+        ``timeout`` seconds passed (False). Returns False at once after ``interrupt``."""
+        return False
+
+    def interrupt(self) -> None:
+        """End a ``wait`` in progress, and every later one, at once: the service stops."""
+        return None
 
 
 class PushSource(Source):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..statefile import MAX_STATE_BYTES, StateFileError, load_state, read_bytes
 from .base import Batch, PullSource
+from .watch import DirectoryWatch
 
 log = logging.getLogger("broadcaster.sources.file")
 
@@ -32,6 +33,8 @@ class StateFileSource(PullSource):
         self._signature: tuple[int, int, int, int] | None = None
         self._digest: str | None = None
         self._error: str | None = None
+        self._watch: DirectoryWatch | None = None
+        self._names: frozenset[str] = frozenset()
 
     @property
     def last_error(self) -> str | None:
@@ -80,6 +83,56 @@ class StateFileSource(PullSource):
             self._digest = digest
 
         return Batch(incidents, ack=committed)
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def _directories(self) -> list[Path]:
+        """The path's directory, and its target's if it is a symlink to elsewhere (an edit
+        in place of the target changes nothing in the link's directory)."""
+        real = self.path.resolve()
+        self._names = frozenset({self.path.name, real.name})
+        return [self.path.parent, real.parent]
+
+    def _interesting(self, directory: Path, name: str, events: frozenset[str]) -> bool:
+        # "..data" and friends: a Kubernetes ConfigMap swaps a symlink to its new version.
+        if name not in self._names and not name.startswith(".."):
+            return False
+        if not events & {"CLOSE_WRITE", "MOVED_TO", "ATTRIB", "CREATE"}:
+            # Moved away or deleted: vim does so just before writing the new version, and
+            # a missing file changes nothing in force (the safety poll reports it).
+            return False
+        if events == {"CREATE"}:
+            # A file just created is still empty (it would read as "no incidents"): its
+            # CLOSE_WRITE follows. A symlink is complete as soon as it exists.
+            return (directory / name).is_symlink()
+        return True
+
+    def watch(self) -> str | None:
+        watch = DirectoryWatch(self._interesting)
+        problem = watch.open(self._directories())
+        if problem is None:
+            self._watch = watch
+        return problem
+
+    def wait(self, timeout: float) -> bool:
+        if self._watch is None:
+            return False
+        changed = self._watch.wait(timeout)
+        if changed:
+            # A symlink swap may point the path into another directory: watch that one.
+            problem = self._watch.retarget(self._directories())
+            if problem is not None:
+                log.warning("%s: %s; polled at the safety interval meanwhile", self.path, problem)
+        return changed
+
+    def interrupt(self) -> None:
+        if self._watch is not None:
+            self._watch.interrupt()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _report(self, message: str) -> None:
         if message != self._error:

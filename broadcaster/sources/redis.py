@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -63,6 +64,9 @@ DEFAULT_SOCKET_TIMEOUT = timedelta(seconds=1)
 # Entry ids applied by this process, remembered so that a re-read never applies one twice.
 # Far more than can be delivered between an outage and the reconnection that settles them.
 REMEMBERED_IDS = 65536
+# While other consumers' pending entries hold new ones back, a watched source retries taking
+# them over this often (seconds).
+OTHERS_PENDING_RECHECK = 0.25
 
 
 class RedisStreamSource(PullSource):
@@ -99,6 +103,11 @@ class RedisStreamSource(PullSource):
         self.backoff_max = backoff_max.total_seconds()
         self.clock = clock
         timeout = socket_timeout.total_seconds() + (block.total_seconds() if block else 0)
+        self._url = url
+        self._socket_timeout = socket_timeout.total_seconds()
+        # The blocking reads of ``wait``, on a client of their own: made on demand by watch().
+        self._waiter: Any = None
+        self._interrupted = threading.Event()
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -123,6 +132,8 @@ class RedisStreamSource(PullSource):
         self._others_pending = 0
         self._handled: OrderedDict[bytes, None] = OrderedDict()
         self._delivered: list[bytes] = []
+        # Entries a blocking read in wait() delivered, for the next poll to hand over.
+        self._buffered: list[tuple[bytes, dict[bytes, bytes] | None]] = []
 
     @property
     def last_error(self) -> str | None:
@@ -130,6 +141,70 @@ class RedisStreamSource(PullSource):
 
     def close(self) -> None:
         self._client.close()
+        if self._waiter is not None:
+            self._waiter.close()
+
+    # -- waiting for entries ------------------------------------------------------------------
+
+    def watch(self) -> str | None:
+        self._waiter = redis.Redis.from_url(
+            self._url,
+            # A blocked read lasts up to its BLOCK (at most ``claim_every``), then answers.
+            socket_timeout=self.claim_every + self._socket_timeout,
+            socket_connect_timeout=self._socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        return None
+
+    def wait(self, timeout: float) -> bool:
+        """Block on the stream (``XREADGROUP ... BLOCK``) until an entry arrives.
+
+        The entries it reads are in our pending list: the next ``poll`` hands them over
+        first (or reads them again from id 0, in stream order, if it must re-read that list
+        anyway), so nothing is applied out of order or twice, and a crash loses none.
+        """
+        if self._interrupted.is_set():
+            return False
+        # Never longer than until the next look at other consumers' pending entries.
+        now = self.clock()
+        timeout = min(timeout, max(0.0, self._next_claim - now) + 0.001)
+        if not self._connected:
+            # poll() reconnects, paced by the backoff: wait for the next try.
+            return not self._interrupted.wait(min(timeout, max(0.0, self._retry_at - now)))
+        if self._others_pending:
+            # Reading nothing new until those are taken over (see _claim): poll() retries
+            # the take-over at the polling pace.
+            return not self._interrupted.wait(min(timeout, OTHERS_PENDING_RECHECK))
+        try:
+            reply = self._waiter.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=self.batch_size,
+                block=max(1, int(timeout * 1000)),
+            )
+        except redis.ResponseError:
+            return True  # NOGROUP and the like: poll() recreates the group
+        except (redis.RedisError, OSError, ValueError) as e:
+            if self._interrupted.is_set():
+                return False
+            # Redis gone: poll() says so and reconnects, with backoff.
+            log.debug("redis %s: blocking read failed: %s", self.where, e)
+            return True
+        entries = _entries(reply)
+        if not entries:
+            return not self._interrupted.is_set()  # the periodic look at pending entries
+        if self._cursor is None:
+            self._buffered = entries  # handed over by the next poll, first
+        # else: our pending entries are to be read again from id 0, these among them.
+        return True
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+        if self._waiter is not None:
+            # Shuts the blocked read's socket down: its recv returns at once.
+            self._waiter.connection_pool.disconnect()
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -162,6 +237,22 @@ class RedisStreamSource(PullSource):
         now = self.clock()
         if self._others_pending or now >= self._next_claim:
             self._claim(now)
+        events: list[Event] = []
+        buffered, self._buffered = self._buffered, []
+        if buffered:
+            if self._cursor is not None:
+                return self._read_stream()  # re-read from id 0: they are there too
+            # What wait()'s blocking read delivered: the newest entries, in stream order.
+            for entry_id, fields in buffered:
+                event = self._event(entry_id, fields)
+                if event is not None:
+                    events.append(event)
+                    self._delivered.append(entry_id)
+            return events
+        return self._read_stream()
+
+    def _read_stream(self) -> list[Event]:
+        """Our pending entries from the cursor (if set), then new ones, one batch at most."""
         events: list[Event] = []
         examined = 0
         while examined < self.batch_size:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..events import MAX_EVENT_BYTES, EventError, decode
 from .base import Batch, Event, PullSource
+from .watch import DirectoryWatch
 
 log = logging.getLogger("broadcaster.sources.spool")
 
@@ -51,6 +52,7 @@ class SpoolSource(PullSource):
         # Files already committed (None) or refused (the reason) whose move failed: moved on
         # the next polls, never handed over again.
         self._stranded: dict[str, str | None] = {}
+        self._watch: DirectoryWatch | None = None
         self._ensure_directories()
 
     @property
@@ -97,6 +99,35 @@ class SpoolSource(PullSource):
                 )
             )
         return Batch(events=events) if events else None
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def watch(self) -> str | None:
+        if not self._ensure_directories():
+            return self._error
+        # Only complete events: a file renamed to a *.json name (or one written in place,
+        # once closed). Our own moves out of incoming/ wake nothing.
+        watch = DirectoryWatch(
+            lambda _, name, events: (
+                _complete_name(name) and bool(events & {"MOVED_TO", "CLOSE_WRITE"})
+            )
+        )
+        problem = watch.open([self.incoming])
+        if problem is None:
+            self._watch = watch
+        return problem
+
+    def wait(self, timeout: float) -> bool:
+        return self._watch.wait(timeout) if self._watch is not None else False
+
+    def interrupt(self) -> None:
+        if self._watch is not None:
+            self._watch.interrupt()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     # -- moving files on ----------------------------------------------------------------------
 
@@ -146,8 +177,7 @@ class SpoolSource(PullSource):
             names = [
                 entry.name
                 for entry in entries
-                if entry.name.endswith(".json")
-                and not entry.name.startswith(".")
+                if _complete_name(entry.name)
                 and entry.name not in self._stranded
                 and entry.is_file()
             ]
@@ -175,6 +205,11 @@ class SpoolSource(PullSource):
         if self._error is not None:
             log.info("%s: spool is working again", self.directory)
         self._error = None
+
+
+def _complete_name(name: str) -> bool:
+    """A complete event's name; anything else is a file still being written."""
+    return name.endswith(".json") and not name.startswith(".")
 
 
 def _read(path: Path) -> bytes:
