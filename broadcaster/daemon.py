@@ -31,6 +31,7 @@ from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
 from .sources.base import Batch, ServiceStopping
+from .statefile import Problem
 from .status import WAITING
 
 log = logging.getLogger("broadcaster.daemon")
@@ -372,6 +373,11 @@ class Daemon:
 
     def _apply_event(self, app: App, data: dict[str, Any], origin: str, source: str) -> list[str]:
         incident = merge(app.store, data, origin=origin, languages=app.config.languages())
+        too_long = app.editor.check_fits(incident, self.clock())
+        if too_long:  # accepted means postable: refused before anything is applied
+            raise EventError(
+                Problem(origin, None, incident.id, p.field, p.message) for p in too_long
+            )
         # No source mark: an event says what changes now, even if this source said the same
         # thing before and another source said otherwise since. Re-applying a redelivered
         # event is harmless anyway: the merged incident is identical.
