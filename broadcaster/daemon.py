@@ -133,6 +133,7 @@ class Daemon:
         self.shell: Attachment | None = None
         self._plan_lock = threading.RLock()
         self._instance_lock: InstanceLock | None = None
+        self._blind: str | None = None  # why it halted (``blind``): until a restart
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
@@ -185,19 +186,49 @@ class Daemon:
                     "stopping", ("the service is not running",), now, dry_run=self.dry_run
                 )
             health = assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
-            lock = self._instance_lock
-            if lock is not None and not lock.intact():
-                reason = (
-                    f"the lock file {lock.path} was deleted or replaced: another daemon could "
-                    "start on the same data directory; restart this one"
-                )
-                health = replace(health, state="unhealthy", reasons=(*health.reasons, reason))
-            lost = self.app.store.lost()
-            if lost is not None:
-                health = replace(health, state="unhealthy", reasons=(*health.reasons, lost))
+            blind = self.blind()
+            if blind is not None:
+                # Halted on purpose: the watchdog keeps quiet, as a restart on a fresh store
+                # would announce everything again; ops restart once the files are back.
+                reasons = (blind, *(r for r in health.reasons if "delivery worker" not in r))
+                health = replace(health, state="unhealthy", reasons=reasons, halted=True)
             return health
         finally:
             self._plan_lock.release()
+
+    def blind(self) -> str | None:
+        """Why the daemon refuses to go on, once its store or lock file was deleted or
+        replaced (None while both are in place).
+
+        Recorded on the orphaned file, every post would be forgotten at the next start and
+        announced again; without its lock, a second daemon could start beside it. So, once
+        seen, planning, delivery and intake stop (logged once) until a restart: the daemon
+        does not exit, since a supervisor restarting it on a fresh store would re-announce
+        everything.
+        """
+        if self._blind is not None:
+            return self._blind
+        lock, app = self._instance_lock, self.app
+        reason = None
+        if lock is not None and not lock.intact():
+            reason = (
+                f"the lock file {lock.path} was deleted or replaced: another daemon could "
+                "start on the same data directory; restart this one"
+            )
+        elif app is not None:
+            reason = app.store.lost()
+        if reason is None:
+            return None
+        self._blind = reason
+        log.error(
+            "refusing to continue blind: %s (planning, delivery and intake are stopped "
+            "until this daemon is restarted)",
+            reason,
+        )
+        if app is not None:
+            for worker in app.delivery.workers.values():
+                worker.request_stop()  # between posts: one in flight finishes
+        return reason
 
     def intake_config(self) -> IntakeConfig | None:
         """The intake settings in force (a reload may change them); None when not serving."""
@@ -230,6 +261,7 @@ class Daemon:
             self.scheduler.add_job(
                 self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
             )
+            self.scheduler.add_job(self.blind, "interval", seconds=1, id="sight")
             self.poll_sources()
             self.plan()
             log.info(
@@ -315,8 +347,8 @@ class Daemon:
 
     def _poll_sources(self) -> None:
         app = self.app
-        if app is None:
-            return
+        if app is None or self.blind():
+            return  # unacknowledged: offered again once restarted
         batches = []
         for source in app.sources:
             try:
@@ -393,6 +425,9 @@ class Daemon:
             app = self.app
             if app is None:
                 raise ServiceStopping("the service is stopping")
+            blind = self.blind()
+            if blind is not None:
+                raise ServiceStopping(f"not accepting events: {blind}")
             changed = self._apply_event(app, data, origin, source)
             if changed:
                 self.plan()
@@ -401,7 +436,7 @@ class Daemon:
     def plan(self) -> None:
         with self._plan_lock:
             app = self.app
-            if app is None:
+            if app is None or self.blind():
                 return
             recorded, wake_at = app.editor.run(self.clock())
             for item in recorded:
@@ -470,6 +505,10 @@ class Daemon:
 
     def reload(self) -> bool:
         """SIGHUP: re-read config, templates and state at once, or keep running as before."""
+        if self.blind():
+            # A new App would open a fresh store in place of the lost one.
+            log.error("reload refused: %s", self.blind())
+            return False
         try:
             config = load_config(self.config_path)
             self.assembler.check(config)

@@ -51,8 +51,9 @@ def test_an_event_over_the_cap_is_refused_by_http_and_the_spool_and_never_posted
     )
     (incoming / ".0001.json.part").rename(incoming / "0001.json")
     reason = wait_for(
-        lambda: (p := service.tmp / "spool" / "rejected" / "0001.json.error").exists()
-        and p.read_text(),
+        lambda: (
+            (p := service.tmp / "spool" / "rejected" / "0001.json.error").exists() and p.read_text()
+        ),
         "the spool file rejected with its reason",
     )
     assert "field 'message'" in reason and "shorter" in reason
@@ -115,10 +116,8 @@ def test_check_preview_and_draft_refuse_a_message_over_the_cap(
     state = site / "examples" / "state.toml"
     before = state.read_text()
     sbg = "sbg-power-2017-11-09"
-    code = main(
-        ["draft", sbg, "--config", config]
-        + ["--message", f"en={LONG}", "--message", "fr=Court", "--write"]
-    )
+    options = ["--message", f"en={LONG}", "--message", "fr=Court", "--write"]
+    code = main(["draft", sbg, "--config", config, *options])
     _, err = capsys.readouterr()
     assert code == 2
     assert f"draft {sbg}: incident '{sbg}' field 'message': too long" in err
@@ -130,7 +129,7 @@ def test_check_preview_and_draft_refuse_a_message_over_the_cap(
     state.write_text("\n".join(lines) + "\n")
     for command in (["check", "--dry-run"], ["preview"]):
         code = main([*command, "--config", config])
-        out, err = capsys.readouterr()
+        _, err = capsys.readouterr()
         assert code == 2, command
         assert f"state.toml:{at + 1}: incident '{sbg}' field 'message': too long" in err, command
         assert "channels.x-en.max_parts = 6" in err and "shorter" in err
