@@ -120,6 +120,32 @@ def _cut(incident: Incident, name: str, language: str, keep: int) -> Incident:
     return replace(incident, **names)
 
 
+def _texts(incident: Incident, language: str) -> list[tuple[str, str]]:
+    """(field, text) of each text ops wrote that the posts show, in ``language``."""
+    found = []
+    for name, rule in INCIDENT_FIELDS.items():
+        if rule.kind not in _TEXT_KINDS or not rule.in_view:
+            continue
+        value = getattr(incident, name)
+        if isinstance(value, Localized):
+            text = value.get(language)
+            if text:
+                found.append((name, text))
+        elif value:
+            found += [(name, item) for item in names_in(value, language)]
+    return found
+
+
+def _filled(incident: Incident, name: str, language: str, text: str) -> Incident:
+    """The incident with ``name`` holding just ``text`` in ``language``."""
+    value: Any = (
+        Localized({language: text})
+        if INCIDENT_FIELDS[name].kind is FieldKind.LOCALIZED
+        else Names({language: [text]})
+    )
+    return replace(incident, **{name: value})
+
+
 class FitCheck:
     """The check every door runs: ``problems(incident, now)``; results are remembered per
     incident content, so a state file read again costs nothing for unchanged incidents."""
@@ -130,6 +156,8 @@ class FitCheck:
         self.rules = dict(rules)
         self._seen: OrderedDict[str, tuple[TooLong, ...]] = OrderedDict()
         self._lock = threading.Lock()  # the state file's poll and the intake both ask
+        # (channel, kind, status, texts present) → (fixed, per character) of the estimate.
+        self._lines: dict[tuple[Any, ...], tuple[float, float] | None] = {}
 
     def problems(self, incident: Incident, now: datetime) -> list[TooLong]:
         """Why ``incident`` cannot be accepted (empty: its posts fit every channel)."""
@@ -166,18 +194,45 @@ class FitCheck:
 
     def parts(self, incident: Incident, channel: ChannelConfig, now: datetime) -> int:
         """The most parts any post of ``incident`` on ``channel`` can take (pessimistic)."""
+        if self._surely_short(incident, channel, now):
+            return 1
+        counted, texts = self._rendered(incident, channel, now)
+        if not texts or max(texts)[0] <= counted.limit:
+            return 1 if texts else 0  # every post in one part: nothing to split
+        # The longest text first; the others too only near the cap (splitting costs).
+        texts.sort(key=lambda t: t[0], reverse=True)
+        if texts[0][0] > channel.max_parts * counted.limit:
+            return -(-texts[0][0] // counted.limit)  # at least this many: no need to split
+        most = 0
+        for _, text, head in texts:
+            try:
+                most = max(most, len(split(text, counted, head=head)))
+            except ValueError:
+                continue  # a limit too small for any part: the planner reports it
+            if most != channel.max_parts:
+                break  # well within the cap, or over it already
+        return most
+
+    def _counted_rule(self, channel: ChannelConfig, now: datetime) -> LengthRule:
+        """The channel's rule less the room every part keeps for a "Posted at" stamp."""
         rule = self.rules[channel.name]
+        local = now.astimezone(self.config.timezone)
+        stamp = f"{i18n.posted(local, channel.language, seconds=True)} · 000000"
+        room = rule.count(f"\n{stamp}") + 1
+        return replace(rule, limit=rule.limit - room) if rule.limit - room >= 30 else rule
+
+    def _rendered(
+        self, incident: Incident, channel: ChannelConfig, now: datetime
+    ) -> tuple[LengthRule, list[tuple[int, str, int]]]:
+        """The counting rule, and (counted length, text, head) of each post it can make."""
+        counted = self._counted_rule(channel, now)
         info = channel.info()
         snapshot = Snapshot(incident, 1, now, now, None)
         try:
             promise = planner.promise(snapshot, self.config.cadence, now, None)
         except (ValueError, ArithmeticError):
-            return 0  # refused by validation first; planning reports it if ever reached
-        local = now.astimezone(self.config.timezone)
-        stamp = f"{i18n.posted(local, info.language, seconds=True)} · 000000"
-        room = rule.count(f"\n{stamp}") + 1
-        counted = replace(rule, limit=rule.limit - room) if rule.limit - room >= 30 else rule
-        texts: list[tuple[int, str, int]] = []  # (counted length, text, head) per kind
+            return counted, []  # refused by validation first; planning reports it if reached
+        texts: list[tuple[int, str, int]] = []
         for kind in _kinds(incident):
             post = PlannedPost(
                 incident.id,
@@ -194,21 +249,56 @@ class FitCheck:
                 continue  # a broken template is reported on its own; planning checks again
             text = rendered.text + _FILLER
             texts.append((counted.count(text), text, rendered.head))
-        if not texts or max(texts)[0] <= counted.limit:
-            return 1 if texts else 0  # every post in one part: nothing to split
-        # The longest text first; the others too only near the cap (splitting costs).
-        texts.sort(key=lambda t: t[0], reverse=True)
-        if texts[0][0] > channel.max_parts * counted.limit:
-            return -(-texts[0][0] // counted.limit)  # at least this many: no need to split
-        most = 0
-        for _, text, head in texts:
-            try:
-                most = max(most, len(split(text, counted, head=head)))
-            except ValueError:
-                continue  # a limit too small for any part: the planner reports it
-            if most != channel.max_parts:
-                break  # well within the cap, or over it already
-        return most
+        return counted, texts
+
+    # -- the shortcut: most incidents are far from any cap ---------------------------------
+
+    def _surely_short(self, incident: Incident, channel: ChannelConfig, now: datetime) -> bool:
+        """Whether, by an estimate, every post is at most a third of what the cap holds:
+        then, with a cap of 4 parts or more, even an estimate off by half and a split that
+        leaves parts half empty stay within the cap, and nothing needs rendering.
+
+        The estimate is linear in the length of ops' texts, its two coefficients measured
+        once per channel and shape of incident (kind, status, which texts are present) by
+        rendering it with short and long placeholder texts.
+        """
+        if channel.max_parts < 4:
+            return False
+        texts = _texts(incident, channel.language)
+        fields = tuple(dict.fromkeys(n for n, _ in texts))
+        shape = (channel.name, incident.kind, incident.status, fields)
+        with self._lock:
+            known = shape in self._lines
+            line = self._lines.get(shape)
+        if not known:
+            line = self._measure(incident, channel, fields, now)
+            with self._lock:
+                if len(self._lines) > 1024:
+                    self._lines.clear()
+                self._lines[shape] = line
+        if line is None:
+            return False
+        rule = self.rules[channel.name]
+        fixed, per_char = line
+        length = sum(rule.count(t) for _, t in texts)
+        # A third of what the cap holds: split at worst half full, still within the cap.
+        room = self._counted_rule(channel, now).limit * channel.max_parts / 3
+        return fixed + per_char * length <= room
+
+    def _measure(
+        self, incident: Incident, channel: ChannelConfig, names: tuple[str, ...], now: datetime
+    ) -> tuple[float, float] | None:
+        counts = []
+        for size in (1, 101):
+            variant = incident
+            for name in names:
+                variant = _filled(variant, name, channel.language, "w" * size)
+            _, texts = self._rendered(variant, channel, now)
+            if not texts:
+                return None
+            counts.append(max(t[0] for t in texts))
+        per_char = max(1.0, (counts[1] - counts[0]) / (100 * max(1, len(names))))
+        return counts[0] - per_char * len(names), per_char
 
     def _blame(
         self, incident: Incident, channel: ChannelConfig, parts: int, now: datetime
