@@ -546,6 +546,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "revision": inc.snapshot.revision,
             "threads": {},
         }
+        if not i.is_final:  # what the daemon cannot post: over a thread cap (max_parts)
+            entry["unplannable"] = [f"{f}: {m}" for f, m in _fit_check(config)(i)]
         for channel, t in inc.threads.items():
             entry["threads"][channel] = {
                 "link": t.link,
@@ -579,6 +581,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines += ["", "incidents:"]
     for entry in incidents:
         lines.append(f"  {entry['id']} ({entry['status']}, revision {entry['revision']})")
+        lines += [f"    CANNOT BE POSTED: {why}" for why in entry.get("unplannable", ())]
         for channel, t in entry["threads"].items():
             nxt = "closed" if t["closed"] else f"next update due {t['next_due_at']}"
             link = f" · {t['link']}" if t["link"] else ""

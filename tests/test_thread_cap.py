@@ -189,3 +189,25 @@ def test_a_post_over_the_cap_that_reaches_planning_is_never_recorded(
         assert not [p for p in store.posts() if p.channel.startswith("x-")]
     finally:
         store.close()
+
+
+def test_status_shows_an_incident_over_the_cap_as_cannot_be_posted(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broadcaster.app import open_store
+    from broadcaster.config import load_config
+    from broadcaster.statefile import parse_incident
+
+    config = load_config(site / "config.toml")
+    store = open_store(config, dry_run=True)
+    try:  # past every door, as an edited template or a lower max_parts could leave it
+        incident = parse_incident(
+            opening("long", message=LONG), origin="test", languages=config.languages()
+        )
+        store.apply_incidents([incident], datetime.now(UTC))
+    finally:
+        store.close()
+    assert main(["status", "--dry-run", "--config", str(site / "config.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "long (investigating, revision 1)\n    CANNOT BE POSTED: message: too long" in out
+    assert "max_parts = 6" in out and "shorter" in out
