@@ -46,7 +46,7 @@ from .textfit import LengthRule, split
 SLACK = 40
 _FILLER = "\n" + "0" * SLACK
 
-# The fields whose length ops control, in the order they are blamed when equally long.
+# The kinds of field whose length ops control (texts, and lists of names).
 _TEXT_KINDS = (FieldKind.LOCALIZED, FieldKind.NAMES)
 
 
