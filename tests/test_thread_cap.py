@@ -211,3 +211,27 @@ def test_status_shows_an_incident_over_the_cap_as_cannot_be_posted(
     out = capsys.readouterr().out
     assert "long (investigating, revision 1)\n    CANNOT BE POSTED: message: too long" in out
     assert "max_parts = 6" in out and "shorter" in out
+
+
+def test_an_event_over_the_cap_is_dead_lettered_by_redis(tmp_path: Path) -> None:
+    from redis_server import RedisServer
+    from test_redis import DEAD
+    from test_redis import Harness as RedisHarness
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    queue = RedisHarness(tmp_path, server)
+    try:
+        long = queue.push(opening("long", message=LONG))
+        queue.push(opening())
+        queue.start()
+        wait_for(lambda: queue.redis.xlen(DEAD) == 1, "one dead letter")
+        ((_, fields),) = queue.redis.xrange(DEAD)
+        assert fields[b"id"] == long
+        assert b"field 'message': too long" in fields[b"error"] and b"shorter" in fields[b"error"]
+        wait_for(lambda: queue.pending() == 0, "every entry settled")
+        assert queue.snapshot() is not None, "the valid entry behind it applied"
+    finally:
+        queue.stop()
+        queue.redis.close()
+        server.stop(kill=True)
