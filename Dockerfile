@@ -1,8 +1,13 @@
 # broadcaster in a container. Build:  docker build -t broadcaster .
 # Run (config.toml, state.toml and message_templates/ in ./etc; secrets from the environment):
-#   docker run -d --name broadcaster \
+#   docker run -d --name broadcaster --stop-timeout 30 \
 #     -v "$PWD/etc:/etc/broadcaster:ro" -v broadcaster-data:/var/lib/broadcaster \
-#     -e BROADCASTER_TOKEN -e X_CONSUMER_KEY ... -p 127.0.0.1:8470:8470 broadcaster
+#     -e X_CONSUMER_KEY -e X_CONSUMER_SECRET -e X_ACCESS_TOKEN -e X_ACCESS_TOKEN_SECRET \
+#     -e X_FR_CONSUMER_KEY -e X_FR_CONSUMER_SECRET -e X_FR_ACCESS_TOKEN \
+#     -e X_FR_ACCESS_TOKEN_SECRET -e MASTODON_EN_TOKEN -e MASTODON_FR_TOKEN \
+#     -e BROADCASTER_TOKEN -e BROADCASTER_PG_PASSWORD \
+#     -p 127.0.0.1:8470:8470 broadcaster
+# (the ${NAME}s config.example.toml uses; tests/test_deploy.py keeps them in step)
 # config.toml must say data_dir = "/var/lib/broadcaster" and, for the HEALTHCHECK and
 # intake to be reachable, [intake.http] listen = "0.0.0.0:8470". See deploy/README.md.
 #

@@ -28,6 +28,7 @@ from .config import ChannelConfig, Config, ConfigError, ConfigProblem
 from .daemon import Daemon, ReloadError
 from .delivery import Backoff, Budget, ChannelWorker, Delivery, default_instance
 from .editor import Editor
+from .fits import FitCheck
 from .metrics import Metrics
 from .notify import Notifier
 from .render import Renderer
@@ -35,6 +36,7 @@ from .service import ServiceShell
 from .sources.base import PullSource
 from .sources.file import StateFileSource
 from .sources.http import HttpIntake
+from .statefile import Check
 from .store import ChannelChange, DataStore, Store
 from .textfit import LengthRule, rule_for
 
@@ -176,7 +178,7 @@ def build(
             for name, rule in rules.items():
                 store.update_channel(name, ChannelChange(max_characters=rule.limit), now)
         editor = Editor(store, renderer, config, rules)
-        sources = sources_for(config)
+        sources = sources_for(config, check=fits_of(editor, clock))
         for source in sources:
             opened.callback(source.close)
         instance = config.store.instance or default_instance()
@@ -206,10 +208,25 @@ def build(
         )
 
 
-def sources_for(config: Config) -> list[PullSource]:
-    """The polled sources; the HTTP intake (a push source) is opened by the service shell."""
+def fits_of(editor: Editor, clock: Clock = utcnow) -> Check:
+    """The thread-cap check (``Editor.check_fits``) as the state file's validator takes it."""
+    return lambda incident: [(p.field, p.message) for p in editor.check_fits(incident, clock())]
+
+
+def fit_check(config: Config) -> Check:
+    """The thread-cap check of ``check``, ``preview``, ``draft`` and the console: the
+    daemon's, with the channel rules a rehearsal uses (config, limits last read)."""
+    seen = seen_limits(config)
+    rules = {name: default_rule(c, seen.get(name)) for name, c in config.channels.items()}
+    fits = FitCheck(config, renderer_for(config), rules)
+    return lambda incident: [(p.field, p.message) for p in fits.problems(incident, utcnow())]
+
+
+def sources_for(config: Config, check: Check | None = None) -> list[PullSource]:
+    """The polled sources; the HTTP intake (a push source) is opened by the service shell.
+    ``check``: what the state file's incidents need beyond the schema (the thread cap)."""
     sources: list[PullSource] = [
-        StateFileSource(config.state_file, config.languages(), config.state_file_max_bytes)
+        StateFileSource(config.state_file, config.languages(), config.state_file_max_bytes, check)
     ]
     intake = config.intake
     if intake.spool_directory is not None:

@@ -19,7 +19,7 @@ from .config import Config, load_config, setup_problems
 from .daemon import AlreadyRunning
 from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
 from .problems import ProblemsError
-from .statefile import StateFileError, load_state, load_timeline
+from .statefile import Check, StateFileError, load_state, load_timeline
 
 if TYPE_CHECKING:
     from .rehearsal import Shown
@@ -196,8 +196,37 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Config, list[Incident]]:
     config = load_config(args.config)
-    incidents = load_state(config.state_file, config.languages(), config.state_file_max_bytes)
+    incidents = load_state(
+        config.state_file,
+        config.languages(),
+        config.state_file_max_bytes,
+        check=_fit_check(config),  # a post over its thread cap: refused, as the daemon does
+    )
     return config, incidents
+
+
+_FIT_CHECKS: dict[int, tuple[Config, Check]] = {}
+
+
+def _fit_check(config: Config) -> Check:
+    """The daemon's thread-cap check (``app.fit_check``), built once per config."""
+    from .app import fit_check
+
+    known = _FIT_CHECKS.get(id(config))
+    if known is None or known[0] is not config:
+        known = _FIT_CHECKS[id(config)] = (config, fit_check(config))
+    return known[1]
+
+
+def _refuse_too_long(config: Config, incident: Incident, origin: str) -> None:
+    """``draft``: an update whose posts exceed a thread cap is refused before anything."""
+    from .statefile import Problem
+
+    problems = _fit_check(config)(incident)
+    if problems:
+        raise StateFileError(
+            Problem(origin, None, incident.id, field, message) for field, message in problems
+        )
 
 
 def _channel_infos(config: Config) -> list[ChannelInfo]:
@@ -213,7 +242,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems: list[str] = []
     config = load_config(args.config)
     try:
-        incidents = load_state(config.state_file, config.languages(), config.state_file_max_bytes)
+        incidents = load_state(
+            config.state_file,
+            config.languages(),
+            config.state_file_max_bytes,
+            check=_fit_check(config),
+        )
     except StateFileError as e:
         problems += [str(p) for p in e.problems]
         incidents = []
@@ -298,9 +332,9 @@ def cmd_draft(args: argparse.Namespace) -> int:
         if kind == "incident":
             data.setdefault("started_at", now.astimezone(config.timezone).replace(microsecond=0))
             data.setdefault("status", "investigating")
-        incident = parse_incident(
-            data, origin=f"draft --new {args.incident_id}", languages=config.languages()
-        )
+        origin = f"draft --new {args.incident_id}"
+        incident = parse_incident(data, origin=origin, languages=config.languages())
+        _refuse_too_long(config, incident, origin)
         shown = preview(config, [*incidents, incident], now, incident.id)
         if args.write:
             append_incident(config.state_file, data, languages=config.languages())
@@ -419,12 +453,13 @@ def _validate_changes(
     from .statefile import parse_incident
 
     incident = next(i for i in incidents if i.id == incident_id)
-    parse_incident(
+    changed = parse_incident(
         {},
         origin=f"draft {incident_id}",
         languages=config.languages(),
         current=incident.with_changes(changes),
     )
+    _refuse_too_long(config, changed, f"draft {incident_id}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -511,6 +546,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "revision": inc.snapshot.revision,
             "threads": {},
         }
+        if not i.is_final:  # what the daemon cannot post: over a thread cap (max_parts)
+            entry["unplannable"] = [f"{f}: {m}" for f, m in _fit_check(config)(i)]
         for channel, t in inc.threads.items():
             entry["threads"][channel] = {
                 "link": t.link,
@@ -544,6 +581,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines += ["", "incidents:"]
     for entry in incidents:
         lines.append(f"  {entry['id']} ({entry['status']}, revision {entry['revision']})")
+        lines += [f"    CANNOT BE POSTED: {why}" for why in entry.get("unplannable", ())]
         for channel, t in entry["threads"].items():
             nxt = "closed" if t["closed"] else f"next update due {t['next_due_at']}"
             link = f" · {t['link']}" if t["link"] else ""

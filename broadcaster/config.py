@@ -87,6 +87,9 @@ class ChannelConfig:
     include_url: bool = True
     max_posts: tuple[int, timedelta] | None = None  # e.g. 17 posts per 24 h
     min_interval: timedelta | None = None
+    # The longest thread one post may become: a longer one is refused at every door (and
+    # never planned), not posted as dozens of replies.
+    max_parts: int = 6
     timeout: timedelta = timedelta(seconds=10)
     # Backoff between tries of a post the platform did not confirm (5xx, timeout): the
     # first wait, doubling up to the longest, which also bounds the wait before re-trying
@@ -349,6 +352,7 @@ CHANNEL_KEYS = (
     "include_url",
     "max_posts",
     "min_interval",
+    "max_parts",
     "timeout",
     "retry_initial",
     "retry_max",
@@ -617,6 +621,10 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
             max_posts = (int(m.group(1)), window)
         elif not m:
             r.problem(table, "max_posts", "expected posts per window, e.g. '17/24h' or '50/15m'")
+    max_parts = c.get("max_parts", 6)
+    if isinstance(max_parts, bool) or not isinstance(max_parts, int) or max_parts < 1:
+        r.problem(table, "max_parts", "expected a whole number of parts, at least 1")
+        max_parts = 6
     timeout = r.duration(table, "timeout", c.get("timeout", "10s"))
     retry_initial = r.duration(table, "retry_initial", c.get("retry_initial", "1s"))
     retry_max = r.duration(table, "retry_max", c.get("retry_max", "5m"))
@@ -637,6 +645,7 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         include_url=bool(c.get("include_url", True)),
         max_posts=max_posts,
         min_interval=r.duration(table, "min_interval", min_interval) if min_interval else None,
+        max_parts=max_parts,
         timeout=timeout or timedelta(seconds=10),
         retry_initial=retry_initial or timedelta(seconds=1),
         retry_max=retry_max or timedelta(minutes=5),

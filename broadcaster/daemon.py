@@ -39,6 +39,7 @@ from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
 from .sources.base import Batch, PullSource, ServiceStopping
+from .statefile import Problem
 from .status import WAITING
 
 log = logging.getLogger("broadcaster.daemon")
@@ -144,6 +145,7 @@ class Daemon:
         self.shell: Attachment | None = None
         self._plan_lock = threading.RLock()
         self._instance_lock: InstanceLock | None = None
+        self._blind: str | None = None  # why it halted (``blind``): until a restart
         self._poll_lock = threading.Lock()
         # Per source, from poll to commit: two polls of one source would hand over (and
         # apply) the same events. Per source, so a slow Redis holds up no other source.
@@ -202,19 +204,49 @@ class Daemon:
                     "stopping", ("the service is not running",), now, dry_run=self.dry_run
                 )
             health = assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
-            lock = self._instance_lock
-            if lock is not None and not lock.intact():
-                reason = (
-                    f"the lock file {lock.path} was deleted or replaced: another daemon could "
-                    "start on the same data directory; restart this one"
-                )
-                health = replace(health, state="unhealthy", reasons=(*health.reasons, reason))
-            lost = self.app.store.lost()
-            if lost is not None:
-                health = replace(health, state="unhealthy", reasons=(*health.reasons, lost))
+            blind = self.blind()
+            if blind is not None:
+                # Halted on purpose: the watchdog keeps quiet, as a restart on a fresh store
+                # would announce everything again; ops restart once the files are back.
+                reasons = (blind, *(r for r in health.reasons if "delivery worker" not in r))
+                health = replace(health, state="unhealthy", reasons=reasons, halted=True)
             return health
         finally:
             self._plan_lock.release()
+
+    def blind(self) -> str | None:
+        """Why the daemon refuses to go on, once its store or lock file was deleted or
+        replaced (None while both are in place).
+
+        Recorded on the orphaned file, every post would be forgotten at the next start and
+        announced again; without its lock, a second daemon could start beside it. So, once
+        seen, planning, delivery and intake stop (logged once) until a restart: the daemon
+        does not exit, since a supervisor restarting it on a fresh store would re-announce
+        everything.
+        """
+        if self._blind is not None:
+            return self._blind
+        lock, app = self._instance_lock, self.app
+        reason = None
+        if lock is not None and not lock.intact():
+            reason = (
+                f"the lock file {lock.path} was deleted or replaced: another daemon could "
+                "start on the same data directory; restart this one"
+            )
+        elif app is not None:
+            reason = app.store.lost()
+        if reason is None:
+            return None
+        self._blind = reason
+        log.error(
+            "refusing to continue blind: %s (planning, delivery and intake are stopped "
+            "until this daemon is restarted)",
+            reason,
+        )
+        if app is not None:
+            for worker in app.delivery.workers.values():
+                worker.request_stop()  # between posts: one in flight finishes
+        return reason
 
     def intake_config(self) -> IntakeConfig | None:
         """The intake settings in force (a reload may change them); None when not serving."""
@@ -248,6 +280,7 @@ class Daemon:
             self.scheduler.add_job(
                 self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
             )
+            self.scheduler.add_job(self.blind, "interval", seconds=1, id="sight")
             self.poll_sources()
             self.plan()
             self._start_watchers(self.app, watched)
@@ -450,8 +483,8 @@ class Daemon:
 
     def _poll_sources(self, sources: list[PullSource]) -> None:
         app = self.app
-        if app is None:
-            return
+        if app is None or self.blind():
+            return  # unacknowledged: offered again once restarted
         batches = []
         for source in sources:
             try:
@@ -528,6 +561,11 @@ class Daemon:
 
     def _apply_event(self, app: App, data: dict[str, Any], origin: str, source: str) -> list[str]:
         incident = merge(app.store, data, origin=origin, languages=app.config.languages())
+        too_long = app.editor.check_fits(incident, self.clock())
+        if too_long:  # accepted means postable: refused before anything is applied
+            raise EventError(
+                Problem(origin, None, incident.id, p.field, p.message) for p in too_long
+            )
         # No source mark: an event says what changes now, even if this source said the same
         # thing before and another source said otherwise since. Re-applying a redelivered
         # event is harmless anyway: the merged incident is identical.
@@ -543,6 +581,9 @@ class Daemon:
             app = self.app
             if app is None:
                 raise ServiceStopping("the service is stopping")
+            blind = self.blind()
+            if blind is not None:
+                raise ServiceStopping(f"not accepting events: {blind}")
             changed = self._apply_event(app, data, origin, source)
             if changed:
                 self.plan()
@@ -551,7 +592,7 @@ class Daemon:
     def plan(self) -> None:
         with self._plan_lock:
             app = self.app
-            if app is None:
+            if app is None or self.blind():
                 return
             try:
                 recorded, wake_at = app.editor.run(self.clock())
@@ -639,6 +680,10 @@ class Daemon:
 
     def reload(self) -> bool:
         """SIGHUP: re-read config, templates and state at once, or keep running as before."""
+        if self.blind():
+            # A new App would open a fresh store in place of the lost one.
+            log.error("reload refused: %s", self.blind())
+            return False
         try:
             config = load_config(self.config_path)
             self.assembler.check(config)

@@ -19,6 +19,7 @@ from datetime import datetime
 from . import i18n, planner
 from .advice import incident_advice
 from .config import Config
+from .fits import FitCheck, TooLong
 from .model import ChannelInfo, Incident, PlannedPost, Snapshot
 from .render import Renderer, TemplateError
 from .store import DataStore
@@ -36,6 +37,10 @@ def _with_marker(part: str, marker: str) -> str:
     if numbering:
         return f"{part[: numbering.start()]}\n{marker}{numbering.group(0)}"
     return f"{part}\n{marker}"
+
+
+class OverCap(Exception):
+    """A post longer than its channel's thread cap: never recorded."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,12 @@ class Editor:
         # (incident, channel) → why its post cannot be recorded: shown by /healthz, the
         # metrics and the logs (once per revision), retried at every plan.
         self.unplannable: dict[tuple[str, str], str] = {}
+        self.fits = FitCheck(config, renderer, rules)
+
+    def check_fits(self, incident: Incident, now: datetime) -> list[TooLong]:
+        """Why ``incident`` cannot be accepted: posts longer than a channel's thread cap
+        (``max_parts``). Every door asks this before accepting an incident."""
+        return self.fits.problems(incident, now)
 
     def channel_info(self, name: str) -> ChannelInfo:
         return self.config.channels[name].info()
@@ -195,6 +206,7 @@ class Editor:
             parts = self.compose(snapshot, post)
             decision, parts = self._within_budget(snapshot, decision, parts, following)
             post = decision.post
+            self._refuse_over_cap(snapshot, post, parts)
             language = self.config.channels[post.channel].language
             # The thread remembers its last part: known only now that the post is split.
             thread = replace(decision.thread, last_post_key=post.key(len(parts)))
@@ -208,6 +220,20 @@ class Editor:
             )
         except TemplateError as e:
             self._report(post, e)
+            return None
+        except OverCap as e:
+            self.unplannable[(post.incident_id, post.channel)] = str(e)
+            once = f"{post.incident_id}|{snapshot.revision}|{post.channel}|cap"
+            if once not in self._reported:
+                self._reported.add(once)
+                log.error(
+                    "cannot post %s for %s on %s (revision %d): %s",
+                    post.kind.value,
+                    post.incident_id,
+                    post.channel,
+                    snapshot.revision,
+                    e,
+                )
             return None
         except Exception as e:
             if not self.store.in_transaction():
@@ -231,6 +257,20 @@ class Editor:
             return None
         self.unplannable.pop((post.incident_id, post.channel), None)
         return Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
+
+    def _refuse_over_cap(
+        self, snapshot: Snapshot, post: PlannedPost, parts: list[tuple[str, int, int]]
+    ) -> None:
+        """Never a post cut short, nor one longer than its channel's thread cap: one that
+        got past the doors (templates changed by a reload) is refused with its reason."""
+        cap = self.config.channels[post.channel].max_parts
+        if len(parts) > cap:
+            problems = self.check_fits(snapshot.incident, post.planned_at)
+            how = f"; {problems[0].field}: {problems[0].message}" if problems else ""
+            raise OverCap(
+                f"its {post.kind.value} post would be a {len(parts)}-part thread, at most "
+                f"{cap} (channels.{post.channel}.max_parts){how}"
+            )
 
     def _refresh_stale(self, snapshots: dict[str, Snapshot], now: datetime) -> list[Recorded]:
         """Record the planner's fresh plan for each unsent post whose promise passed."""

@@ -4,7 +4,8 @@ metrics and the systemd watchdog all show this one answer, so they can never dis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,46 @@ OVERDUE_GRACE = timedelta(seconds=5)
 # Planning or a pushed event holds the daemon's plan lock for milliseconds; held this long,
 # the daemon is stuck and must be reported (and restarted by the watchdog), not waited on.
 LOCK_TIMEOUT = 5.0
+
+
+# What an unauthenticated /healthz must not tell about the network behind it (errors quote
+# the hosts, addresses and ports they failed on); ``status`` and the logs keep all of it.
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()]+")
+_IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.])")
+_IPV6 = re.compile(
+    r"\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\](?::\d{1,5})?"
+    r"|(?<![\w:])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])"
+)
+_FILE_SUFFIXES = "toml|json|jsonl|lock|log|txt|error|yaml|yml|py|md|j2|sqlite3|part"
+_HOST = re.compile(
+    r"(?<![\w./-])(?:[a-zA-Z0-9-]+\.)+(?!(?:" + _FILE_SUFFIXES + r")(?![\w-]))[a-zA-Z]{2,63}"
+    r"(?::\d{1,5})?(?![\w/.-])"
+)
+_PORT = re.compile(r"\b(port\s*[=:]?\s*)\d{1,5}\b", re.IGNORECASE)
+
+
+def _address_or_time(m: re.Match[str]) -> str:
+    found = m.group(0)
+    colons = found.count(":")
+    bracketed = found.startswith("[")
+    looks_v6 = "::" in found or re.search(r"[a-fA-F]", found) or colons >= 5
+    return "<address>" if bracketed or (colons >= 2 and looks_v6) else found  # not 10:30:00
+
+
+def hide_hosts(text: str) -> str:
+    """``text`` without URLs, host names, IP addresses and ports."""
+    text = _URL.sub("<url>", text)
+    text = _IPV4.sub("<address>", text)
+    text = _IPV6.sub(_address_or_time, text)
+    text = _HOST.sub("<host>", text)
+    return _PORT.sub(r"\1<port>", text)
+
+
+def _shown(text: str | None, internal: bool) -> str | None:
+    if not text:
+        return None
+    shown = redact(text) if internal else hide_hosts(redact(text))
+    return shown[:300]
 
 
 @dataclass(frozen=True)
@@ -45,7 +86,8 @@ class ChannelHealth:
             return 0.0
         return (self.paused_until - now).total_seconds()
 
-    def to_json(self, now: datetime) -> dict[str, Any]:
+    def to_json(self, now: datetime, *, internal: bool = False) -> dict[str, Any]:
+        """``internal``: errors as they are (for those with the token), not host-free."""
         return {
             "healthy": self.healthy,
             "worker_alive": self.worker_alive,
@@ -62,7 +104,7 @@ class ChannelHealth:
             "oldest_undelivered_seconds": round(self.oldest_undelivered_seconds, 3),
             "overdue": self.overdue,
             # Platform errors never carry our credentials, but redact as the logs do.
-            "last_error": redact(self.last_error)[:300] if self.last_error else None,
+            "last_error": _shown(self.last_error, internal),
         }
 
 
@@ -78,6 +120,9 @@ class Health:
     maintenances_not_started: int = 0
     # "incident on channel" → why its posts cannot be recorded (a restart would not help).
     unplannable: Mapping[str, str] = field(default_factory=dict)
+    # Stopped on purpose (its store or lock file is gone): unhealthy, yet a restart would
+    # make it worse (a fresh store announces everything again), so the watchdog is fed.
+    halted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -98,18 +143,24 @@ class Health:
             text += f"; {len(self.unplannable)} thread(s) cannot be planned"
         return text + (f"; unhealthy channel(s): {', '.join(degraded)}" if degraded else "")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, internal: bool = False) -> dict[str, Any]:
+        """The /healthz answer. Without ``internal`` (no token given), errors name no host,
+        address, URL or port: the unauthenticated page must not map the network."""
+        text: Callable[[str], str] = redact if internal else (lambda t: hide_hosts(redact(t)))
         return {
             "status": self.state,
-            "reasons": list(self.reasons),
+            "reasons": [text(r) for r in self.reasons],
             "checked_at": self.checked_at.isoformat(),
             "dry_run": self.dry_run,
-            "channels": {n: c.to_json(self.checked_at) for n, c in self.channels.items()},
+            "channels": {
+                n: c.to_json(self.checked_at, internal=internal) for n, c in self.channels.items()
+            },
             "sources": {
-                n: {"ok": e is None, "last_error": redact(e)[:300] if e else None}
+                n: {"ok": e is None, "last_error": _shown(e, internal)}
                 for n, e in self.sources.items()
             },
-            "unplannable": {k: redact(v)[:300] for k, v in self.unplannable.items()},
+            "unplannable": {k: text(v)[:300] for k, v in self.unplannable.items()},
+            "halted": self.halted,
         }
 
 

@@ -72,7 +72,8 @@ class ServiceShell:
 
     def _watchdog_check(self) -> tuple[bool, str]:
         health = self.inspect()
-        return health.ok, health.summary()
+        # Halted (store or lock file gone): a watchdog restart would re-announce everything.
+        return health.ok or health.halted, health.summary()
 
     # -- lifecycle, called by the daemon -------------------------------------------------
 

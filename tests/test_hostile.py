@@ -561,17 +561,6 @@ def test_a_deeply_nested_state_file_is_a_clear_error(tmp_path: Path) -> None:
             load_state(path)
 
 
-def test_a_deleted_lock_file_makes_the_daemon_unhealthy(
-    quick_deadline: Service,
-) -> None:
-    service = quick_deadline
-    assert service.request("GET", "/healthz").status == 200
-    (service.tmp / "data" / "dry-run.lock").unlink()
-    r = service.request("GET", "/healthz")
-    assert r.status == 503
-    assert any("lock file" in reason for reason in r.json()["reasons"])
-
-
 # -- a bounded fuzzer at the HTTP door -----------------------------------------------------------
 
 
@@ -613,11 +602,77 @@ def test_fuzzed_requests_always_get_an_http_answer(quick_deadline: Service) -> N
     assert quick_deadline.request("GET", "/healthz").status == 200
 
 
-def test_a_deleted_store_file_makes_the_daemon_unhealthy(quick_deadline: Service) -> None:
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("dry-run.sqlite3", "dry-run.sqlite3 was deleted"), ("dry-run.lock", "lock file")],
+)
+def test_a_deleted_store_or_lock_file_halts_the_daemon_until_restarted(
+    quick_deadline: Service, caplog: pytest.LogCaptureFixture, name: str, says: str
+) -> None:
+    import logging
+
     service = quick_deadline
-    assert service.request("GET", "/healthz").status == 200
-    (service.tmp / "data" / "dry-run.sqlite3").unlink()
+    daemon = service.daemon
+    assert daemon is not None and daemon.app is not None and service.shell is not None
+    caplog.set_level(logging.ERROR, logger="broadcaster.daemon")
+    assert service.post(bilingual_opening()).status == 202
+    service.wait_posts(2)
+    (service.tmp / "data" / name).unlink()
+
     r = service.request("GET", "/healthz")
     assert r.status == 503
-    (reason,) = [reason for reason in r.json()["reasons"] if "store" in reason]
-    assert "dry-run.sqlite3 was deleted" in reason and "restart" in reason
+    assert r.json()["halted"] is True
+    assert says in r.json()["reasons"][0] and "restart" in r.json()["reasons"][0]
+    refused = service.post(bilingual_opening("rbx-network"))
+    assert refused.status == 503 and says in refused.json()["errors"][0]["message"]
+    (service.tmp / "state.toml").write_text(
+        '[[incidents]]\nid = "gra-dns"\ntitle = "DNS"\nstatus = "investigating"\n'
+        "started_at = 2026-01-01T00:00:00Z\n"
+    )
+    workers = daemon.app.delivery.workers.values()
+    wait_for(lambda: not any(w.is_alive() for w in workers), "delivery stopped")
+    daemon.poll_sources()
+    daemon.plan()
+    assert daemon.reload() is False, "a reload would open a fresh store"
+    assert {p["incident_id"] for p in service.posts()} == {"sbg-power"}, "nothing more"
+    assert len(service.posts()) == 2
+    assert daemon.app.store.snapshot("gra-dns") is None, "the state file is not read"
+    assert service.request("GET", "/healthz").status == 503
+    halted = [r for r in caplog.records if "refusing to continue blind" in r.getMessage()]
+    assert len(halted) == 1, "logged once"
+    fed, summary = service.shell._watchdog_check()
+    assert fed and says in summary, "not restarted by the watchdog onto a fresh store"
+
+
+# -- /healthz without a token names no internal host --------------------------------------------
+
+
+def test_healthz_without_the_token_hides_hosts_addresses_and_ports(
+    quick_deadline: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broadcaster.cli import main
+    from broadcaster.health import hide_hosts
+    from broadcaster.store import ChannelChange
+
+    service = quick_deadline
+    assert service.daemon is not None and service.daemon.app is not None
+    error = (
+        "network error: HTTPSConnectionPool(host='x-proxy.corp.internal', port=8443): "
+        'connection to server at "10.20.30.40", port 5432 failed; see http://[fd00::7]:9000/x'
+    )
+    store = service.daemon.app.store
+    store.update_channel("x-en", ChannelChange(last_error=error), datetime.now(UTC))
+    shown = service.request("GET", "/healthz").json()["channels"]["x-en"]["last_error"]
+    for internal in ("x-proxy.corp.internal", "8443", "10.20.30.40", "5432", "fd00::7", "9000"):
+        assert internal not in shown, (internal, shown)
+    assert shown.startswith("network error: HTTPSConnectionPool(host='<host>', port=<port>)")
+    authenticated = service.request(
+        "GET", "/healthz", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).json()
+    assert authenticated["channels"]["x-en"]["last_error"] == error, "in full with the token"
+    # Times, paths and file names read as before.
+    kept = "rate limited until 10:30:00; /var/lib/broadcaster/broadcaster.sqlite3, state.toml:12"
+    assert hide_hosts(kept) == kept
+    # ``status`` keeps the full text.
+    code = main(["status", "--dry-run", "--config", str(service.config), "--format", "json"])
+    assert code == 0 and "x-proxy.corp.internal" in capsys.readouterr().out

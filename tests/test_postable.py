@@ -4,7 +4,8 @@ The inputs are generated from the schema's declarations (``model.INCIDENT_FIELDS
 strategy per field kind, hostile values included (lone surrogates, control characters,
 huge texts, dates from year 1 to 9999): a new field is fuzzed without touching this file.
 Each accepted event must be accepted identically by the state file, and posted on every
-channel in a simulation, with no error logged.
+channel in a simulation, with no error logged: what would exceed a channel's thread cap
+(``max_parts``) is refused at the door by the check every door runs (``app.fit_check``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import MASTODON_FR, X_EN, config_toml
 
+from broadcaster.app import fit_check
 from broadcaster.config import Config, load_config
 from broadcaster.events import EventError, decode
 from broadcaster.model import INCIDENT_FIELDS, FieldKind, FieldRule, IncidentKind
 from broadcaster.rehearsal import simulate
-from broadcaster.statefile import StateFileError, parse_incident
+from broadcaster.statefile import Check, StateFileError, parse_incident
 from broadcaster.statefile.validate import state_from_text
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -36,6 +38,10 @@ TEXT = st.one_of(
     st.tuples(st.sampled_from(["a", "é\n", "👩‍👩‍👧"]), st.integers(900, 2600)).map(
         lambda t: t[0] * t[1]
     ),
+)
+# Around X's cap of 6 parts (from 38 repeats on), and well over it.
+LONG_MESSAGE = st.sampled_from([20, 34, 36, 37, 38, 39, 60, 150]).map(
+    lambda n: "Feed A is back, feed B is not. " * n
 )
 OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))])
 
@@ -112,6 +118,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     names = list(INCIDENT_FIELDS)
     for name in draw(st.lists(st.sampled_from(names), max_size=3, unique=True)):
         event[name] = draw(_hostile(INCIDENT_FIELDS[name]))
+    if draw(st.integers(0, 4)) == 0:  # a long message, around the thread cap and over it
+        event["message"] = draw(LONG_MESSAGE)
     return event
 
 
@@ -120,6 +128,12 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     path = tmp_path_factory.mktemp("postable") / "config.toml"
     path.write_text(config_toml(X_EN, MASTODON_FR))
     return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def fits(config: Config) -> Check:
+    """The thread-cap check every door runs (the daemon's ``Editor.check_fits``)."""
+    return fit_check(config)
 
 
 class Errors(logging.Handler):
@@ -131,7 +145,7 @@ class Errors(logging.Handler):
         self.records.append(record)
 
 
-TRIED = {"events": 0, "accepted": 0}
+TRIED = {"events": 0, "accepted": 0, "too_long": 0}
 
 
 @settings(
@@ -140,7 +154,9 @@ TRIED = {"events": 0, "accepted": 0}
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(event=events())
-def test_any_event_accepted_at_a_door_is_posted(config: Config, event: dict[str, Any]) -> None:
+def test_any_event_accepted_at_a_door_is_posted(
+    config: Config, fits: Check, event: dict[str, Any]
+) -> None:
     TRIED["events"] += 1
     languages = config.languages()
     raw = json.dumps(event).encode()  # \ud800 escaped, as a JavaScript tool sends it
@@ -150,11 +166,13 @@ def test_any_event_accepted_at_a_door_is_posted(config: Config, event: dict[str,
     except (EventError, StateFileError):
         accepted_as_event = False
     else:
-        accepted_as_event = True
+        too_long = list(fits(incident))  # what Daemon._apply_event refuses too
+        accepted_as_event = not too_long
+        TRIED["too_long"] += bool(too_long)
     # The state file, in its JSON form, takes exactly the same.
     state = json.dumps({"incidents": [event]})
     try:
-        state_from_text(state, "state.json", "json", languages)
+        state_from_text(state, "state.json", "json", languages, check=fits)
     except StateFileError:
         accepted_in_state = False
     else:
@@ -171,6 +189,7 @@ def test_any_event_accepted_at_a_door_is_posted(config: Config, event: dict[str,
         logging.getLogger().removeHandler(errors)
     assert not errors.records, [r.getMessage() for r in errors.records]
     for item in shown:
+        assert len(item.recorded.parts) <= config.channels[item.recorded.post.channel].max_parts
         for text, length, limit in item.recorded.parts:
             text.encode("utf-8")
             assert 0 < length <= limit
@@ -183,3 +202,4 @@ def test_the_fuzzer_tried_both_accepted_and_refused_events() -> None:
     """The property above is not vacuous (run after it, in file order)."""
     if TRIED["events"]:
         assert 0 < TRIED["accepted"] < TRIED["events"], TRIED
+        assert TRIED["too_long"], ("some events were refused for the thread cap", TRIED)

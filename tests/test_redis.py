@@ -261,8 +261,9 @@ def test_entries_left_pending_by_a_killed_consumer_are_taken_over_in_order(
 ) -> None:
     client = redis_server.client()
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    # Idle long enough that even a loaded machine's start-up does not take them over yet.
-    harness = Harness(tmp_path, redis_server, consumer="B", claim_idle="1500ms")
+    # Long enough that B's start (slow on a loaded machine) comes before A's entries are
+    # claimable, so B is seen waiting for them first.
+    harness = Harness(tmp_path, redis_server, consumer="B", claim_idle="2s")
     harness.push(opening())
     harness.push({"id": "sbg-power", "status": "identified", "message": "step 2"})
     # Consumer A reads both, then is killed before it acknowledges anything.
@@ -274,7 +275,7 @@ def test_entries_left_pending_by_a_killed_consumer_are_taken_over_in_order(
     try:
         harness.start()
         assert "pending with A" in str(harness.source.last_error), "waiting, and saying why"
-        wait_for(lambda: harness.pending() == 0, "the entries to be applied and acknowledged")
+        wait_for(lambda: harness.pending() == 0, "the entries to be applied and acknowledged", 15)
         assert harness.source.last_error is None
         snapshot = harness.snapshot()
         assert snapshot.revision == 3, "each event applied exactly once"

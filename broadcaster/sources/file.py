@@ -14,7 +14,7 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-from ..statefile import MAX_STATE_BYTES, StateFileError, load_state, read_bytes
+from ..statefile import MAX_STATE_BYTES, Check, StateFileError, load_state, read_bytes
 from .base import Batch, PullSource
 from .watch import DirectoryWatch
 
@@ -25,9 +25,14 @@ class StateFileSource(PullSource):
     name = "file"
 
     def __init__(
-        self, path: Path, languages: Collection[str] = (), max_bytes: int = MAX_STATE_BYTES
+        self,
+        path: Path,
+        languages: Collection[str] = (),
+        max_bytes: int = MAX_STATE_BYTES,
+        check: Check | None = None,
     ) -> None:
         self.path = Path(path)
+        self.check = check  # what posting needs beyond the schema: the thread cap
         self.languages = tuple(languages)
         self.max_bytes = max_bytes
         self._signature: tuple[int, int, int, int] | None = None
@@ -68,7 +73,7 @@ class StateFileSource(PullSource):
             self._signature = signature
             return None  # touched, not changed
         try:
-            incidents = load_state(self.path, self.languages, self.max_bytes)
+            incidents = load_state(self.path, self.languages, self.max_bytes, check=self.check)
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
             self._signature = signature  # report once; the next save changes the signature

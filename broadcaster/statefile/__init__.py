@@ -30,11 +30,19 @@ from .syntax import (
     read_bytes,
     split_origin,
 )
-from .validate import INCIDENT_KEYS, Report, check_incident, state_from_text, timeline_from_text
+from .validate import (
+    INCIDENT_KEYS,
+    Check,
+    Report,
+    check_incident,
+    state_from_text,
+    timeline_from_text,
+)
 
 __all__ = [
     "INCIDENT_KEYS",
     "MAX_STATE_BYTES",
+    "Check",
     "Problem",
     "StateFileError",
     "append_incident",
@@ -47,14 +55,19 @@ __all__ = [
 
 
 def load_state(
-    path: Path, languages: Collection[str] = (), max_bytes: int = MAX_STATE_BYTES
+    path: Path,
+    languages: Collection[str] = (),
+    max_bytes: int = MAX_STATE_BYTES,
+    *,
+    check: Check | None = None,
 ) -> list[Incident]:
-    """Read and validate the state file; ``languages`` are those the channels post in."""
+    """Read and validate the state file; ``languages`` are those the channels post in;
+    ``check`` is what the posts need beyond the schema (the thread cap, ``fits``)."""
     path_str = str(path)
     with no_surprises(path_str):
         fmt = format_of(path_str)
         text, _ = read(Path(path), path_str, max_bytes)
-        return state_from_text(text, path_str, fmt, languages)
+        return state_from_text(text, path_str, fmt, languages, check=check)
 
 
 def load_timeline(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import MISSING as dataclass_missing
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -168,14 +168,29 @@ def _check_top_level(
     return entries
 
 
+# What an incident's posts need beyond the schema (``fits``: the thread cap): the
+# (field, message) of each problem, none when it can be posted.
+Check = Callable[[Incident], Iterable[tuple[str, str]]]
+
+
 def state_from_text(
-    text: str, path_str: str, fmt: str, languages: Collection[str]
+    text: str,
+    path_str: str,
+    fmt: str,
+    languages: Collection[str],
+    *,
+    check: Check | None = None,
 ) -> list[Incident]:
     data, smap = parse(text, path_str, fmt)
     report = Report(path_str, smap)
     _report_duplicate_keys(smap, report)
     entries = _check_top_level(data, report, _STATE_TOP_KEYS, "incidents", "[[incidents]]")
     incidents = _check_incidents(entries, ("incidents",), report, languages)
+    if check is not None and not report.problems:
+        for i, incident in enumerate(incidents):
+            for field, message in check(incident):
+                address = ("incidents", i, field)
+                report.add(address, message, incident_id=incident.id, field=field)
     report.raise_if_any()
     return incidents
 

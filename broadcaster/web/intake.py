@@ -96,7 +96,10 @@ def create_app(service: IntakeService, submit: Submit) -> Starlette:
         if request.method not in ("GET", "HEAD"):
             return refusal(RequestRefused(405, "use GET", {"Allow": "GET"}))
         health = await run_in_threadpool(service.inspect)
-        return reply(200 if health.ok else 503, health.to_json())
+        # Errors in full (hosts, addresses) only for those holding the intake token.
+        intake = service.intake_config()
+        internal = _authorized(request, intake.http_token if intake is not None else None)
+        return reply(200 if health.ok else 503, health.to_json(internal=internal))
 
     async def metrics(request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -134,8 +137,10 @@ def create_app(service: IntakeService, submit: Submit) -> Starlette:
             log.warning("event refused from %s:\n%s", host, e)
             errors = [{"field": p.field, "message": p.message} for p in e.problems]
             return reply(422, {"errors": errors})
-        except ServiceStopping:
-            raise RequestRefused(503, "the service is stopping", {"Retry-After": "5"}) from None
+        except ServiceStopping as e:
+            raise RequestRefused(
+                503, str(e) or "the service is stopping", {"Retry-After": "5"}
+            ) from None
         except StoreUnavailable as e:
             log.error("event from %s not applied: the store is unreachable: %s", host, e)
             raise RequestRefused(

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ...advice import budget_advice, incident_advice
-from ...app import open_store, store_path
+from ...app import fit_check, open_store, store_path
 from ...clock import utcnow
 from ...config import Config
 from ...model import INCIDENT_FIELDS, Incident, PostState
 from ...statefile import (
+    Check,
     StateFileError,
     append_incident,
     apply_changes,
@@ -86,6 +87,7 @@ class Workspace:
         self._lock = threading.Lock()  # one publish at a time in this process
         self._seen: OrderedDict[str, list[Incident]] = OrderedDict()  # by hash, for conflicts
         self._seen_lock = threading.Lock()  # previews run on several threads
+        self._fit_check: Check | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -195,7 +197,18 @@ class Workspace:
                 name = (p.field or "").split(".")[0]
                 errors.setdefault(name if name in INCIDENT_FIELDS else "", []).append(p.message)
             return None, data, errors, view
+        if not errors:
+            # Posts longer than a channel's thread cap: refused before saving, as every
+            # door refuses them.
+            for name, message in self._fits()(incident):
+                errors.setdefault(name, []).append(message)
         return (None if errors else incident), data, errors, view
+
+    def _fits(self) -> Check:
+        with self._seen_lock:
+            if self._fit_check is None:
+                self._fit_check = fit_check(self.config)
+            return self._fit_check
 
     def preview(self, form: Mapping[str, str], incident_id: str | None) -> dict[str, Any]:
         """What every channel would post now if the form were published (JSON for the page)."""
