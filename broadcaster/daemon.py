@@ -508,6 +508,8 @@ class Daemon:
     def _poll_one(self, app: App, source: PullSource) -> bool | None:
         """Poll a watched source and apply what it hands over. None: nothing handed over;
         True: some of it committed (more may follow); False: none of it could be."""
+        if self.blind():
+            return None  # unacknowledged: offered again once restarted
         with self._lock_of(source):
             try:
                 batch = source.poll()
