@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -38,6 +39,10 @@ log = logging.getLogger("broadcaster.daemon")
 # Safety net: plan at least this often even if no wake-up was scheduled (e.g. a template was
 # broken at the promised time and got fixed since).
 REPLAN_EVERY = timedelta(seconds=30)
+
+# Start and reload plan every open incident in slices of this many, the plan lock let go
+# between two: /healthz and pushed events wait for one slice, not for everything open.
+PLAN_SLICE = 200
 
 
 # Exceptions an event's own data causes, not the environment: retrying cannot help.
@@ -135,6 +140,8 @@ class Daemon:
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._wakeup = threading.Event()
+        # While start (or reload) plans every open incident: (incidents planned, of how many).
+        self._planning_all: tuple[int, int] | None = None
         # What start() started, undone in reverse order by shutdown().
         self._running = ExitStack()
         self.scheduler = BackgroundScheduler(
@@ -184,6 +191,11 @@ class Daemon:
                     "stopping", ("the service is not running",), now, dry_run=self.dry_run
                 )
             health = assess(self.app, scheduler_alive=self.scheduler_alive, now=now)
+            progress = self._planning_all
+            if progress is not None and health.state == "ok":
+                done, total = progress
+                reason = f"planning the open incidents after start: {done} of {total} done"
+                health = replace(health, state="starting", reasons=(*health.reasons, reason))
             lock = self._instance_lock
             if lock is not None and not lock.intact():
                 reason = (
@@ -226,11 +238,22 @@ class Daemon:
             self.scheduler.start()
             started.callback(self._stop_scheduler)
             self._schedule_polling(config)
+            # The safety net plans what is due over every open incident: cheap when idle.
             self.scheduler.add_job(
-                self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
+                self.plan,
+                "interval",
+                args=[()],
+                seconds=REPLAN_EVERY.total_seconds(),
+                id="replan",
             )
+            # The shell first: /healthz answers ("starting") while everything open is
+            # planned, a slice at a time, and pushed events are taken between two slices.
+            self._planning_all = (0, 0)
+            if self.shell is not None:
+                self.shell.start()
+                started.callback(self.shell.stop)
             self.poll_sources()
-            self.plan()
+            self.plan_everything()
             log.info(
                 "broadcaster running%s: %d channel(s), state file %s",
                 " (dry run)" if self.dry_run else "",
@@ -238,9 +261,6 @@ class Daemon:
                 config.state_file,
             )
             self._say_if_nothing_new()
-            if self.shell is not None:
-                self.shell.start()
-                started.callback(self.shell.stop)
             self._running = started.pop_all()
 
     def _schedule_polling(self, config: Config) -> None:
@@ -334,7 +354,7 @@ class Daemon:
             for source, batch in batches:
                 changed |= self._apply_batch(app, source.name, batch)
             if changed:
-                self.plan()
+                self.plan(())  # what was ingested (the editor keeps track), and what is due
 
     def _apply_batch(self, app: App, source: str, batch: Batch) -> bool:
         try:
@@ -389,15 +409,37 @@ class Daemon:
                 raise ServiceStopping("the service is stopping")
             changed = self._apply_event(app, data, origin, source)
             if changed:
-                self.plan()
+                self.plan(changed)
             return str(data[ID_FIELD])
 
-    def plan(self) -> None:
+    def plan_everything(self) -> None:
+        """Plan every open incident (start, reload), a slice at a time, so that nothing
+        waits long for the plan lock; the same posts as one plan of everything."""
+        try:
+            with self._plan_lock:
+                app = self.app
+                if app is None:
+                    return
+                slices = app.editor.slices(PLAN_SLICE)
+            total = sum(map(len, slices))
+            self._planning_all = (0, total)
+            for number, ids in enumerate(slices, start=1):
+                self.plan(ids)
+                self._planning_all = (min(total, number * PLAN_SLICE), total)
+            if not slices:
+                self.plan(())  # nothing open: what is due (stale posts) and the wake time
+        finally:
+            self._planning_all = None
+
+    def plan(self, changed: Collection[str] | None = None) -> None:
+        """Plan and record what is due. ``changed``: the incidents that changed (with
+        those the editor saw ingested since its last plan and those whose timers are due);
+        None plans every open incident at once."""
         with self._plan_lock:
             app = self.app
             if app is None:
                 return
-            recorded, wake_at = app.editor.run(self.clock())
+            recorded, wake_at = app.editor.run(self.clock(), changed)
             for item in recorded:
                 log.info(
                     "planned %s for %s on %s (%d part(s))",
@@ -409,7 +451,12 @@ class Daemon:
                 app.delivery.wake(item.post.channel)
             if wake_at is not None and self.scheduler.running:
                 self.scheduler.add_job(
-                    self.plan, "date", run_date=wake_at, id="wake", replace_existing=True
+                    self.plan,
+                    "date",
+                    args=[()],
+                    run_date=wake_at,
+                    id="wake",
+                    replace_existing=True,
                 )
 
     def _say_if_nothing_new(self) -> None:
@@ -480,5 +527,5 @@ class Daemon:
             self._hand_over(old, new)
         log.info("reloaded %s", self.config_path)
         self.poll_sources()
-        self.plan()
+        self.plan_everything()
         return True

@@ -12,14 +12,14 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import i18n, planner
 from .advice import incident_advice
 from .config import Config
-from .model import ChannelInfo, Incident, PlannedPost, Snapshot
+from .model import ChannelInfo, Incident, OutboxPost, PlannedPost, Snapshot, ThreadState
 from .render import Renderer, TemplateError
 from .store import DataStore
 from .textfit import LengthRule, split
@@ -58,11 +58,16 @@ class Editor:
         self.config = config
         self.rules = dict(rules)
         self._lock = threading.Lock()
+        self._changes_lock = threading.Lock()
         self._reported: set[str] = set()
         self._advised: set[tuple[str, int]] = set()  # (incident, revision) already advised
         # (incident, channel) → why its post cannot be recorded: shown by /healthz, the
         # metrics and the logs (once per revision), retried at every plan.
         self.unplannable: dict[tuple[str, str], str] = {}
+        # Incidents changed through ``ingest`` since the last plan, and those whose post
+        # could not be recorded at the last one: the next plan sees them whatever it is told.
+        self._changed: set[str] = set()
+        self._failed: set[str] = set()
 
     def channel_info(self, name: str) -> ChannelInfo:
         return self.config.channels[name].info()
@@ -70,7 +75,10 @@ class Editor:
     def ingest(
         self, incidents: Iterable[Incident], now: datetime, *, source: str | None = None
     ) -> list[str]:
-        return self.store.apply_incidents(incidents, now, source=source)
+        changed = self.store.apply_incidents(incidents, now, source=source)
+        with self._changes_lock:
+            self._changed.update(changed)
+        return changed
 
     def compose(self, snapshot: Snapshot, post: PlannedPost) -> list[tuple[str, int, int]]:
         """The exact parts of one post: (text, counted length, limit)."""
@@ -232,11 +240,16 @@ class Editor:
         self.unplannable.pop((post.incident_id, post.channel), None)
         return Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
 
-    def _refresh_stale(self, snapshots: dict[str, Snapshot], now: datetime) -> list[Recorded]:
+    def _refresh_stale(
+        self,
+        stale_posts: list[list[OutboxPost]],
+        snapshots: dict[str, Snapshot],
+        threads: dict[tuple[str, str], ThreadState],
+        now: datetime,
+    ) -> list[Recorded]:
         """Record the planner's fresh plan for each unsent post whose promise passed."""
         recorded: list[Recorded] = []
-        threads = self.store.threads()
-        for stale in self.store.stale_posts(now):
+        for stale in stale_posts:
             first = stale[0]
             thread_key = (first.incident_id, first.channel)
             # Read again for each: re-planning one post may have superseded the next.
@@ -276,15 +289,52 @@ class Editor:
             ):
                 log.warning("%s", item)
 
-    def run(self, now: datetime) -> tuple[list[Recorded], datetime | None]:
-        """Plan at ``now`` and record every post due. Returns them and the next wake time."""
+    def slices(self, size: int) -> list[list[str]]:
+        """Every active incident, first seen first, in slices of ``size``: planning each
+        slice (``run(now, changed=slice)``) plans everything, a slice at a time. Called
+        with ingest held still; what it ingested so far is in a slice, so no longer due."""
+        ids = list(dict.fromkeys(t.incident_id for t in self.store.thread_timings()))
+        with self._changes_lock:
+            self._changed.clear()
+        return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+    def run(
+        self, now: datetime, changed: Collection[str] | None = None
+    ) -> tuple[list[Recorded], datetime | None]:
+        """Plan at ``now`` and record every post due. Returns them and the next wake time.
+
+        ``changed`` None plans every active incident (start, reload). Otherwise only the
+        incidents in ``changed`` (and those changed through ``ingest`` since the last plan)
+        are planned, with those whose timers are due (``planner.due``) and those whose
+        post could not be recorded last time: the same posts as planning everything, at
+        a cost that grows with what changed, not with everything open.
+        """
         with self._lock, self.store.batch():
-            snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+            with self._changes_lock:
+                ingested = set(self._changed)
+            later: Mapping[str, datetime] = {}
+            stale = self.store.stale_posts(now)
+            if changed is None:
+                snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+                threads = self.store.threads()
+            else:
+                due = planner.due(self.store.thread_timings(), self.config.channels, now)
+                wanted = {*changed, *ingested, *self._failed, *due.now}
+                wanted.update(post[0].incident_id for post in stale)
+                loaded = self.store.snapshots(active_only=True, ids=wanted) if wanted else []
+                snapshots = {s.incident.id: s for s in loaded}
+                threads = self.store.threads(ids=snapshots) if snapshots else {}
+                later = due.later
             self._advise(snapshots.values(), now)
-            recorded = self._refresh_stale(snapshots, now)
+            failed: set[str] = set()
+            recorded = self._refresh_stale(stale, snapshots, threads, now)
+            if recorded and changed is not None:
+                threads = self.store.threads(ids=snapshots)
+            elif recorded:
+                threads = self.store.threads()
             result = planner.plan(
                 list(snapshots.values()),
-                self.store.threads(),
+                threads,
                 self.config.channels,
                 self.config.cadence,
                 now,
@@ -300,4 +350,14 @@ class Editor:
                 item = self._record(snapshots[decision.post.incident_id], decision, following)
                 if item is not None:
                     recorded.append(item)
-            return recorded, result.wake_at
+                else:
+                    failed.add(decision.post.incident_id)
+            wake_at = result.wake_at
+            for incident_id, at in later.items():
+                if incident_id not in snapshots and (wake_at is None or at < wake_at):
+                    wake_at = at
+        # Planned (the batch committed): what changed before it is taken care of.
+        self._failed = failed
+        with self._changes_lock:
+            self._changed -= ingested
+        return recorded, wake_at

@@ -68,7 +68,7 @@ class ChannelHealth:
 
 @dataclass(frozen=True)
 class Health:
-    state: str  # "ok" | "degraded" | "unhealthy" | "stopping"
+    state: str  # "ok" | "starting" | "degraded" | "unhealthy" | "stopping"
     reasons: tuple[str, ...]
     checked_at: datetime
     channels: Mapping[str, ChannelHealth] = field(default_factory=dict)
@@ -81,8 +81,9 @@ class Health:
 
     @property
     def ok(self) -> bool:
-        """Serving: "degraded" is ok too (a restart would not fix it), only shown."""
-        return self.state in ("ok", "degraded")
+        """Serving: "degraded" is ok too (a restart would not fix it), only shown, and so
+        is "starting" (events are taken while everything open is being planned)."""
+        return self.state in ("ok", "starting", "degraded")
 
     def summary(self) -> str:
         """One line for systemd's STATUS= and the logs."""

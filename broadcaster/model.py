@@ -535,6 +535,24 @@ class ThreadState:
 
 
 @dataclass(frozen=True)
+class ThreadTiming:
+    """What the planner needs to tell whether an open incident may need a post now, and when
+    it will, without reading the incident whole: one per thread of an active incident, or
+    one with ``channel`` None for an active incident that has no thread yet
+    (``DataStore.thread_timings``, ``planner.due``)."""
+
+    incident_id: str
+    revision: int  # the incident's current revision
+    final: bool  # the incident is resolved / completed
+    asked_at: datetime | None  # the incident's ``next_update_at`` (ops asked for it)
+    channel: str | None
+    last_revision: int = 0
+    closed: bool = False
+    promised_at: datetime | None = None
+    last_planned_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class PlannedPost:
     """The planner's decision: post ``kind`` about ``revision`` on ``channel`` now."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +27,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from ..model import Incident, OutboxPost, PlannedPost, PostState, Snapshot, ThreadState
+from ..model import (
+    Incident,
+    OutboxPost,
+    PlannedPost,
+    PostState,
+    Snapshot,
+    ThreadState,
+    ThreadTiming,
+)
 from .contract import (
     ChannelChange,
     ChannelState,
@@ -41,12 +49,18 @@ from .contract import (
     ThreadKey,
 )
 from .postgres_schema import COPIED, MIGRATIONS
-from .rows import post_from_row, thread_from_row
+from .rows import post_from_row, thread_from_row, timing_from_row
 from .sqlite import Store, text_hash
 
 Row = dict[str, Any]
 
 OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
+
+# The incidents ``i`` the planner may still post about (``snapshots(active_only=True)``).
+ACTIVE = (
+    "(NOT i.closed OR EXISTS (SELECT 1 FROM threads a WHERE "
+    "a.incident_id = i.id AND (NOT a.closed OR a.last_revision < i.revision)))"
+)
 
 
 class PostgresStore(DataStore):
@@ -265,14 +279,17 @@ class PostgresStore(DataStore):
         )
         return row["digest"] if row else None
 
-    def snapshots(self, *, active_only: bool = False) -> list[Snapshot]:
-        query = "SELECT * FROM incidents i"
+    def snapshots(
+        self, *, active_only: bool = False, ids: Collection[str] | None = None
+    ) -> list[Snapshot]:
+        query = "SELECT * FROM incidents i WHERE TRUE"
+        args: list[Any] = []
         if active_only:
-            query += (
-                " WHERE NOT i.closed OR EXISTS (SELECT 1 FROM threads t WHERE "
-                "t.incident_id = i.id AND (NOT t.closed OR t.last_revision < i.revision))"
-            )
-        return [_snapshot(r) for r in self._all(query + " ORDER BY i.first_seen_at, i.id")]
+            query += f" AND {ACTIVE}"
+        if ids is not None:
+            query += " AND i.id = ANY(%s)"
+            args.append(list(ids))
+        return [_snapshot(r) for r in self._all(query + " ORDER BY i.first_seen_at, i.id", args)]
 
     def snapshot(self, incident_id: str) -> Snapshot | None:
         row = self._one("SELECT * FROM incidents WHERE id = %s", (incident_id,))
@@ -280,10 +297,22 @@ class PostgresStore(DataStore):
 
     # -- threads and the outbox --------------------------------------------------------------
 
-    def threads(self) -> dict[ThreadKey, ThreadState]:
-        return {
-            (r["incident_id"], r["channel"]): _thread(r) for r in self._all("SELECT * FROM threads")
-        }
+    def threads(self, ids: Collection[str] | None = None) -> dict[ThreadKey, ThreadState]:
+        query, args = "SELECT * FROM threads", []
+        if ids is not None:
+            query += " WHERE incident_id = ANY(%s)"
+            args.append(list(ids))
+        return {(r["incident_id"], r["channel"]): _thread(r) for r in self._all(query, args)}
+
+    def thread_timings(self) -> list[ThreadTiming]:
+        rows = self._all(
+            "SELECT i.id AS incident_id, i.revision, i.closed AS final, "
+            "i.data::jsonb ->> 'next_update_at' AS asked_at, t.channel, t.last_revision, "
+            "t.closed, t.promised_at, t.last_planned_at "
+            f"FROM incidents i LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE} "
+            "ORDER BY i.first_seen_at, i.id"
+        )
+        return [timing_from_row(r, _as_is) for r in rows]
 
     def is_duplicate_text(self, channel: str, text: str) -> bool:
         row = self._one(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..model import OutboxPost, PostKind, PostState, ThreadState
+from ..model import OutboxPost, PostKind, PostState, ThreadState, ThreadTiming
 
 When = Callable[[Any], datetime | None]
 
@@ -68,4 +68,22 @@ def post_from_row(r: Row, when: When) -> OutboxPost:
         last_error=r["last_error"],
         sent_at=when(r["sent_at"]),
         next_attempt_at=when(r["next_attempt_at"]),
+    )
+
+
+def timing_from_row(r: Row, when: When) -> ThreadTiming:
+    """A row of ``thread_timings``' query; ``asked_at`` is the ISO text the incident's JSON
+    holds, whatever the backend."""
+    asked = r["asked_at"]
+    channel = r["channel"]
+    return ThreadTiming(
+        incident_id=r["incident_id"],
+        revision=r["revision"],
+        final=bool(r["final"]),
+        asked_at=datetime.fromisoformat(asked) if asked else None,
+        channel=channel,
+        last_revision=r["last_revision"] if channel is not None else 0,
+        closed=bool(r["closed"]) if channel is not None else False,
+        promised_at=when(r["promised_at"]),
+        last_planned_at=when(r["last_planned_at"]),
     )
