@@ -424,10 +424,9 @@ class Daemon:
             total = sum(map(len, slices))
             self._planning_all = (0, total)
             for number, ids in enumerate(slices, start=1):
-                self.plan(ids)
+                self._plan(ids, due=False)
                 self._planning_all = (min(total, number * PLAN_SLICE), total)
-            if not slices:
-                self.plan(())  # nothing open: what is due (stale posts) and the wake time
+            self.plan(())  # then what is due (stale posts, posts not recorded), the wake time
         finally:
             self._planning_all = None
 
@@ -435,11 +434,14 @@ class Daemon:
         """Plan and record what is due. ``changed``: the incidents that changed (with
         those the editor saw ingested since its last plan and those whose timers are due);
         None plans every open incident at once."""
+        self._plan(changed)
+
+    def _plan(self, changed: Collection[str] | None, *, due: bool = True) -> None:
         with self._plan_lock:
             app = self.app
             if app is None:
                 return
-            recorded, wake_at = app.editor.run(self.clock(), changed)
+            recorded, wake_at = app.editor.run(self.clock(), changed, due=due)
             for item in recorded:
                 log.info(
                     "planned %s for %s on %s (%d part(s))",

@@ -9,6 +9,7 @@ here talks to a platform; delivery picks the recorded posts up.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import re
 import threading
@@ -36,6 +37,45 @@ def _with_marker(part: str, marker: str) -> str:
     if numbering:
         return f"{part[: numbering.start()]}\n{marker}{numbering.group(0)}"
     return f"{part}\n{marker}"
+
+
+class _Timers:
+    """``planner.due`` over every active incident, as of the store's ``change_token``:
+    when each incident is next due (a heap, so a plan's cost does not grow with them)."""
+
+    def __init__(self, token: object, found: planner.Due) -> None:
+        self.token = token
+        self.later = dict(found.later)  # incident → when it is next due
+        self.heap = [(at, i) for i, at in self.later.items()]
+        heapq.heapify(self.heap)
+        self.again = set(found.now)  # due at every plan (no thread yet, a post not recorded)
+
+    def due(self, now: datetime) -> set[str]:
+        ready = set(self.again)
+        while self.heap and self.heap[0][0] <= now:
+            at, incident_id = heapq.heappop(self.heap)
+            if self.later.get(incident_id) == at:
+                ready.add(incident_id)
+        return ready
+
+    def next(self) -> datetime | None:
+        heap = self.heap
+        while heap and self.later.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded by a newer time for the same incident
+        return heap[0][0] if heap else None
+
+    def update(self, planned: Collection[str], found: planner.Due) -> None:
+        """These incidents were planned: their timers as read again."""
+        for incident_id in planned:
+            self.later.pop(incident_id, None)
+            self.again.discard(incident_id)
+        self.again |= found.now
+        for incident_id, at in found.later.items():
+            self.later[incident_id] = at
+            heapq.heappush(self.heap, (at, incident_id))
+        if len(self.heap) > 2 * len(self.later) + 1000:
+            self.heap = [(at, i) for i, at in self.later.items()]
+            heapq.heapify(self.heap)
 
 
 @dataclass(frozen=True)
@@ -68,6 +108,9 @@ class Editor:
         # could not be recorded at the last one: the next plan sees them whatever it is told.
         self._changed: set[str] = set()
         self._failed: set[str] = set()
+        # ``planner.due`` over every active incident, kept up to date plan after plan while
+        # nothing else writes to the store (``DataStore.change_token``).
+        self._timers: _Timers | None = None
 
     def channel_info(self, name: str) -> ChannelInfo:
         return self.config.channels[name].info()
@@ -299,7 +342,7 @@ class Editor:
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
     def run(
-        self, now: datetime, changed: Collection[str] | None = None
+        self, now: datetime, changed: Collection[str] | None = None, *, due: bool = True
     ) -> tuple[list[Recorded], datetime | None]:
         """Plan at ``now`` and record every post due. Returns them and the next wake time.
 
@@ -307,24 +350,41 @@ class Editor:
         incidents in ``changed`` (and those changed through ``ingest`` since the last plan)
         are planned, with those whose timers are due (``planner.due``) and those whose
         post could not be recorded last time: the same posts as planning everything, at
-        a cost that grows with what changed, not with everything open.
+        a cost that grows with what changed, not with everything open. ``due`` False
+        plans only those changed (start plans everything a slice at a time).
         """
-        with self._lock, self.store.batch():
+        with self._lock:
+            try:
+                return self._run(now, changed, due)
+            except BaseException:
+                self._timers = None
+                raise
+
+    def _run(
+        self, now: datetime, changed: Collection[str] | None, due: bool
+    ) -> tuple[list[Recorded], datetime | None]:
+        with self.store.batch():
             with self._changes_lock:
                 ingested = set(self._changed)
-            later: Mapping[str, datetime] = {}
+            token = self.store.change_token()
+            timers = self._timers if token is not None else None
             stale = self.store.stale_posts(now)
+            wanted: set[str] = set()
             if changed is None:
                 snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
                 threads = self.store.threads()
+                timers = None
             else:
-                due = planner.due(self.store.thread_timings(), self.config.channels, now)
-                wanted = {*changed, *ingested, *self._failed, *due.now}
-                wanted.update(post[0].incident_id for post in stale)
+                if timers is None or timers.token != token:
+                    found = planner.due(self.store.thread_timings(), self.config.channels, now)
+                    timers = _Timers(token, found)
+                wanted = {*changed, *ingested}
+                if due:
+                    wanted |= {*self._failed, *timers.due(now)}
+                    wanted.update(post[0].incident_id for post in stale)
                 loaded = self.store.snapshots(active_only=True, ids=wanted) if wanted else []
                 snapshots = {s.incident.id: s for s in loaded}
                 threads = self.store.threads(ids=snapshots) if snapshots else {}
-                later = due.later
             self._advise(snapshots.values(), now)
             failed: set[str] = set()
             recorded = self._refresh_stale(stale, snapshots, threads, now)
@@ -353,11 +413,20 @@ class Editor:
                 else:
                     failed.add(decision.post.incident_id)
             wake_at = result.wake_at
-            for incident_id, at in later.items():
-                if incident_id not in snapshots and (wake_at is None or at < wake_at):
+            if timers is not None:
+                # Their threads and promises changed: read again.
+                planned = {*wanted, *snapshots}
+                if planned:
+                    timings = self.store.thread_timings(ids=planned)
+                    timers.update(planned, planner.due(timings, self.config.channels, now))
+                # Over every open incident: a thread just posted on may be due before the
+                # promise it made (an update ops asked for, kept back by the budget).
+                at = timers.next()
+                if at is not None and (wake_at is None or at < wake_at):
                     wake_at = at
         # Planned (the batch committed): what changed before it is taken care of.
-        self._failed = failed
+        self._timers = timers
+        self._failed = failed if due or changed is None else self._failed | failed
         with self._changes_lock:
             self._changed -= ingested
         return recorded, wake_at

@@ -131,7 +131,7 @@ def assess(app: App, *, scheduler_alive: bool, now: datetime) -> Health:
     reasons += [f"the delivery worker of {n} is not running" for n, ok in alive.items() if not ok]
     sources = {s.name: s.last_error for s in app.sources}
     try:
-        status = read_status(app.store, app.config.channels, now)
+        status = read_status(app.store, app.config.channels, now, incidents=False)
     except Exception as e:
         reasons.append(f"the store cannot be read: {type(e).__name__}: {e}")
         return Health("unhealthy", tuple(reasons), now, sources=sources, dry_run=app.dry_run)

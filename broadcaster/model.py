@@ -546,6 +546,10 @@ class ThreadTiming:
     final: bool  # the incident is resolved / completed
     asked_at: datetime | None  # the incident's ``next_update_at`` (ops asked for it)
     channel: str | None
+    # What a maintenance not started needs (``planner.not_started``): kind, status, start.
+    kind: str = "incident"
+    status: str = ""
+    starts_at: datetime | None = None
     last_revision: int = 0
     closed: bool = False
     promised_at: datetime | None = None

@@ -294,6 +294,13 @@ def _due(
     return promised
 
 
+def timing_due_at(timing: ThreadTiming, pace: timedelta = timedelta(0)) -> datetime | None:
+    """``due_at`` from a thread's timing: when it needs a reminder, None once closed."""
+    if timing.closed or timing.promised_at is None or timing.last_planned_at is None:
+        return None
+    return _due(timing.promised_at, timing.last_planned_at, timing.asked_at, pace)
+
+
 @dataclass(frozen=True)
 class Due:
     """Which active incidents may need a post now, and when each of the others will."""
@@ -329,9 +336,9 @@ def due(
             if not (t.closed and t.final):
                 ready.add(t.incident_id)
             continue
-        if t.closed or t.promised_at is None or t.last_planned_at is None:
+        at = timing_due_at(t, pace)
+        if at is None:
             continue
-        at = _due(t.promised_at, t.last_planned_at, t.asked_at, pace)
         if at <= now:
             ready.add(t.incident_id)
         elif t.incident_id not in later or at < later[t.incident_id]:

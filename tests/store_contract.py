@@ -16,6 +16,7 @@ import pytest
 from broadcaster import planner
 from broadcaster.model import (
     Incident,
+    IncidentKind,
     Localized,
     PlannedPost,
     PostKind,
@@ -159,7 +160,40 @@ class StoreContract:
         assert (x.promised_at, x.last_planned_at, x.asked_at) == (T0 + PROMISE, T0, None)
         assert timings[("new", None)].asked_at == asked
         order = [t.incident_id for t in store.thread_timings()]
-        assert sorted(set(order), key=order.index) == ["sbg", "new"], "first seen first"
+        active = [s.incident.id for s in store.snapshots(active_only=True)]
+        assert sorted(set(order), key=order.index) == active, "first seen first"
+        some = store.thread_timings(ids=["new", "old"])
+        assert [(t.incident_id, t.channel) for t in some] == [("new", None)]
+        starts = T0 + timedelta(hours=1)
+        works = incident(
+            id="works",
+            kind=IncidentKind.MAINTENANCE,
+            status="scheduled",
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=1),
+        )
+        store.apply_incidents([works], T0)
+        (timing,) = store.thread_timings(ids=["works"])
+        assert (timing.kind, timing.status, timing.starts_at) == (
+            "maintenance",
+            "scheduled",
+            starts,
+        )
+        assert (x.kind, x.status, x.starts_at) == ("incident", "identified", None)
+
+    def test_the_change_token_moves_when_someone_else_writes(self, open_store: OpenStore) -> None:
+        mine, other = open_store(), open_store()
+        try:
+            token = mine.change_token()
+            if token is None:
+                return  # the backend cannot tell: nothing is cached across transactions
+            mine.apply_incidents([incident()], T0)
+            assert mine.change_token() == token, "what it wrote itself, it knows"
+            other.apply_incidents([incident(id="b")], T0)
+            assert mine.change_token() != token
+        finally:
+            other.close()
+            mine.close()
 
     # -- source marks --------------------------------------------------------------------
 

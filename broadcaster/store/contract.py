@@ -148,8 +148,9 @@ class Outbox(ABC):
         these incidents only)."""
 
     @abstractmethod
-    def thread_timings(self) -> list[ThreadTiming]:
-        """Every thread of every active incident (as ``snapshots(active_only=True)``), with
+    def thread_timings(self, ids: Collection[str] | None = None) -> list[ThreadTiming]:
+        """Every thread of every active incident (as ``snapshots(active_only=True)``; with
+        ``ids``, of these incidents only, if active), with
         what of the incident decides whether it is due (``planner.due``); one timing with
         no channel for an active incident without any thread. Cheap: no incident is read
         whole, so an idle plan does not grow with the full text of everything open. In the
@@ -324,6 +325,13 @@ class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates, Leases):
     @abstractmethod
     def schema_version(self) -> int:
         """The version of the schema the store holds (migrations applied at open)."""
+
+    def change_token(self) -> object | None:
+        """A value that changes whenever another connection commits to the store (another
+        process, another instance): while it stays the same, what this store object wrote
+        is all that changed. None when the backend cannot tell: then nothing read from the
+        store may be trusted beyond one transaction (a database shared by instances)."""
+        return None
 
     def lost(self) -> str | None:
         """Why what this store writes no longer reaches the store others (and the next start)

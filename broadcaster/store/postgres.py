@@ -304,13 +304,19 @@ class PostgresStore(DataStore):
             args.append(list(ids))
         return {(r["incident_id"], r["channel"]): _thread(r) for r in self._all(query, args)}
 
-    def thread_timings(self) -> list[ThreadTiming]:
+    def thread_timings(self, ids: Collection[str] | None = None) -> list[ThreadTiming]:
+        query, args = "", []
+        if ids is not None:
+            query, args = " AND i.id = ANY(%s)", [list(ids)]
         rows = self._all(
             "SELECT i.id AS incident_id, i.revision, i.closed AS final, "
-            "i.data::jsonb ->> 'next_update_at' AS asked_at, t.channel, t.last_revision, "
-            "t.closed, t.promised_at, t.last_planned_at "
-            f"FROM incidents i LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE} "
-            "ORDER BY i.first_seen_at, i.id"
+            "j.data ->> 'next_update_at' AS asked_at, j.data ->> 'kind' AS kind, "
+            "j.data ->> 'status' AS status, j.data ->> 'starts_at' AS starts_at, t.channel, "
+            "t.last_revision, t.closed, t.promised_at, t.last_planned_at "
+            "FROM incidents i CROSS JOIN LATERAL (SELECT i.data::jsonb AS data) j "
+            f"LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE}"
+            f"{query} ORDER BY i.first_seen_at, i.id",
+            args,
         )
         return [timing_from_row(r, _as_is) for r in rows]
 

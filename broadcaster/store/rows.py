@@ -72,9 +72,9 @@ def post_from_row(r: Row, when: When) -> OutboxPost:
 
 
 def timing_from_row(r: Row, when: When) -> ThreadTiming:
-    """A row of ``thread_timings``' query; ``asked_at`` is the ISO text the incident's JSON
-    holds, whatever the backend."""
-    asked = r["asked_at"]
+    """A row of ``thread_timings``' query; ``asked_at`` and ``starts_at`` are the ISO text
+    the incident's JSON holds, whatever the backend."""
+    asked, starts = r["asked_at"], r["starts_at"]
     channel = r["channel"]
     return ThreadTiming(
         incident_id=r["incident_id"],
@@ -82,6 +82,9 @@ def timing_from_row(r: Row, when: When) -> ThreadTiming:
         final=bool(r["final"]),
         asked_at=datetime.fromisoformat(asked) if asked else None,
         channel=channel,
+        kind=r["kind"] or "incident",
+        status=r["status"] or "",
+        starts_at=datetime.fromisoformat(starts) if starts else None,
         last_revision=r["last_revision"] if channel is not None else 0,
         closed=bool(r["closed"]) if channel is not None else False,
         promised_at=when(r["promised_at"]),

@@ -353,16 +353,29 @@ class Store(DataStore):
             rows = self._db.execute(query, args).fetchall()
         return {(r["incident_id"], r["channel"]): self._thread(r) for r in rows}
 
-    def thread_timings(self) -> list[ThreadTiming]:
+    def thread_timings(self, ids: Collection[str] | None = None) -> list[ThreadTiming]:
+        query, args = "", []
+        if ids is not None:
+            query, args = " AND i.id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
         with self._lock:
             rows = self._db.execute(
                 "SELECT i.id AS incident_id, i.revision, i.closed AS final, "
-                "json_extract(i.data, '$.next_update_at') AS asked_at, t.channel, "
+                "json_extract(i.data, '$.next_update_at') AS asked_at, "
+                "json_extract(i.data, '$.kind') AS kind, "
+                "json_extract(i.data, '$.status') AS status, "
+                "json_extract(i.data, '$.starts_at') AS starts_at, t.channel, "
                 "t.last_revision, t.closed, t.promised_at, t.last_planned_at "
-                f"FROM incidents i LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE} "
-                "ORDER BY i.first_seen_at, i.id"
+                f"FROM incidents i LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE}"
+                f"{query} ORDER BY i.first_seen_at, i.id",
+                args,
             ).fetchall()
         return [timing_from_row(r, _dt) for r in rows]
+
+    def change_token(self) -> object | None:
+        if self.path == ":memory:":
+            return 0  # no other connection can reach it
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     @staticmethod
     def _thread(r: sqlite3.Row) -> ThreadState:
