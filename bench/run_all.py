@@ -32,6 +32,7 @@ BENCHES = {
     "delivery": "bench_delivery.py",
     "intake": "bench_intake.py",
     "instances": "bench_instances.py",
+    "scale": "bench_scale.py",
 }
 
 
