@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 ALL_LANGUAGES = "*"
 
@@ -534,8 +534,7 @@ class ThreadState:
     reopened_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class ThreadTiming:
+class ThreadTiming(NamedTuple):
     """What the planner needs to tell whether an open incident may need a post now, and when
     it will, without reading the incident whole: one per thread of an active incident, or
     one with ``channel`` None for an active incident that has no thread yet

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from ..model import (
@@ -49,7 +49,7 @@ from .contract import (
     ThreadKey,
 )
 from .postgres_schema import COPIED, MIGRATIONS
-from .rows import post_from_row, thread_from_row, timing_from_row
+from .rows import TIMING_COLUMNS, TIMING_FIELDS, post_from_row, thread_from_row, timing_from_row
 from .sqlite import Store, text_hash
 
 Row = dict[str, Any]
@@ -308,16 +308,17 @@ class PostgresStore(DataStore):
         query, args = "", []
         if ids is not None:
             query, args = " AND i.id = ANY(%s)", [list(ids)]
-        rows = self._all(
-            "SELECT i.id AS incident_id, i.revision, i.closed AS final, "
-            "j.data ->> 'next_update_at' AS asked_at, j.data ->> 'kind' AS kind, "
-            "j.data ->> 'status' AS status, j.data ->> 'starts_at' AS starts_at, t.channel, "
-            "t.last_revision, t.closed, t.promised_at, t.last_planned_at "
-            "FROM incidents i CROSS JOIN LATERAL (SELECT i.data::jsonb AS data) j "
-            f"LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE}"
-            f"{query} ORDER BY i.first_seen_at, i.id",
-            args,
+        columns = TIMING_COLUMNS.format(
+            **{k: f"j.data ->> '{f}'" for k, f in TIMING_FIELDS.items()}
         )
+        with self._conn() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            rows = cursor.execute(
+                f"SELECT {columns} FROM incidents i "
+                "CROSS JOIN LATERAL (SELECT i.data::jsonb AS data) j "
+                f"LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE}{query} "
+                "ORDER BY i.first_seen_at, i.id".encode(),
+                args,
+            ).fetchall()
         return [timing_from_row(r, _as_is) for r in rows]
 
     def is_duplicate_text(self, channel: str, text: str) -> bool:
