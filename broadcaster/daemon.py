@@ -194,7 +194,7 @@ class Daemon:
             progress = self._planning_all
             if progress is not None and health.state == "ok":
                 done, total = progress
-                reason = f"planning the open incidents after start: {done} of {total} done"
+                reason = f"planning every open incident (start, reload): {done} of {total} done"
                 health = replace(health, state="starting", reasons=(*health.reasons, reason))
             lock = self._instance_lock
             if lock is not None and not lock.intact():

@@ -308,7 +308,7 @@ def test_healthz_and_intake_answer_while_the_open_incidents_are_planned_at_start
         wait_for(held.is_set, "start to plan its first slice")
         r = again.request("GET", "/healthz")
         assert r.status == 200 and r.json()["status"] == "starting"
-        assert "planning the open incidents after start: 0 of 3 done" in r.json()["reasons"]
+        assert "planning every open incident (start, reload): 0 of 3 done" in r.json()["reasons"]
         assert again.post(bilingual_opening("new-one")).status == 202, "events are taken"
         again.wait_posts(8)
     finally:
