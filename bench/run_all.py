@@ -33,6 +33,7 @@ BENCHES = {
     "intake": "bench_intake.py",
     "instances": "bench_instances.py",
     "idle": "bench_idle.py",
+    "scale": "bench_scale.py",
 }
 
 

@@ -30,6 +30,7 @@ QUICK_BUDGET = 30.0
         "bench_intake.py",
         "bench_instances.py",
         "bench_idle.py",
+        "bench_scale.py",
     ],
 )
 def test_quick_mode_runs_and_reports_finite_ratios(script: str, tmp_path: Path) -> None:

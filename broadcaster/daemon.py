@@ -19,7 +19,7 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -51,6 +51,10 @@ REPLAN_EVERY = timedelta(minutes=15)
 RETRY_PLAN_AFTER = timedelta(seconds=5)
 # Safety net of a watched source: polled this often even if no notification came.
 WATCH_SAFETY_POLL = timedelta(seconds=60)
+
+# Start and reload plan every open incident in slices of this many, the plan lock let go
+# between two: /healthz and pushed events wait for one slice, not for everything open.
+PLAN_SLICE = 200
 
 
 # Exceptions an event's own data causes, not the environment: retrying cannot help.
@@ -155,6 +159,8 @@ class Daemon:
         self._watching = threading.Event()
         self._stop = threading.Event()
         self._wake_fd: int | None = None  # run_forever's self-pipe: stop() writes to it
+        # While start (or reload) plans every open incident: (incidents planned, of how many).
+        self._planning_all: tuple[int, int] | None = None
         # What start() started, undone in reverse order by shutdown().
         self._running = ExitStack()
         self.scheduler = BackgroundScheduler(
@@ -210,6 +216,11 @@ class Daemon:
                 # would announce everything again; ops restart once the files are back.
                 reasons = (blind, *(r for r in health.reasons if "delivery worker" not in r))
                 health = replace(health, state="unhealthy", reasons=reasons, halted=True)
+            progress = self._planning_all
+            if progress is not None and health.state == "ok":
+                done, total = progress
+                reason = f"planning every open incident (start, reload): {done} of {total} done"
+                health = replace(health, state="starting", reasons=(*health.reasons, reason))
             return health
         finally:
             self._plan_lock.release()
@@ -277,12 +288,23 @@ class Daemon:
             started.callback(self._stop_scheduler)
             watched = self._schedule_polling(config, self.app)
             started.callback(self._stop_watchers)
+            # The safety net plans what is due over every open incident: cheap when idle.
             self.scheduler.add_job(
-                self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
+                self.plan,
+                "interval",
+                args=[()],
+                seconds=REPLAN_EVERY.total_seconds(),
+                id="replan",
             )
             self.scheduler.add_job(self.blind, "interval", seconds=1, id="sight")
+            # The shell first: /healthz answers ("starting") while everything open is
+            # planned, a slice at a time, and pushed events are taken between two slices.
+            self._planning_all = (0, 0)
+            if self.shell is not None:
+                self.shell.start()
+                started.callback(self.shell.stop)
             self.poll_sources()
-            self.plan()
+            self.plan_everything()
             self._start_watchers(self.app, watched)
             log.info(
                 "broadcaster running%s: %d channel(s), state file %s",
@@ -291,9 +313,6 @@ class Daemon:
                 config.state_file,
             )
             self._say_if_nothing_new()
-            if self.shell is not None:
-                self.shell.start()
-                started.callback(self.shell.stop)
             self._running = started.pop_all()
 
     def _schedule_polling(self, config: Config, app: App) -> list[PullSource]:
@@ -503,7 +522,7 @@ class Daemon:
             for source, batch in batches:
                 changed |= self._apply_batch(app, source.name, batch)
             if changed:
-                self.plan()
+                self.plan(())  # what was ingested (the editor keeps track), and what is due
 
     def _poll_one(self, app: App, source: PullSource) -> bool | None:
         """Poll a watched source and apply what it hands over. None: nothing handed over;
@@ -524,7 +543,7 @@ class Daemon:
                 if self.app is not app:
                     return None  # reloaded meanwhile: the new sources offer it again
                 if self._apply_batch(app, source.name, batch):
-                    self.plan()
+                    self.plan(())  # what was ingested (the editor keeps track), and what is due
             return bool(settled)
 
     def _apply_batch(self, app: App, source: str, batch: Batch) -> bool:
@@ -588,16 +607,40 @@ class Daemon:
                 raise ServiceStopping(f"not accepting events: {blind}")
             changed = self._apply_event(app, data, origin, source)
             if changed:
-                self.plan()
+                self.plan(changed)
             return str(data[ID_FIELD])
 
-    def plan(self) -> None:
+    def plan_everything(self) -> None:
+        """Plan every open incident (start, reload), a slice at a time, so that nothing
+        waits long for the plan lock; the same posts as one plan of everything."""
+        try:
+            with self._plan_lock:
+                app = self.app
+                if app is None:
+                    return
+                slices = app.editor.slices(PLAN_SLICE)
+            total = sum(map(len, slices))
+            self._planning_all = (0, total)
+            for number, ids in enumerate(slices, start=1):
+                self._plan(ids, due=False)
+                self._planning_all = (min(total, number * PLAN_SLICE), total)
+            self.plan(())  # then what is due (stale posts, posts not recorded), the wake time
+        finally:
+            self._planning_all = None
+
+    def plan(self, changed: Collection[str] | None = None) -> None:
+        """Plan and record what is due. ``changed``: the incidents that changed (with
+        those the editor saw ingested since its last plan and those whose timers are due);
+        None plans every open incident at once."""
+        self._plan(changed)
+
+    def _plan(self, changed: Collection[str] | None, *, due: bool = True) -> None:
         with self._plan_lock:
             app = self.app
             if app is None or self.blind():
                 return
             try:
-                recorded, wake_at = app.editor.run(self.clock())
+                recorded, wake_at = app.editor.run(self.clock(), changed, due=due)
             except Exception:
                 # The promised wake-up is gone with this run: try again soon rather than at
                 # the safety net, so a passing store failure delays no update for long.
@@ -624,6 +667,7 @@ class Daemon:
                 self.scheduler.add_job(
                     self.plan,
                     "date",
+                    args=[()],
                     run_date=wake_at,
                     id="wake",
                     replace_existing=True,
@@ -705,7 +749,7 @@ class Daemon:
             self._hand_over(old, new)
         log.info("reloaded %s", self.config_path)
         self.poll_sources()
-        self.plan()
+        self.plan_everything()
         if not self._stop.is_set():
             self._start_watchers(new, watched)
         return True

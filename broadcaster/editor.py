@@ -9,10 +9,11 @@ here talks to a platform; delivery picks the recorded posts up.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -20,7 +21,7 @@ from . import i18n, planner
 from .advice import incident_advice
 from .config import Config
 from .fits import FitCheck, TooLong
-from .model import ChannelInfo, Incident, PlannedPost, Snapshot
+from .model import ChannelInfo, Incident, OutboxPost, PlannedPost, Snapshot, ThreadState
 from .render import Renderer, TemplateError
 from .store import DataStore
 from .textfit import LengthRule, split
@@ -43,6 +44,45 @@ class OverCap(Exception):
     """A post longer than its channel's thread cap: never recorded."""
 
 
+class _Timers:
+    """``planner.due`` over every active incident, as of the store's ``change_token``:
+    when each incident is next due (a heap, so a plan's cost does not grow with them)."""
+
+    def __init__(self, token: object, found: planner.Due) -> None:
+        self.token = token
+        self.later = dict(found.later)  # incident → when it is next due
+        self.heap = [(at, i) for i, at in self.later.items()]
+        heapq.heapify(self.heap)
+        self.again = set(found.now)  # due at every plan (no thread yet, a post not recorded)
+
+    def due(self, now: datetime) -> set[str]:
+        ready = set(self.again)
+        while self.heap and self.heap[0][0] <= now:
+            at, incident_id = heapq.heappop(self.heap)
+            if self.later.get(incident_id) == at:
+                ready.add(incident_id)
+        return ready
+
+    def next(self) -> datetime | None:
+        heap = self.heap
+        while heap and self.later.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded by a newer time for the same incident
+        return heap[0][0] if heap else None
+
+    def update(self, planned: Collection[str], found: planner.Due) -> None:
+        """These incidents were planned: their timers as read again."""
+        for incident_id in planned:
+            self.later.pop(incident_id, None)
+            self.again.discard(incident_id)
+        self.again |= found.now
+        for incident_id, at in found.later.items():
+            self.later[incident_id] = at
+            heapq.heappush(self.heap, (at, incident_id))
+        if len(self.heap) > 2 * len(self.later) + 1000:
+            self.heap = [(at, i) for i, at in self.later.items()]
+            heapq.heapify(self.heap)
+
+
 @dataclass(frozen=True)
 class Recorded:
     post: PlannedPost
@@ -63,11 +103,19 @@ class Editor:
         self.config = config
         self.rules = dict(rules)
         self._lock = threading.Lock()
+        self._changes_lock = threading.Lock()
         self._reported: set[str] = set()
         self._advised: set[tuple[str, int]] = set()  # (incident, revision) already advised
         # (incident, channel) → why its post cannot be recorded: shown by /healthz, the
         # metrics and the logs (once per revision), retried at every plan.
         self.unplannable: dict[tuple[str, str], str] = {}
+        # Incidents changed through ``ingest`` since the last plan, and those whose post
+        # could not be recorded at the last one: the next plan sees them whatever it is told.
+        self._changed: set[str] = set()
+        self._failed: set[str] = set()
+        # ``planner.due`` over every active incident, kept up to date plan after plan while
+        # nothing else writes to the store (``DataStore.change_token``).
+        self._timers: _Timers | None = None
         self.fits = FitCheck(config, renderer, rules)
 
     def check_fits(self, incident: Incident, now: datetime) -> list[TooLong]:
@@ -81,7 +129,10 @@ class Editor:
     def ingest(
         self, incidents: Iterable[Incident], now: datetime, *, source: str | None = None
     ) -> list[str]:
-        return self.store.apply_incidents(incidents, now, source=source)
+        changed = self.store.apply_incidents(incidents, now, source=source)
+        with self._changes_lock:
+            self._changed.update(changed)
+        return changed
 
     def compose(self, snapshot: Snapshot, post: PlannedPost) -> list[tuple[str, int, int]]:
         """The exact parts of one post: (text, counted length, limit)."""
@@ -272,11 +323,16 @@ class Editor:
                 f"{cap} (channels.{post.channel}.max_parts){how}"
             )
 
-    def _refresh_stale(self, snapshots: dict[str, Snapshot], now: datetime) -> list[Recorded]:
+    def _refresh_stale(
+        self,
+        stale_posts: list[list[OutboxPost]],
+        snapshots: dict[str, Snapshot],
+        threads: dict[tuple[str, str], ThreadState],
+        now: datetime,
+    ) -> list[Recorded]:
         """Record the planner's fresh plan for each unsent post whose promise passed."""
         recorded: list[Recorded] = []
-        threads = self.store.threads()
-        for stale in self.store.stale_posts(now):
+        for stale in stale_posts:
             first = stale[0]
             thread_key = (first.incident_id, first.channel)
             # Read again for each: re-planning one post may have superseded the next.
@@ -316,15 +372,69 @@ class Editor:
             ):
                 log.warning("%s", item)
 
-    def run(self, now: datetime) -> tuple[list[Recorded], datetime | None]:
-        """Plan at ``now`` and record every post due. Returns them and the next wake time."""
-        with self._lock, self.store.batch():
-            snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+    def slices(self, size: int) -> list[list[str]]:
+        """Every active incident, first seen first, in slices of ``size``: planning each
+        slice (``run(now, changed=slice)``) plans everything, a slice at a time. Called
+        with ingest held still; what it ingested so far is in a slice, so no longer due."""
+        ids = list(dict.fromkeys(t.incident_id for t in self.store.thread_timings()))
+        with self._changes_lock:
+            self._changed.clear()
+        return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+    def run(
+        self, now: datetime, changed: Collection[str] | None = None, *, due: bool = True
+    ) -> tuple[list[Recorded], datetime | None]:
+        """Plan at ``now`` and record every post due. Returns them and the next wake time.
+
+        ``changed`` None plans every active incident (start, reload). Otherwise only the
+        incidents in ``changed`` (and those changed through ``ingest`` since the last plan)
+        are planned, with those whose timers are due (``planner.due``) and those whose
+        post could not be recorded last time: the same posts as planning everything, at
+        a cost that grows with what changed, not with everything open. ``due`` False
+        plans only those changed (start plans everything a slice at a time).
+        """
+        with self._lock:
+            try:
+                return self._run(now, changed, due)
+            except BaseException:
+                self._timers = None
+                raise
+
+    def _run(
+        self, now: datetime, changed: Collection[str] | None, due: bool
+    ) -> tuple[list[Recorded], datetime | None]:
+        with self.store.batch():
+            with self._changes_lock:
+                ingested = set(self._changed)
+            token = self.store.change_token()
+            timers = self._timers if token is not None else None
+            stale = self.store.stale_posts(now)
+            wanted: set[str] = set()
+            if changed is None:
+                snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+                threads = self.store.threads()
+                timers = None
+            else:
+                if timers is None or timers.token != token:
+                    found = planner.due(self.store.thread_timings(), self.config.channels, now)
+                    timers = _Timers(token, found)
+                wanted = {*changed, *ingested}
+                if due:
+                    wanted |= {*self._failed, *timers.due(now)}
+                    wanted.update(post[0].incident_id for post in stale)
+                loaded = self.store.snapshots(active_only=True, ids=wanted) if wanted else []
+                snapshots = {s.incident.id: s for s in loaded}
+                threads = self.store.threads(ids=snapshots) if snapshots else {}
             self._advise(snapshots.values(), now)
-            recorded = self._refresh_stale(snapshots, now)
+            failed: set[str] = set()
+            recorded = self._refresh_stale(stale, snapshots, threads, now)
+            if recorded and changed is not None:
+                threads = self.store.threads(ids=snapshots)
+            elif recorded:
+                threads = self.store.threads()
             result = planner.plan(
                 list(snapshots.values()),
-                self.store.threads(),
+                threads,
                 self.config.channels,
                 self.config.cadence,
                 now,
@@ -340,4 +450,23 @@ class Editor:
                 item = self._record(snapshots[decision.post.incident_id], decision, following)
                 if item is not None:
                     recorded.append(item)
-            return recorded, result.wake_at
+                else:
+                    failed.add(decision.post.incident_id)
+            wake_at = result.wake_at
+            if timers is not None:
+                # Their threads and promises changed: read again.
+                planned = {*wanted, *snapshots}
+                if planned:
+                    timings = self.store.thread_timings(ids=planned)
+                    timers.update(planned, planner.due(timings, self.config.channels, now))
+                # Over every open incident: a thread just posted on may be due before the
+                # promise it made (an update ops asked for, kept back by the budget).
+                at = timers.next()
+                if at is not None and (wake_at is None or at < wake_at):
+                    wake_at = at
+        # Planned (the batch committed): what changed before it is taken care of.
+        self._timers = timers
+        self._failed = failed if due or changed is None else self._failed | failed
+        with self._changes_lock:
+            self._changed -= ingested
+        return recorded, wake_at

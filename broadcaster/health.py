@@ -110,7 +110,7 @@ class ChannelHealth:
 
 @dataclass(frozen=True)
 class Health:
-    state: str  # "ok" | "degraded" | "unhealthy" | "stopping"
+    state: str  # "ok" | "starting" | "degraded" | "unhealthy" | "stopping"
     reasons: tuple[str, ...]
     checked_at: datetime
     channels: Mapping[str, ChannelHealth] = field(default_factory=dict)
@@ -126,8 +126,9 @@ class Health:
 
     @property
     def ok(self) -> bool:
-        """Serving: "degraded" is ok too (a restart would not fix it), only shown."""
-        return self.state in ("ok", "degraded")
+        """Serving: "degraded" is ok too (a restart would not fix it), only shown, and so
+        is "starting" (events are taken while everything open is being planned)."""
+        return self.state in ("ok", "starting", "degraded")
 
     def summary(self) -> str:
         """One line for systemd's STATUS= and the logs."""
@@ -181,7 +182,7 @@ def assess(app: App, *, scheduler_alive: bool, now: datetime) -> Health:
     reasons += [f"the delivery worker of {n} is not running" for n, ok in alive.items() if not ok]
     sources = {s.name: s.last_error for s in app.sources}
     try:
-        status = read_status(app.store, app.config.channels, now)
+        status = read_status(app.store, app.config.channels, now, incidents=False)
     except Exception as e:
         reasons.append(f"the store cannot be read: {type(e).__name__}: {e}")
         return Health("unhealthy", tuple(reasons), now, sources=sources, dry_run=app.dry_run)

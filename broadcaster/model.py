@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 ALL_LANGUAGES = "*"
 
@@ -532,6 +532,27 @@ class ThreadState:
     reminder_count: int = 0
     # When the thread was reopened (a post after its closing one): its cadence starts again.
     reopened_at: datetime | None = None
+
+
+class ThreadTiming(NamedTuple):
+    """What the planner needs to tell whether an open incident may need a post now, and when
+    it will, without reading the incident whole: one per thread of an active incident, or
+    one with ``channel`` None for an active incident that has no thread yet
+    (``DataStore.thread_timings``, ``planner.due``)."""
+
+    incident_id: str
+    revision: int  # the incident's current revision
+    final: bool  # the incident is resolved / completed
+    asked_at: datetime | None  # the incident's ``next_update_at`` (ops asked for it)
+    channel: str | None
+    # What a maintenance not started needs (``planner.not_started``): kind, status, start.
+    kind: str = "incident"
+    status: str = ""
+    starts_at: datetime | None = None
+    last_revision: int = 0
+    closed: bool = False
+    promised_at: datetime | None = None
+    last_planned_at: datetime | None = None
 
 
 @dataclass(frozen=True)

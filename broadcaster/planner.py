@@ -15,7 +15,7 @@ these decisions exactly as they are made.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -28,6 +28,7 @@ from .model import (
     PostState,
     Snapshot,
     ThreadState,
+    ThreadTiming,
 )
 
 # Parts recorded and not yet confirmed: they go before anything planned now.
@@ -281,11 +282,70 @@ def due_at(
     the channel's budget allows it (no faster than its pace: see ``within_budget``)."""
     if thread.closed or thread.promised_at is None:
         return None
-    wanted = snapshot.incident.next_update_at
-    earliest = thread.last_planned_at + (budget.pace if budget else timedelta(0))
-    if wanted is not None and earliest <= wanted and thread.last_planned_at < wanted:
-        return min(wanted, thread.promised_at)
-    return thread.promised_at
+    pace = budget.pace if budget else timedelta(0)
+    return _due(thread.promised_at, thread.last_planned_at, snapshot.incident.next_update_at, pace)
+
+
+def _due(
+    promised: datetime, last_planned: datetime, wanted: datetime | None, pace: timedelta
+) -> datetime:
+    if wanted is not None and last_planned + pace <= wanted and last_planned < wanted:
+        return min(wanted, promised)
+    return promised
+
+
+def timing_due_at(timing: ThreadTiming, pace: timedelta = timedelta(0)) -> datetime | None:
+    """``due_at`` from a thread's timing: when it needs a reminder, None once closed."""
+    if timing.closed or timing.promised_at is None or timing.last_planned_at is None:
+        return None
+    return _due(timing.promised_at, timing.last_planned_at, timing.asked_at, pace)
+
+
+@dataclass(frozen=True)
+class Due:
+    """Which active incidents may need a post now, and when each of the others will."""
+
+    now: frozenset[str]
+    later: Mapping[str, datetime]  # incident id → its earliest due time, for the others
+
+
+def due(
+    timings: Iterable[ThreadTiming], channels: Mapping[str, ChannelConfig], now: datetime
+) -> Due:
+    """The incidents ``plan`` must see at ``now``: a superset of those it would post about
+    (so planning only these records exactly what planning everything would), from each
+    thread's timing alone. ``later`` keeps the next wake time right over every incident.
+
+    Due: a change not yet posted about (a revision newer than the thread's), a promise or
+    an asked-for update come (``due_at``: reminders, maintenance milestones), an incident
+    without any thread (planned when it appears; an incident that matches no channel
+    stays here). An incident that changed (``apply_incidents``) is planned by its caller.
+    """
+    paces = {name: Budget.of(channel).pace for name, channel in channels.items()}
+    ready: set[str] = set()
+    later: dict[str, datetime] = {}
+    for t in timings:
+        if t.channel is None:
+            if not t.final:
+                ready.add(t.incident_id)
+            continue
+        pace = paces.get(t.channel)
+        if pace is None:
+            continue  # a channel no longer configured: the planner ignores its threads
+        if t.revision > t.last_revision:
+            if not (t.closed and t.final):
+                ready.add(t.incident_id)
+            continue
+        at = timing_due_at(t, pace)
+        if at is None:
+            continue
+        if at <= now:
+            ready.add(t.incident_id)
+        elif t.incident_id not in later or at < later[t.incident_id]:
+            later[t.incident_id] = at
+    for incident_id in ready:
+        later.pop(incident_id, None)
+    return Due(frozenset(ready), later)
 
 
 def choose_kind(

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .config import ChannelConfig
-from .model import OutboxPost, PostState, Snapshot, ThreadState
-from .planner import Budget, due_at, not_started
+from .model import IncidentKind, OutboxPost, PostState, Snapshot, ThreadState
+from .planner import Budget, due_at, not_started, timing_due_at
 from .store import ChannelState, DataStore
 
 WAITING = (PostState.PENDING, PostState.SENDING)
@@ -79,11 +79,12 @@ def read_status(
     now: datetime,
     *,
     detailed: bool = False,
+    incidents: bool = True,
 ) -> Status:
     """The store's state at ``now``. ``detailed`` adds what people read but probes need not:
-    each thread's link and the failed parts (one more read per thread)."""
-    snapshots = store.snapshots()
-    threads = store.threads()
+    each thread's link and the failed parts (one more read per thread). ``incidents``
+    False leaves ``Status.incidents`` empty, and reads no incident whole (``/healthz``,
+    ``/metrics``: their cost must not grow with the text of everything open)."""
     counts = store.counts()
     states = store.channel_states()
     undelivered = store.posts(states=(*WAITING, PostState.FAILED) if detailed else WAITING)
@@ -92,20 +93,44 @@ def read_status(
         for name, c in channels.items()
         if c.max_posts is not None
     }
-    by_id = {s.incident.id: s for s in snapshots}
-    incidents = {s.incident.id: IncidentStatus(s, {}) for s in snapshots}
     due_times: dict[str, list[datetime]] = {}
-    for (incident_id, channel), thread in threads.items():
-        snapshot = by_id.get(incident_id)
-        budget = Budget.of(channels[channel]) if channel in channels else None
-        due = due_at(thread, snapshot, budget) if snapshot is not None else None
-        if due is not None:
-            due_times.setdefault(channel, []).append(due)
-        if snapshot is not None:
-            root = store.thread_root(incident_id, channel) if detailed else None
-            incidents[incident_id].threads[channel] = ThreadStatus(
-                thread, due, root.remote_url if root else None
-            )
+    if incidents:
+        snapshots = store.snapshots()
+        by_id = {s.incident.id: IncidentStatus(s, {}) for s in snapshots}
+        for (incident_id, channel), thread in store.threads().items():
+            status = by_id.get(incident_id)
+            budget = Budget.of(channels[channel]) if channel in channels else None
+            due = due_at(thread, status.snapshot, budget) if status is not None else None
+            if due is not None:
+                due_times.setdefault(channel, []).append(due)
+            if status is not None:
+                root = store.thread_root(incident_id, channel) if detailed else None
+                status.threads[channel] = ThreadStatus(
+                    thread, due, root.remote_url if root else None
+                )
+        not_yet = tuple(s.incident.id for s in snapshots if not_started(s, now))
+    else:
+        # Every open thread belongs to an active incident: the timings have them all.
+        timings = store.thread_timings()
+        paces = {name: Budget.of(c).pace for name, c in channels.items()}
+        for timing in timings:
+            if timing.channel is not None:
+                due = timing_due_at(timing, paces.get(timing.channel, timedelta(0)))
+                if due is not None:
+                    due_times.setdefault(timing.channel, []).append(due)
+        by_id, not_yet = (
+            {},
+            tuple(
+                dict.fromkeys(
+                    t.incident_id
+                    for t in timings
+                    if t.kind == IncidentKind.MAINTENANCE.value
+                    and t.status == "scheduled"
+                    and t.starts_at is not None
+                    and now >= t.starts_at
+                )
+            ),
+        )
     oldest: dict[str, datetime] = {}
     for post in undelivered:
         if post.state in WAITING:
@@ -123,9 +148,9 @@ def read_status(
             )
             for name in names
         },
-        incidents=list(incidents.values()),
+        incidents=list(by_id.values()),
         undelivered=undelivered if detailed else [],
-        not_started=tuple(s.incident.id for s in snapshots if not_started(s, now)),
+        not_started=not_yet,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from broadcaster import planner
 from broadcaster.model import (
     Incident,
+    IncidentKind,
     Localized,
     PlannedPost,
     PostKind,
@@ -127,6 +128,72 @@ class StoreContract:
         record(store, PostKind.RESOLVED, 2, revision=2)
         assert store.snapshots(active_only=True) == []
         assert len(store.snapshots()) == 2
+
+    def test_snapshots_and_threads_can_be_read_for_some_incidents_only(
+        self, store: DataStore
+    ) -> None:
+        store.apply_incidents([incident(id="b"), incident(id="a"), incident(id="c")], T0)
+        record(store, PostKind.OPENED, 1, incident_id="a")
+        record(store, PostKind.OPENED, 1, incident_id="c")
+        assert [s.incident.id for s in store.snapshots(ids={"c", "b", "zz"})] == ["b", "c"]
+        assert store.snapshots(active_only=True, ids=[]) == []
+        assert list(store.threads(ids=["a", "b"])) == [("a", "x-en")]
+        assert set(store.threads()) == {("a", "x-en"), ("c", "x-en")}
+
+    def test_thread_timings_say_what_is_due_without_the_whole_incident(
+        self, store: DataStore
+    ) -> None:
+        asked = T0 + timedelta(minutes=7)
+        store.apply_incidents(
+            [incident(), incident(id="new", next_update_at=asked), incident(id="old")], T0
+        )
+        record(store, PostKind.OPENED, 1)
+        record(store, PostKind.OPENED, 1, channel="mastodon-fr")
+        record(store, PostKind.OPENED, 1, incident_id="old")
+        store.apply_incidents([incident(id="old", status="resolved", resolved_at=T0)], T0)
+        record(store, PostKind.RESOLVED, 2, revision=2, incident_id="old")
+        store.apply_incidents([incident(status="identified")], T0)
+        timings = {(t.incident_id, t.channel): t for t in store.thread_timings()}
+        assert set(timings) == {("sbg", "x-en"), ("sbg", "mastodon-fr"), ("new", None)}
+        x = timings[("sbg", "x-en")]
+        assert (x.revision, x.last_revision, x.final, x.closed) == (2, 1, False, False)
+        assert (x.promised_at, x.last_planned_at, x.asked_at) == (T0 + PROMISE, T0, None)
+        assert timings[("new", None)].asked_at == asked
+        order = [t.incident_id for t in store.thread_timings()]
+        active = [s.incident.id for s in store.snapshots(active_only=True)]
+        assert sorted(set(order), key=order.index) == active, "first seen first"
+        some = store.thread_timings(ids=["new", "old"])
+        assert [(t.incident_id, t.channel) for t in some] == [("new", None)]
+        starts = T0 + timedelta(hours=1)
+        works = incident(
+            id="works",
+            kind=IncidentKind.MAINTENANCE,
+            status="scheduled",
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=1),
+        )
+        store.apply_incidents([works], T0)
+        (timing,) = store.thread_timings(ids=["works"])
+        assert (timing.kind, timing.status, timing.starts_at) == (
+            "maintenance",
+            "scheduled",
+            starts,
+        )
+        assert (x.kind, x.status, x.starts_at) == ("incident", "identified", None)
+
+    def test_the_change_token_moves_when_someone_else_writes(self, open_store: OpenStore) -> None:
+        mine, other = open_store(), open_store()
+        try:
+            token = mine.change_token()
+            if token is None:
+                return  # the backend cannot tell: nothing is cached across transactions
+            mine.apply_incidents([incident()], T0)
+            assert mine.change_token() == token, "what it wrote itself, it knows"
+            other.apply_incidents([incident(id="b")], T0)
+            assert mine.change_token() != token
+        finally:
+            other.close()
+            mine.close()
 
     # -- source marks --------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,8 @@ from support import (
 )
 
 from broadcaster import app
-from broadcaster.daemon import InstanceLock
+from broadcaster import daemon as daemon_module
+from broadcaster.daemon import Daemon, InstanceLock
 from broadcaster.store import ChannelChange
 
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
@@ -274,6 +276,51 @@ def test_healthz_is_ok_then_503_once_a_delivery_worker_is_dead(service: Service)
     assert metric(values, "broadcaster_healthy") == 0
     assert metric(values, "broadcaster_delivery_worker_up", channel="x-en") == 0
     assert metric(values, "broadcaster_channel_healthy", channel="mastodon-fr") == 1
+
+
+def test_healthz_and_intake_answer_while_the_open_incidents_are_planned_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_VAR, TOKEN)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    first = Service(tmp_path, config_text())
+    first.start()
+    for i in range(3):
+        assert first.post(bilingual_opening(f"open-{i}")).status == 202
+    first.wait_posts(6)
+    first.stop()
+    # The next start plans the three open incidents a slice at a time: held between two.
+    held, go = threading.Event(), threading.Event()
+    plan = Daemon._plan
+
+    def slowly(self: Daemon, changed: Any, *, due: bool = True) -> None:
+        if not due:
+            held.set()
+            assert go.wait(10)
+        plan(self, changed, due=due)
+
+    monkeypatch.setattr(Daemon, "_plan", slowly)
+    monkeypatch.setattr(daemon_module, "PLAN_SLICE", 1)
+    again = Service(tmp_path, config_text())
+    starting = threading.Thread(target=again.start)
+    starting.start()
+    try:
+        wait_for(held.is_set, "start to plan its first slice")
+        r = again.request("GET", "/healthz")
+        assert r.status == 200 and r.json()["status"] == "starting"
+        assert "planning every open incident (start, reload): 0 of 3 done" in r.json()["reasons"]
+        assert again.post(bilingual_opening("new-one")).status == 202, "events are taken"
+        again.wait_posts(8)
+    finally:
+        go.set()
+        starting.join(10)
+    try:
+        assert again.request("GET", "/healthz").json()["status"] == "ok"
+        assert len(again.posts()) == 8, "the open incidents were not announced again"
+    finally:
+        assert again.daemon is not None
+        again.daemon.stop()
+        again.stop()
 
 
 def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:

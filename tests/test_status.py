@@ -7,7 +7,7 @@ from datetime import timedelta
 from store_contract import PROMISE, T0, incident, record
 
 from broadcaster.config import ChannelConfig
-from broadcaster.model import PostKind, PostState
+from broadcaster.model import IncidentKind, PostKind, PostState
 from broadcaster.status import read_status
 from broadcaster.store import ChannelChange, ChannelState, Store
 
@@ -55,3 +55,32 @@ def test_counts_waits_due_times_and_budgets_per_channel() -> None:
     detailed = read_status(store, CHANNELS, now, detailed=True)
     assert detailed.incidents[0].threads["x-en"].link == "https://x/1"
     assert [p.key for p in detailed.undelivered] == [update.key(1), "sbg:r1:retired:opened.1:p1"]
+
+
+def test_probes_read_the_same_due_times_without_reading_incidents_whole() -> None:
+    store = Store(":memory:")
+    asked = T0 + timedelta(minutes=7)
+    store.apply_incidents([incident(), incident(id="soon", next_update_at=asked)], T0)
+    maintenance = incident(
+        id="works",
+        kind=IncidentKind.MAINTENANCE,
+        status="scheduled",
+        starts_at=T0 + timedelta(minutes=5),
+        ends_at=T0 + timedelta(hours=2),
+    )
+    store.apply_incidents([maintenance], T0)
+    record(store, PostKind.OPENED, 1)
+    record(store, PostKind.OPENED, 1, incident_id="soon")
+    record(store, PostKind.OPENED, 1, incident_id="soon", channel="mastodon-en")
+    record(store, PostKind.OPENED, 1, channel="retired")
+    now = T0 + timedelta(minutes=20)
+
+    full = read_status(store, CHANNELS, now)
+    probe = read_status(store, CHANNELS, now, incidents=False)
+
+    assert probe.incidents == [] and len(full.incidents) == 3
+    assert probe.not_started == full.not_started == ("works",)
+    assert {n: sorted(c.due_times) for n, c in probe.channels.items()} == {
+        n: sorted(c.due_times) for n, c in full.channels.items()
+    }
+    assert asked in full.channels["mastodon-en"].due_times

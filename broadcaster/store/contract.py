@@ -10,12 +10,20 @@ store writes exactly that. ``tests/store_contract.py`` is the suite every backen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..model import Incident, OutboxPost, PlannedPost, PostState, Snapshot, ThreadState
+from ..model import (
+    Incident,
+    OutboxPost,
+    PlannedPost,
+    PostState,
+    Snapshot,
+    ThreadState,
+    ThreadTiming,
+)
 from ..problems import Problem, ProblemsError
 
 PostPart = tuple[str, int, int]
@@ -111,9 +119,12 @@ class IncidentStore(ABC):
         """
 
     @abstractmethod
-    def snapshots(self, *, active_only: bool = False) -> list[Snapshot]:
+    def snapshots(
+        self, *, active_only: bool = False, ids: Collection[str] | None = None
+    ) -> list[Snapshot]:
         """Every incident, first seen first; with ``active_only``, those the planner may still
-        post about: open ones, and closed ones with a thread not closed at their revision."""
+        post about: open ones, and closed ones with a thread not closed at their revision.
+        With ``ids``, only those of these incidents."""
 
     @abstractmethod
     def snapshot(self, incident_id: str) -> Snapshot | None:
@@ -132,8 +143,18 @@ class Outbox(ABC):
     """Threads and planned posts, from recorded to sent (or failed, or superseded)."""
 
     @abstractmethod
-    def threads(self) -> dict[ThreadKey, ThreadState]:
-        """What each channel has already said about each incident."""
+    def threads(self, ids: Collection[str] | None = None) -> dict[ThreadKey, ThreadState]:
+        """What each channel has already said about each incident (with ``ids``, about
+        these incidents only)."""
+
+    @abstractmethod
+    def thread_timings(self, ids: Collection[str] | None = None) -> list[ThreadTiming]:
+        """Every thread of every active incident (as ``snapshots(active_only=True)``; with
+        ``ids``, of these incidents only, if active), with
+        what of the incident decides whether it is due (``planner.due``); one timing with
+        no channel for an active incident without any thread. Cheap: no incident is read
+        whole, so an idle plan does not grow with the full text of everything open. In the
+        order of ``snapshots``: first seen first."""
 
     @abstractmethod
     def record_post(
@@ -304,6 +325,13 @@ class DataStore(IncidentStore, SourceMarks, Outbox, ChannelStates, Leases):
     @abstractmethod
     def schema_version(self) -> int:
         """The version of the schema the store holds (migrations applied at open)."""
+
+    def change_token(self) -> object | None:
+        """A value that changes whenever another connection commits to the store (another
+        process, another instance): while it stays the same, what this store object wrote
+        is all that changed. None when the backend cannot tell: then nothing read from the
+        store may be trusted beyond one transaction (a database shared by instances)."""
+        return None
 
     def lost(self) -> str | None:
         """Why what this store writes no longer reaches the store others (and the next start)

@@ -17,17 +17,25 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
-from ..model import Incident, OutboxPost, PlannedPost, PostState, Snapshot, ThreadState
+from ..model import (
+    Incident,
+    OutboxPost,
+    PlannedPost,
+    PostState,
+    Snapshot,
+    ThreadState,
+    ThreadTiming,
+)
 from .contract import (
     ChannelChange,
     ChannelState,
@@ -41,12 +49,18 @@ from .contract import (
     ThreadKey,
 )
 from .postgres_schema import COPIED, MIGRATIONS
-from .rows import post_from_row, thread_from_row
+from .rows import TIMING_COLUMNS, TIMING_FIELDS, post_from_row, thread_from_row, timing_from_row
 from .sqlite import Store, text_hash
 
 Row = dict[str, Any]
 
 OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
+
+# The incidents ``i`` the planner may still post about (``snapshots(active_only=True)``).
+ACTIVE = (
+    "(NOT i.closed OR EXISTS (SELECT 1 FROM threads a WHERE "
+    "a.incident_id = i.id AND (NOT a.closed OR a.last_revision < i.revision)))"
+)
 
 
 class PostgresStore(DataStore):
@@ -265,14 +279,17 @@ class PostgresStore(DataStore):
         )
         return row["digest"] if row else None
 
-    def snapshots(self, *, active_only: bool = False) -> list[Snapshot]:
-        query = "SELECT * FROM incidents i"
+    def snapshots(
+        self, *, active_only: bool = False, ids: Collection[str] | None = None
+    ) -> list[Snapshot]:
+        query = "SELECT * FROM incidents i WHERE TRUE"
+        args: list[Any] = []
         if active_only:
-            query += (
-                " WHERE NOT i.closed OR EXISTS (SELECT 1 FROM threads t WHERE "
-                "t.incident_id = i.id AND (NOT t.closed OR t.last_revision < i.revision))"
-            )
-        return [_snapshot(r) for r in self._all(query + " ORDER BY i.first_seen_at, i.id")]
+            query += f" AND {ACTIVE}"
+        if ids is not None:
+            query += " AND i.id = ANY(%s)"
+            args.append(list(ids))
+        return [_snapshot(r) for r in self._all(query + " ORDER BY i.first_seen_at, i.id", args)]
 
     def snapshot(self, incident_id: str) -> Snapshot | None:
         row = self._one("SELECT * FROM incidents WHERE id = %s", (incident_id,))
@@ -280,10 +297,29 @@ class PostgresStore(DataStore):
 
     # -- threads and the outbox --------------------------------------------------------------
 
-    def threads(self) -> dict[ThreadKey, ThreadState]:
-        return {
-            (r["incident_id"], r["channel"]): _thread(r) for r in self._all("SELECT * FROM threads")
-        }
+    def threads(self, ids: Collection[str] | None = None) -> dict[ThreadKey, ThreadState]:
+        query, args = "SELECT * FROM threads", []
+        if ids is not None:
+            query += " WHERE incident_id = ANY(%s)"
+            args.append(list(ids))
+        return {(r["incident_id"], r["channel"]): _thread(r) for r in self._all(query, args)}
+
+    def thread_timings(self, ids: Collection[str] | None = None) -> list[ThreadTiming]:
+        query, args = "", []
+        if ids is not None:
+            query, args = " AND i.id = ANY(%s)", [list(ids)]
+        columns = TIMING_COLUMNS.format(
+            **{k: f"j.data ->> '{f}'" for k, f in TIMING_FIELDS.items()}
+        )
+        with self._conn() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            rows = cursor.execute(
+                f"SELECT {columns} FROM incidents i "
+                "CROSS JOIN LATERAL (SELECT i.data::jsonb AS data) j "
+                f"LEFT JOIN threads t ON t.incident_id = i.id WHERE {ACTIVE}{query} "
+                "ORDER BY i.first_seen_at, i.id".encode(),
+                args,
+            ).fetchall()
+        return [timing_from_row(r, _as_is) for r in rows]
 
     def is_duplicate_text(self, channel: str, text: str) -> bool:
         row = self._one(

@@ -6,11 +6,11 @@ ISO 8601 text; PostgreSQL: an aware datetime), which ``when`` converts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..model import OutboxPost, PostKind, PostState, ThreadState
+from ..model import OutboxPost, PostKind, PostState, ThreadState, ThreadTiming
 
 When = Callable[[Any], datetime | None]
 
@@ -68,4 +68,53 @@ def post_from_row(r: Row, when: When) -> OutboxPost:
         last_error=r["last_error"],
         sent_at=when(r["sent_at"]),
         next_attempt_at=when(r["next_attempt_at"]),
+    )
+
+
+# The incident's JSON fields ``thread_timings`` reads, by their name in ``TIMING_COLUMNS``.
+TIMING_FIELDS = {
+    "asked": "next_update_at",
+    "kind": "kind",
+    "status": "status",
+    "starts": "starts_at",
+}
+
+TIMING_COLUMNS = (
+    "i.id, i.revision, i.closed, {asked}, t.channel, {kind}, {status}, {starts}, "
+    "t.last_revision, t.closed, t.promised_at, t.last_planned_at"
+)
+"""The columns of ``thread_timings``' query, in the order ``timing_from_row`` reads them:
+``{asked}``, ``{kind}``, ``{status}`` and ``{starts}`` are the backend's way to read the
+incident's JSON (ISO text for the times, whatever the backend)."""
+
+
+def timing_from_row(r: Sequence[Any], when: When) -> ThreadTiming:
+    """A row of ``thread_timings``' query, by position (thousands per plan: kept lean)."""
+    (
+        key,
+        revision,
+        final,
+        asked,
+        channel,
+        kind,
+        status,
+        starts,
+        last,
+        closed,
+        promised,
+        planned,
+    ) = r
+    return ThreadTiming(
+        key,
+        revision,
+        bool(final),
+        datetime.fromisoformat(asked) if asked else None,
+        channel,
+        kind or "incident",
+        status or "",
+        datetime.fromisoformat(starts) if starts else None,
+        last if channel is not None else 0,
+        bool(closed),
+        when(promised),
+        when(planned),
     )

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from ..model import (
     PostState,
     Snapshot,
     ThreadState,
+    ThreadTiming,
 )
 from .contract import (
     ChannelChange,
@@ -36,7 +37,7 @@ from .contract import (
     StoreProblem,
     ThreadKey,
 )
-from .rows import post_from_row, thread_from_row
+from .rows import TIMING_COLUMNS, TIMING_FIELDS, post_from_row, thread_from_row, timing_from_row
 from .sqlite_schema import MIGRATIONS
 
 
@@ -54,6 +55,12 @@ class TransactionAborted(sqlite3.OperationalError):
 
 
 OPEN_STATES = (PostState.PENDING.value, PostState.SENDING.value)
+
+# The incidents ``i`` the planner may still post about (``snapshots(active_only=True)``).
+ACTIVE = (
+    "(i.closed = 0 OR EXISTS (SELECT 1 FROM threads a WHERE "
+    "a.incident_id = i.id AND (a.closed = 0 OR a.last_revision < i.revision)))"
+)
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -302,17 +309,20 @@ class Store(DataStore):
             return True
         return False
 
-    def snapshots(self, *, active_only: bool = False) -> list[Snapshot]:
+    def snapshots(
+        self, *, active_only: bool = False, ids: Collection[str] | None = None
+    ) -> list[Snapshot]:
         """Every incident; with ``active_only``, those the planner may still post about:
         open ones, and closed ones whose threads are not all closed at their revision."""
-        query = "SELECT * FROM incidents i"
+        query = "SELECT * FROM incidents i WHERE 1=1"
+        args: list[Any] = []
         if active_only:
-            query += (
-                " WHERE i.closed = 0 OR EXISTS (SELECT 1 FROM threads t WHERE "
-                "t.incident_id = i.id AND (t.closed = 0 OR t.last_revision < i.revision))"
-            )
+            query += f" AND {ACTIVE}"
+        if ids is not None:
+            query += " AND i.id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(list(ids)))
         with self._lock:
-            rows = self._db.execute(query + " ORDER BY i.first_seen_at, i.id").fetchall()
+            rows = self._db.execute(query + " ORDER BY i.first_seen_at, i.id", args).fetchall()
         return [self._snapshot(r) for r in rows]
 
     def snapshot(self, incident_id: str) -> Snapshot | None:
@@ -334,10 +344,37 @@ class Store(DataStore):
 
     # -- threads and the outbox ----------------------------------------------------------
 
-    def threads(self) -> dict[ThreadKey, ThreadState]:
+    def threads(self, ids: Collection[str] | None = None) -> dict[ThreadKey, ThreadState]:
+        query, args = "SELECT * FROM threads", []
+        if ids is not None:
+            query += " WHERE incident_id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(list(ids)))
         with self._lock:
-            rows = self._db.execute("SELECT * FROM threads").fetchall()
+            rows = self._db.execute(query, args).fetchall()
         return {(r["incident_id"], r["channel"]): self._thread(r) for r in rows}
+
+    def thread_timings(self, ids: Collection[str] | None = None) -> list[ThreadTiming]:
+        query, args = "", []
+        if ids is not None:
+            query, args = " AND i.id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
+        columns = TIMING_COLUMNS.format(
+            **{k: f"json_extract(i.data, '$.{f}')" for k, f in TIMING_FIELDS.items()}
+        )
+        with self._lock:
+            cursor = self._db.cursor()
+            cursor.row_factory = None  # plain tuples: read by position, fast
+            rows = cursor.execute(
+                f"SELECT {columns} FROM incidents i LEFT JOIN threads t "
+                f"ON t.incident_id = i.id WHERE {ACTIVE}{query} ORDER BY i.first_seen_at, i.id",
+                args,
+            ).fetchall()
+        return [timing_from_row(r, _dt) for r in rows]
+
+    def change_token(self) -> object | None:
+        if self.path == ":memory:":
+            return 0  # no other connection can reach it
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     @staticmethod
     def _thread(r: sqlite3.Row) -> ThreadState:

@@ -89,4 +89,6 @@ MIGRATIONS: tuple[str, ...] = (
     SCHEMA,
     # 2: when a thread's incident was reopened after its resolution (the cadence restarts).
     "ALTER TABLE threads ADD COLUMN reopened_at TEXT",
+    # 3: unsent posts found without reading every post (``stale_posts`` at every plan).
+    "CREATE INDEX IF NOT EXISTS posts_state ON posts (state, seq)",
 )
