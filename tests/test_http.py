@@ -295,6 +295,9 @@ def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:
 
 def test_metrics_after_a_scripted_run(service: Service) -> None:
     assert service.post(bilingual_opening()).status == 202
+    # Accepted means committed; planning follows, and takes in whatever was committed
+    # meanwhile: wait for the opening, or the update would be posted in its place.
+    wait_for(lambda: len(service.posts()) >= 2, "the opening posts", 5)
     assert service.post({"id": "sbg-power", "status": "identified"}).status == 202
     assert service.post(bilingual_opening("rbx-network", severity="minor")).status == 202
     assert service.post({"id": "sbg-power", "status": "fixed"}).status == 422
