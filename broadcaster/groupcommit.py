@@ -86,6 +86,12 @@ class GroupCommitter:
             self._cond.notify()
         return item.future
 
+    @property
+    def waiting(self) -> int:
+        """Events queued and not yet taken by the committer."""
+        with self._cond:
+            return len(self._queue)
+
     def close(self) -> None:
         """Take no more work; what is queued is still committed (and settled), then the
         thread ends."""
