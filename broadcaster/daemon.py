@@ -231,6 +231,12 @@ class Daemon:
             self.scheduler.add_job(
                 self.plan, "interval", seconds=REPLAN_EVERY.total_seconds(), id="replan"
             )
+            # Pushed events are committed by one thread, in groups; it stops after the shell
+            # (which waits for the requests in progress, answered once committed).
+            committer = GroupCommitter(self._commit_group, self._settle)
+            committer.start()
+            self._committer = committer
+            started.callback(committer.close)
             self.poll_sources()
             self.plan()
             log.info(
@@ -240,12 +246,6 @@ class Daemon:
                 config.state_file,
             )
             self._say_if_nothing_new()
-            # Pushed events are committed by one thread, in groups; it stops after the shell
-            # (which waits for the requests in progress, answered once committed).
-            committer = GroupCommitter(self._commit_group, self._settle)
-            committer.start()
-            self._committer = committer
-            started.callback(committer.close)
             if self.shell is not None:
                 self.shell.start()
                 started.callback(self.shell.stop)
