@@ -453,8 +453,7 @@ class Daemon:
                             continue
                         applied.append(item)
             except Exception as e:
-                for item in applied:
-                    item.future.set_exception(e)
+                # Nothing committed: each event not refused on its own fails with the cause.
                 for item in items:
                     if not item.future.done():
                         item.future.set_exception(e)
