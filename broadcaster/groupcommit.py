@@ -71,6 +71,7 @@ class GroupCommitter:
         self._settle = settle
         self._cond = threading.Condition()
         self._queue: list[Pending] = []
+        self._unanswered = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -83,14 +84,15 @@ class GroupCommitter:
             if self._closed:
                 raise Closed("the service is stopping")
             self._queue.append(item)
+            self._unanswered += 1
             self._cond.notify()
         return item.future
 
     @property
-    def waiting(self) -> int:
-        """Events queued and not yet taken by the committer."""
+    def unanswered(self) -> int:
+        """Events submitted and not yet answered (queued, or in the round being committed)."""
         with self._cond:
-            return len(self._queue)
+            return self._unanswered
 
     def close(self) -> None:
         """Take no more work; what is queued is still committed (and settled), then the
@@ -118,6 +120,8 @@ class GroupCommitter:
                 closing = self._closed
             if items:
                 changed.update(self._round(items))
+                with self._cond:
+                    self._unanswered -= len(items)
                 if due is None:
                     due = max(time.monotonic() + self.linger, last_end + gap)
             if due is not None and (closing or time.monotonic() >= due):

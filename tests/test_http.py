@@ -475,10 +475,10 @@ def _post_together(service: Service, events: list[dict[str, Any]]) -> list[Respo
         answers[i] = service.post(events[i])
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(events))]
-    with daemon._plan_lock:  # the committer takes the first event, then waits for the lock
+    with daemon._plan_lock:  # the committer takes what arrived first, then waits for it
         for t in threads:
             t.start()
-        wait_for(lambda: committer.waiting >= len(events) - 1, "every event to wait", 10)
+        wait_for(lambda: committer.unanswered == len(events), "every event to wait", 10)
     for t in threads:
         t.join(30)
     assert all(a is not None for a in answers)
