@@ -2,10 +2,11 @@
 
 Each caller (an HTTP request's thread) queues its work and waits. One committer thread takes
 everything waiting, hands it to ``commit`` (one store transaction for all of it, each item
-answered on its own future: accepted, or refused alone), and once nothing more is waiting
-calls ``settle`` once with what the rounds since the last one changed (the daemon plans
-then). So N concurrent events cost one fsync and one plan, not N of each, and a caller is
-answered only once its item's transaction committed.
+answered on its own future: accepted, or refused alone), then calls ``settle`` once with
+what the rounds since the last settle changed (the daemon plans then); during a storm,
+settles are spaced out and the rounds in between pile up behind one. So N concurrent events
+cost one fsync and one plan, not N of each, and a caller is answered only once its item's
+transaction committed.
 
 Plain threads and a condition variable: nothing here knows about incidents or stores.
 """
@@ -23,13 +24,11 @@ from typing import Any
 
 log = logging.getLogger("broadcaster.groupcommit")
 
-# After a round, wait this long for more events before planning: concurrent clients
-# answered a moment ago send their next event about now, and it joins the same plan.
-LINGER = 0.002
-# Between two plans, leave twice as long as the last plan took (up to MAX_GAP): a storm of
-# events then gets at least two thirds of the time to be committed and answered, and each
-# plan takes in everything committed meanwhile (an incident's consecutive updates become one
-# post), instead of one plan per handful of events. A lone event is planned after LINGER.
+# When events kept arriving while the last plan ran (a storm), leave twice as long as that
+# plan took (up to MAX_GAP) before the next: the storm then gets at least two thirds of the
+# time to be committed and answered, and each plan takes in everything committed meanwhile
+# (an incident's consecutive updates become one post), instead of one plan per handful of
+# events. Otherwise (a lone event) the plan follows at once.
 GAP_FACTOR = 2.0
 MAX_GAP = 1.0
 
@@ -61,11 +60,9 @@ class GroupCommitter:
         commit: Commit,
         settle: Settle,
         *,
-        linger: float = LINGER,
         max_gap: float = MAX_GAP,
         name: str = "group-commit",
     ) -> None:
-        self.linger = linger
         self.max_gap = max_gap
         self._commit = commit
         self._settle = settle
@@ -106,7 +103,8 @@ class GroupCommitter:
     def _run(self) -> None:
         changed: set[str] = set()
         due: float | None = None  # when to settle what is committed and not yet settled
-        last_end, gap = -math.inf, 0.0  # when the last settle ended, and how long it took
+        last_end, gap = -math.inf, 0.0  # when the last settle ended, and the pause owed after
+        owed_since = 0.0  # when the first round not settled yet committed
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -122,8 +120,12 @@ class GroupCommitter:
                 changed.update(self._round(items))
                 with self._cond:
                     self._unanswered -= len(items)
+                    more = bool(self._queue)
                 if due is None:
-                    due = max(time.monotonic() + self.linger, last_end + gap)
+                    owed_since = time.monotonic()
+                    due = max(owed_since, last_end + gap)
+                if more and not closing and time.monotonic() - owed_since < self.max_gap:
+                    continue  # arrived while committing: into the same plan
             if due is not None and (closing or time.monotonic() >= due):
                 owed, changed, due = changed, set(), None
                 started = time.monotonic()
@@ -132,7 +134,10 @@ class GroupCommitter:
                 except Exception:
                     log.exception("planning after committed events failed; retried later")
                 last_end = time.monotonic()
-                gap = min(GAP_FACTOR * (last_end - started), self.max_gap)
+                with self._cond:
+                    storm = bool(self._queue)  # events kept coming while it planned
+                # A lone event is planned at once; in a storm, the next plan waits a while.
+                gap = min(GAP_FACTOR * (last_end - started), self.max_gap) if storm else 0.0
             elif closing and not items and due is None:
                 return
 
