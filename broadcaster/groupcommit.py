@@ -50,7 +50,8 @@ class Pending:
 # Commits the items in order, in one transaction, and answers each one's future; returns
 # the incident ids that changed. Must answer every future, whatever happens.
 Commit = Callable[[list[Pending]], Iterable[str]]
-# Called once the committed rounds settle (nothing waiting), with the ids they changed.
+# Called after committed rounds (once for all those since the last call), with the ids
+# they changed.
 Settle = Callable[[set[str]], None]
 
 
