@@ -41,12 +41,26 @@ ms), and ``poll:50ms`` for a shorter interval.
 
 Note what differs by design: a polled source applies up to 100 events per poll and plans
 once per poll (so a burst's consecutive updates to one incident become one post), while
-``submit`` plans after every event; the posts each burst recorded and published are in the
-JSON details. Redis figures are skipped, with a note, when ``redis-server`` is not installed.
+``submit``, called by one producer at a time here, commits each event as it comes and plans
+a moment later (once for whatever committed meanwhile); the posts each burst recorded and
+published are in the JSON details. Redis figures are skipped, with a note, when
+``redis-server`` is not installed.
 
-    .venv/bin/python bench/bench_intake.py             # 3 x 200 events, 30 singles, ~45 s
+3. **HTTP storm** (issue 12's figure): ``--storm-events`` events (2,000) over
+   ``--storm-incidents`` incidents (200) POSTed by ``--clients`` (8) client threads in a
+   process of their own, each keeping its connection object (the listener closes each
+   connection after its answer; the client reconnects), an incident's events all from one
+   client, in order; on a fresh dry-run daemon with only the HTTP intake; timed from the
+   first request to the last ``202``. Baseline: single-row SQLite commits per second with
+   ``synchronous=FULL`` in WAL, on the same disk (the same temporary directory), one
+   thread, measured before and after each storm. The figure is a time ratio (time per
+   accepted event over time per commit; goal ≤ 2, i.e. accepted/s ≥ 0.5 × commits/s);
+   ``--storm-reps`` storms (3; quick 1), medians.
+
+    .venv/bin/python bench/bench_intake.py             # 3 storms, 3 x 200 events, 30 singles
     .venv/bin/python bench/bench_intake.py --quick     # 40 events, 5 singles, < 10 s
     .venv/bin/python bench/bench_intake.py --sources spool,http --blocks auto,poll:50ms
+    .venv/bin/python bench/bench_intake.py --sources http --blocks auto --reps 1
 """
 
 from __future__ import annotations
@@ -57,6 +71,8 @@ import json
 import logging
 import os
 import random
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -441,6 +457,148 @@ def report(result: Result, watch: str, poll: float, block: dict[str, dict[str, A
     }
 
 
+# -- the storm: HTTP intake against the disk's own commit rate --------------------------------
+
+
+def sqlite_commits_per_s(directory: Path, n: int, max_seconds: float) -> float:
+    """The baseline: single-row SQLite commits per second, ``synchronous=FULL`` in WAL, in
+    ``directory`` (the daemon's disk), each its own transaction, as fast as one thread can:
+    ``n`` of them, or as many as ``max_seconds`` allow."""
+    path = directory / f"commits-{time.monotonic_ns()}.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, data TEXT NOT NULL)")
+        row = json.dumps(burst_events(1, 1, "2026-01-01T00:00:00+00:00", 0)[0])
+        t0 = time.perf_counter()
+        done, elapsed = 0, 0.0
+        while done < n and elapsed < max_seconds:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO events (data) VALUES (?)", (row,))
+            db.execute("COMMIT")
+            done += 1
+            elapsed = time.perf_counter() - t0
+        return done / elapsed
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def http_clients(address: tuple[str, int], events: list[dict[str, Any]], clients: int) -> float:
+    """Client process: ``clients`` threads, each with its own connection object, POST the
+    events (an incident's events all from one client, in order); seconds from the start
+    to the last 202."""
+    lanes: list[list[bytes]] = [[] for _ in range(clients)]
+    for event in events:
+        lanes[hash(event["id"]) % clients].append(json.dumps(event).encode())
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    start = threading.Barrier(clients + 1)
+    failures: list[str] = []
+
+    def client(lane: list[bytes]) -> None:
+        # Kept open between requests; http.client reconnects when the listener closed it.
+        conn = http.client.HTTPConnection(*address, timeout=60)
+        start.wait()
+        for body in lane:
+            conn.request("POST", "/v1/events", body, headers)
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status != 202:
+                failures.append(f"{r.status}: {answer[:200]!r}")
+                return
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(lane,)) for lane in lanes]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if failures:
+        raise RuntimeError(f"{len(failures)} client(s) stopped on an answer: {failures[0]}")
+    return seconds
+
+
+def storm(root: Path, events: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """One storm on a fresh dry-run daemon with only the HTTP intake: the clients run in a
+    process of their own (their CPU is not the daemon's), timed from their first request
+    to the last 202; then until every post is delivered."""
+    rig = Rig("http", root, None)
+    try:
+        assert rig.address is not None
+        feed = root / "storm.json"
+        feed.write_text(json.dumps({"address": list(rig.address), "events": events}))
+        command = [sys.executable, __file__, "--http-clients", str(feed), str(clients)]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        cpu0 = time.process_time()
+        out, _ = proc.communicate(timeout=600)
+        cpu = time.process_time() - cpu0
+        if proc.returncode != 0:
+            raise RuntimeError(f"the HTTP clients failed (exit {proc.returncode})")
+        seconds = float(json.loads(out)["seconds"])
+        t0 = time.perf_counter()
+        rig.daemon.plan()
+        wait_until(rig.drained, 120, "the storm's posts to be delivered")
+        return {
+            "events": len(events),
+            "seconds": seconds,
+            "events_per_s": len(events) / seconds,
+            # The daemon's process (intake, commits, plans, dry-run delivery), while the
+            # clients ran: per event accepted.
+            "daemon_cpu_ms_per_event": cpu / len(events) * 1000,
+            "drained_after_s": time.perf_counter() - t0,
+            "posts": len(rig.out.posts),
+            "recorded_posts": rig.recorded_posts(),
+        }
+    finally:
+        rig.close()
+
+
+def measure_storm(root: Path, sizes: dict[str, int], result: Result) -> None:
+    """The issue's figure: HTTP intake of a storm vs the disk's single-row commit rate, in
+    interleaved repetitions (baseline, storm, baseline, storm...), medians."""
+    started = (datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="seconds")
+    n, incidents, clients = sizes["storm_events"], sizes["storm_incidents"], sizes["clients"]
+    baselines, storms = [], []
+    for rep in range(sizes["storm_reps"]):
+        workdir = root / f"storm-{rep}"
+        baselines.append(sqlite_commits_per_s(root, sizes["commits"], sizes["commit_seconds"]))
+        storms.append(storm(workdir, burst_events(n, incidents, started, rep), clients))
+    baselines.append(sqlite_commits_per_s(root, sizes["commits"], sizes["commit_seconds"]))
+    accepted = median([s["events_per_s"] for s in storms])
+    commits = median(baselines)
+    result.add(
+        Figure(
+            f"http storm: {n} events over {incidents} incidents, {clients} clients "
+            "(time per event / per single-row commit)",
+            ratio(commits, accepted),
+            2.0,
+            accepted,
+            commits,
+            "events/s vs commits/s",
+            f"accepted/commits = {accepted / commits:.3f} (goal ≥ 0.5); "
+            f"median of {len(storms)}; daemon CPU "
+            f"{median([s['daemon_cpu_ms_per_event'] for s in storms]):.2f} ms/event",
+        )
+    )
+    result.details["storm"] = {"storms": storms, "sqlite_commits_per_s": baselines}
+    for s in storms:
+        print(
+            f"storm: {s['events']} events over {incidents} incidents, {clients} clients: "
+            f"{s['events_per_s']:.0f} events/s ({s['seconds']:.2f} s, daemon CPU "
+            f"{s['daemon_cpu_ms_per_event']:.2f} ms/event), delivered {s['drained_after_s']:.2f} s "
+            f"later, {s['posts']} posts"
+        )
+    print(
+        "storm baseline: single-row SQLite commits/s (FULL, WAL): "
+        + ", ".join(f"{b:.0f}" for b in baselines)
+    )
+
+
 class _Counting(logging.Handler):
     """Counts APScheduler's "skipped: maximum number of running instances" warnings."""
 
@@ -467,6 +625,10 @@ def main(argv: list[str] | None = None) -> Result:
     p.add_argument("--sources", default=",".join(SOURCES), help="default: %(default)s")
     p.add_argument("--reps", type=int, help="bursts per source, median (default 3; quick 1)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--storm-events", type=int, help="HTTP storm (default 2000; quick 200)")
+    p.add_argument("--storm-incidents", type=int, help="default 200; quick 40")
+    p.add_argument("--clients", type=int, default=8, help="HTTP storm clients (default 8)")
+    p.add_argument("--storm-reps", type=int, help="storms, median (default 3; quick 1; 0: none)")
     args = p.parse_args(argv)
     started = time.perf_counter()
     sizes = {
@@ -474,6 +636,12 @@ def main(argv: list[str] | None = None) -> Result:
         "incidents": args.incidents,
         "singles": args.singles or (5 if args.quick else 30),
         "reps": args.reps or (1 if args.quick else 3),
+        "storm_events": args.storm_events or (200 if args.quick else 2000),
+        "storm_incidents": args.storm_incidents or (40 if args.quick else 200),
+        "clients": args.clients,
+        "storm_reps": (1 if args.quick else 3) if args.storm_reps is None else args.storm_reps,
+        "commits": 2000,
+        "commit_seconds": 0.3 if args.quick else 2.0,
     }
     sources = [s for s in args.sources.split(",") if s]
     unknown = set(sources) - set(SOURCES)
@@ -512,6 +680,8 @@ def main(argv: list[str] | None = None) -> Result:
                 server = redis_server.RedisServer(root / "redis", appendfsync="everysec")
                 server.start()
         try:
+            if sizes["storm_reps"]:
+                measure_storm(root, sizes, result)
             for watch, interval in blocks:
                 poll, block = measure_block(
                     root,
@@ -553,4 +723,9 @@ def main(argv: list[str] | None = None) -> Result:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--http-clients"]:
+        feed = json.loads(Path(sys.argv[2]).read_text())
+        address = (str(feed["address"][0]), int(feed["address"][1]))
+        print(json.dumps({"seconds": http_clients(address, feed["events"], int(sys.argv[3]))}))
+    else:
+        main(sys.argv[1:])

@@ -34,11 +34,12 @@ from .components import App
 from .config import Config, IntakeConfig, load_config
 from .control import Attachment, EventListener
 from .events import EventError, merge
+from .groupcommit import Closed, GroupCommitter, Pending
 from .health import LOCK_TIMEOUT, Health, assess
 from .model import ID_FIELD
 from .problems import ProblemsError
 from .render import TemplateProblem
-from .sources.base import Batch, PullSource, ServiceStopping
+from .sources.base import Batch, Event, PullSource, ServiceStopping
 from .statefile import Problem
 from .status import WAITING
 
@@ -161,6 +162,7 @@ class Daemon:
         self._wake_fd: int | None = None  # run_forever's self-pipe: stop() writes to it
         # While start (or reload) plans every open incident: (incidents planned, of how many).
         self._planning_all: tuple[int, int] | None = None
+        self._committer: GroupCommitter | None = None
         # What start() started, undone in reverse order by shutdown().
         self._running = ExitStack()
         self.scheduler = BackgroundScheduler(
@@ -297,6 +299,12 @@ class Daemon:
                 id="replan",
             )
             self.scheduler.add_job(self.blind, "interval", seconds=1, id="sight")
+            # Pushed events are committed by one thread, in groups; it stops after the shell
+            # (which waits for the requests in progress, answered once committed).
+            committer = GroupCommitter(self._commit_group, self._settle)
+            committer.start()
+            self._committer = committer
+            started.callback(committer.close)
             # The shell first: /healthz answers ("starting") while everything open is
             # planned, a slice at a time, and pushed events are taken between two slices.
             self._planning_all = (0, 0)
@@ -554,31 +562,58 @@ class Daemon:
             log.exception("could not record input from %s; will retry", source)
             return False
         batch.ack()
-        for event in batch.events:
-            try:
-                changed_ids += self._apply_event(app, event.data, event.origin, source)
-            except EventError as e:
-                log.error("event refused: %s", e)
-                self.events.event_rejected(source)
-                event.reject(str(e))
-                continue
-            except POISON as e:
-                # What the entry's own data caused (a bug it triggers, a value the store
-                # cannot take) would fail the same way at every poll: reject it alone, so
-                # it blocks nothing behind it.
-                log.exception("event refused: %s: could not be applied", event.origin)
-                self.events.event_rejected(source)
-                event.reject(f"{event.origin}: could not be applied: {type(e).__name__}: {e}")
-                continue
-            except Exception:
-                # The environment (the store unreachable, a full disk): retried, in order.
-                log.exception("could not record %s; will retry", event.origin)
-                break  # keep arrival order: later events wait for this one
-            event.ack()
-            self.events.event_accepted(source)
+        changed_ids += self._apply_events(app, source, batch.events)
         if changed_ids:
             log.info("%s: changes to %s", source, ", ".join(sorted(set(changed_ids))))
         return bool(changed_ids)
+
+    def _apply_events(self, app: App, source: str, events: list[Event]) -> list[str]:
+        """Apply a polled batch's events in order, in one transaction (one fsync), each in
+        its own savepoint; acknowledge or reject each only once that transaction committed.
+        """
+        if not events:
+            return []
+        store = app.store
+        changed: list[str] = []
+        outcomes: list[tuple[Event, str | None]] = []  # (event, why refused) in order
+        try:
+            with store.batch():
+                for event in events:
+                    try:
+                        changed += self._apply_event(app, event.data, event.origin, source)
+                    except EventError as e:
+                        log.error("event refused: %s", e)
+                        outcomes.append((event, str(e)))
+                        continue
+                    except POISON as e:
+                        if not store.in_transaction():
+                            raise
+                        # What the entry's own data caused (a bug it triggers, a value the
+                        # store cannot take) would fail the same way at every poll: reject
+                        # it alone, so it blocks nothing behind it.
+                        log.exception("event refused: %s: could not be applied", event.origin)
+                        reason = f"{type(e).__name__}: {e}"
+                        outcomes.append((event, f"{event.origin}: could not be applied: {reason}"))
+                        continue
+                    except Exception:
+                        if not store.in_transaction():
+                            raise
+                        # The environment (a full disk): retried, in order.
+                        log.exception("could not record %s; will retry", event.origin)
+                        break  # keep arrival order: later events wait for this one
+                    outcomes.append((event, None))
+        except Exception:
+            # Nothing of the batch committed: none acknowledged, all offered again in order.
+            log.exception("could not record events from %s; will retry", source)
+            return []
+        for event, refused in outcomes:
+            if refused is None:
+                event.ack()
+                self.events.event_accepted(source)
+            else:
+                self.events.event_rejected(source)
+                event.reject(refused)
+        return changed
 
     def _apply_event(self, app: App, data: dict[str, Any], origin: str, source: str) -> list[str]:
         incident = merge(app.store, data, origin=origin, languages=app.config.languages())
@@ -593,22 +628,68 @@ class Daemon:
         return app.editor.ingest([incident], self.clock())
 
     def submit(self, data: dict[str, Any], *, origin: str, source: str) -> str:
-        """Apply one pushed event (HTTP intake) now; returns the incident id once committed.
+        """Apply one pushed event (HTTP intake); returns the incident id once committed.
 
-        Raises ``EventError`` for a refused event; nothing of it is applied then, and
-        ``ServiceStopping`` once the service stops.
+        Concurrent calls are committed together (``groupcommit``): one transaction, each
+        event in its own savepoint, then one plan. Raises ``EventError`` for a refused
+        event (nothing of it is applied then), ``StoreUnavailable`` when the store cannot
+        be reached (nothing applied) and ``ServiceStopping`` once the service stops.
         """
+        committer = self._committer
+        if committer is None or self.app is None:
+            raise ServiceStopping("the service is stopping")
+        blind = self.blind()
+        if blind is not None:
+            raise ServiceStopping(f"not accepting events: {blind}")
+        try:
+            future = committer.submit(Pending(data, origin, source))
+        except Closed:
+            raise ServiceStopping("the service is stopping") from None
+        return future.result()
+
+    def _commit_group(self, items: list[Pending]) -> list[str]:
+        """Commit these events in order in one transaction; answer each one's future."""
         with self._plan_lock:
             app = self.app
-            if app is None:
-                raise ServiceStopping("the service is stopping")
             blind = self.blind()
-            if blind is not None:
-                raise ServiceStopping(f"not accepting events: {blind}")
-            changed = self._apply_event(app, data, origin, source)
-            if changed:
-                self.plan(changed)
-            return str(data[ID_FIELD])
+            if app is None or blind is not None:
+                why = (
+                    "the service is stopping" if blind is None else f"not accepting events: {blind}"
+                )
+                for item in items:
+                    item.future.set_exception(ServiceStopping(why))
+                return []
+            store = app.store
+            changed: list[str] = []
+            applied: list[Pending] = []
+            try:
+                with store.batch():
+                    for item in items:
+                        try:
+                            changed += self._apply_event(app, item.data, item.origin, item.source)
+                        except Exception as e:
+                            if not store.in_transaction():
+                                raise  # the whole transaction is gone: every event fails
+                            # Its savepoint is undone: refused alone, the others go on.
+                            item.future.set_exception(e)
+                            continue
+                        applied.append(item)
+            except Exception as e:
+                # Nothing committed: each event not refused on its own fails with the cause.
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                return []
+        # Committed: only now is any of them acknowledged.
+        for item in applied:
+            item.future.set_result(str(item.data[ID_FIELD]))
+        return changed
+
+    def _settle(self, changed: set[str]) -> None:
+        """Once committed events settle: one plan for all of them. ``changed`` names the
+        incidents they changed (what an incremental plan would re-plan)."""
+        if changed:
+            self.plan(changed)
 
     def plan_everything(self) -> None:
         """Plan every open incident (start, reload), a slice at a time, so that nothing

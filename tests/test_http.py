@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from support import (
 from broadcaster import app
 from broadcaster import daemon as daemon_module
 from broadcaster.daemon import Daemon, InstanceLock
-from broadcaster.store import ChannelChange
+from broadcaster.store import ChannelChange, StoreUnavailable
 
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
 TOKEN_VAR = "BROADCASTER_TEST_INTAKE_TOKEN"
@@ -342,6 +343,9 @@ def test_healthz_and_intake_answer_503_while_stopping(service: Service) -> None:
 
 def test_metrics_after_a_scripted_run(service: Service) -> None:
     assert service.post(bilingual_opening()).status == 202
+    # Accepted means committed; planning follows, and takes in whatever was committed
+    # meanwhile: wait for the opening, or the update would be posted in its place.
+    wait_for(lambda: len(service.posts()) >= 2, "the opening posts", 5)
     assert service.post({"id": "sbg-power", "status": "identified"}).status == 202
     assert service.post(bilingual_opening("rbx-network", severity="minor")).status == 202
     assert service.post({"id": "sbg-power", "status": "fixed"}).status == 422
@@ -500,3 +504,87 @@ def test_no_listener_without_an_http_intake(
         assert run.shell.inspect().ok
     finally:
         run.stop()
+
+
+# -- concurrent events: committed together, answered each --------------------------------------
+
+
+def _post_together(service: Service, events: list[dict[str, Any]]) -> list[Response]:
+    """POST these events at once, from one thread each, while the committer is held, so
+    they are all waiting together when it resumes; their answers, in the same order."""
+    daemon = service.daemon
+    assert daemon is not None and daemon._committer is not None
+    committer = daemon._committer
+    answers: list[Response | None] = [None] * len(events)
+
+    def send(i: int) -> None:
+        answers[i] = service.post(events[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(events))]
+    with daemon._plan_lock:  # the committer takes what arrived first, then waits for it
+        for t in threads:
+            t.start()
+        wait_for(lambda: committer.unanswered == len(events), "every event to wait", 10)
+    for t in threads:
+        t.join(30)
+    assert all(a is not None for a in answers)
+    return [a for a in answers if a is not None]
+
+
+def test_concurrent_events_are_all_committed_and_planned_once(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = service.daemon
+    assert daemon is not None and daemon.app is not None
+    plans = []
+    plan = daemon.plan
+    monkeypatch.setattr(daemon, "plan", lambda: (plans.append(1), plan())[1])
+    ids = [f"rack-{i}" for i in range(8)]
+    answers = _post_together(service, [bilingual_opening(i) for i in ids])
+    assert [a.status for a in answers] == [202] * 8
+    assert [a.json()["id"] for a in answers] == ids
+    # Acknowledged means committed: every incident is in the store already.
+    assert all(daemon.app.store.snapshot(i) is not None for i in ids)
+    wait_for(lambda: len(service.posts()) >= 16, "an opening per incident and channel", 10)
+    assert plans == [1], "one plan for the eight events"
+
+
+def test_a_bad_event_among_concurrent_good_ones_is_refused_alone(service: Service) -> None:
+    events = [bilingual_opening(f"rack-{i}") for i in range(4)]
+    events.insert(2, bilingual_opening("rack-bad", status="fixed"))
+    answers = _post_together(service, events)
+    assert [a.status for a in answers] == [202, 202, 422, 202, 202]
+    (error,) = answers[2].json()["errors"]
+    assert error["field"] == "status"
+    assert "unknown status 'fixed'" in error["message"]
+    app_ = service.daemon.app
+    assert app_ is not None
+    assert app_.store.snapshot("rack-bad") is None
+    assert all(app_.store.snapshot(f"rack-{i}") is not None for i in range(4))
+
+
+def test_no_event_is_acknowledged_before_its_commit(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails at commit, after the events were applied: each gets a 503, none is
+    kept, and sent again once the store is back, each is accepted and posted."""
+    app_ = service.daemon.app
+    assert app_ is not None
+    batch = app_.store.batch
+
+    @contextmanager
+    def failing_commit() -> Iterator[None]:
+        with batch():
+            yield
+            raise StoreUnavailable("the database went away before the commit")
+
+    monkeypatch.setattr(app_.store, "batch", failing_commit)
+    events = [bilingual_opening(f"rack-{i}") for i in range(4)]
+    answers = _post_together(service, events)
+    assert [a.status for a in answers] == [503] * 4
+    assert all(a.headers["Retry-After"] for a in answers)
+    assert all(app_.store.snapshot(f"rack-{i}") is None for i in range(4))
+    monkeypatch.setattr(app_.store, "batch", batch)  # the store is back
+    answers = _post_together(service, events)
+    assert [a.status for a in answers] == [202] * 4
+    wait_for(lambda: len(service.posts()) >= 8, "every incident's opening", 10)

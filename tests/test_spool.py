@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from support import InProcessDryRun, dry_run_config, opening, wait_for
 
 from broadcaster.sources.spool import SpoolSource
+from broadcaster.store import StoreUnavailable
 
 TITLE = "Power outage in Strasbourg"
 
@@ -205,3 +208,33 @@ def test_a_crash_between_commit_and_move_reapplies_the_event_harmlessly(spool: H
     assert [p["kind"] for p in posts] == ["opened", "update", "update"]
     keys = [p["idempotency_key"] for p in posts]
     assert len(keys) == len(set(keys))
+
+
+def test_a_poll_whose_commit_fails_acknowledges_none_of_its_events(
+    spool: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll's events share one transaction: if it cannot commit, every file stays in
+    incoming/ and is applied, in order, once the store is back."""
+    daemon = spool.start()
+    assert daemon.app is not None
+    store = daemon.app.store
+    batch = store.batch
+    failures: list[int] = []
+
+    @contextmanager
+    def failing_commit() -> Iterator[None]:
+        with batch():
+            yield
+            failures.append(1)
+            raise StoreUnavailable("the database went away before the commit")
+
+    monkeypatch.setattr(store, "batch", failing_commit)
+    spool.drop("0001.json", opening())
+    spool.drop("0002.json", {"id": "sbg-power", "status": "identified", "cause": "A feed"})
+    wait_for(lambda: len(failures) >= 2, "two polls failing to commit")
+    assert spool.names(spool.incoming) == ["0001.json", "0002.json"]
+    assert spool.names(spool.done) == [] and store.snapshot("sbg-power") is None
+    monkeypatch.setattr(store, "batch", batch)  # the store is back
+    wait_for(lambda: spool.names(spool.done) == ["0001.json", "0002.json"], "both files done")
+    snapshot = store.snapshot("sbg-power")
+    assert snapshot is not None and snapshot.incident.status == "identified"
