@@ -538,7 +538,7 @@ def test_concurrent_events_are_all_committed_and_planned_once(
     assert daemon is not None and daemon.app is not None
     plans = []
     plan = daemon.plan
-    monkeypatch.setattr(daemon, "plan", lambda: (plans.append(1), plan())[1])
+    monkeypatch.setattr(daemon, "plan", lambda changed=None: (plans.append(1), plan(changed))[1])
     ids = [f"rack-{i}" for i in range(8)]
     answers = _post_together(service, [bilingual_opening(i) for i in ids])
     assert [a.status for a in answers] == [202] * 8
