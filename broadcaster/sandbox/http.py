@@ -245,6 +245,9 @@ class SnowflakeIds:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: eight clients connecting at once on a loaded
+    # machine overflow it, and a dropped SYN costs a second (a client's connect timeout).
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
         self.sandbox = sandbox
