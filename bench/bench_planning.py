@@ -460,6 +460,60 @@ def split_and_profile(
     return fractions, out.getvalue()
 
 
+# -- memory ------------------------------------------------------------------------------------
+
+RSS_GOAL_MB = 150.0
+
+
+def _rss_mb() -> float:
+    """This process's resident set now (Linux), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def rss_child(n: int, channels: int) -> dict[str, float]:
+    """In a fresh process: RSS once everything is imported, then the peak while holding
+    ``n`` open incidents (as parsed from the state file) in the daemon's own file store
+    with every opening planned, rendered, fitted and recorded."""
+    import resource
+
+    before = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_config(Path(tmp), channels)
+        renderer = Renderer(config.templates_dir, config.timezone)
+        store = Store(Path(tmp) / "data" / "broadcaster.db")
+        try:
+            editor = make_editor(config, store, renderer)
+            incidents = make_incidents(n)
+            editor.ingest(incidents, NOW)
+            recorded, _ = editor.run(NOW)
+            assert len(recorded) >= n
+            held = _rss_mb()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        finally:
+            store.close()
+    return {"imported_mb": before, "held_mb": held, "peak_mb": peak}
+
+
+def measure_rss(n: int, channels: int) -> dict[str, float]:
+    import json
+    import subprocess
+
+    script = (
+        "import json, logging, sys; logging.disable(logging.WARNING); "
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "import bench_planning as b; "
+        f"print(json.dumps(b.rss_child({n}, {channels})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -488,6 +542,8 @@ def main(argv: list[str] | None = None) -> Result:
         fractions, profile = split_and_profile(
             config, renderer, incidents[:profiled], 30 if args.profile else 12
         )
+
+    memory = measure_rss(n, args.channels)
 
     first = runs[0]
     opened, reminders = median([r.opened for r in runs]), median([r.reminders for r in runs])
@@ -543,7 +599,20 @@ def main(argv: list[str] | None = None) -> Result:
             "first repetition",
         )
     )
+    result.add(
+        Figure(
+            "RSS, open incidents planned / imports only",
+            ratio(memory["peak_mb"], memory["imported_mb"]),
+            None,
+            memory["peak_mb"],
+            memory["imported_mb"],
+            "MB",
+            f"peak, {n} incidents, file store, fresh process",
+            value_goal=RSS_GOAL_MB,
+        )
+    )
     result.details = {
+        "memory_mb": {k: round(v, 1) for k, v in memory.items()},
         "incidents": n,
         "channels": args.channels,
         "reps": reps,

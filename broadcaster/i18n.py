@@ -489,7 +489,7 @@ def _typography_sub(match: re.Match[str]) -> str:
 # the pass runs line by line, each line's result remembered. No rule above reaches across
 # a line feed: it is a space to the lookarounds, and at a line's ends they see the same
 # as at the text's ends.
-_TYPOGRAPHY_CACHE_CAP = 4096
+_TYPOGRAPHY_CACHE_CAP = 1024
 _typography_lines: dict[str, str] = {}
 
 

@@ -270,7 +270,7 @@ def _x_weigher(version: int) -> _XWeigher:
 # character can be a URL's own, or the character "before" it, depending on what precedes).
 # tests/test_textfit.py checks this against twitter-text itself. A carriage return could
 # pair with a line feed into one grapheme: such a text is counted whole, as before.
-_LINE_CACHE_CAP = 8192
+_LINE_CACHE_CAP = 1024
 
 _Line = tuple[str, bool, bool]  # (line, after a line feed, before a line feed)
 
@@ -362,7 +362,7 @@ def _x_units(version: int, text: str) -> tuple[int, ...]:
 
 
 # The editor counts each part again once split, and the stamped variants of a part again.
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _x_count(version: int, text: str) -> int:
     normalized = _LINE_ENDINGS.sub("\n", unicodedata.normalize("NFC", text))
     lines = _x_lines(version).text_count(normalized, _x_newline(version))
@@ -431,7 +431,7 @@ def _mastodon_lines(url_length: int) -> _LineCache:
     )
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _mastodon_count(combined: str, url_length: int) -> int:
     if _is_blank(combined):  # Mastodon returns '' for a blank string before counting
         return 0
