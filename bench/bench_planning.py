@@ -465,10 +465,13 @@ def split_and_profile(
 RSS_GOAL_MB = 150.0
 
 
-def _rss_mb() -> float:
-    """This process's resident set now (Linux), in MB."""
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set now (``VmRSS``) or at its peak (``VmHWM``), in MB (Linux).
+
+    Not ``ru_maxrss``: that one survives exec, so a child forked from a big parent would
+    report the parent's size."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return math.nan
 
@@ -477,8 +480,6 @@ def rss_child(n: int, channels: int) -> dict[str, float]:
     """In a fresh process: RSS once everything is imported, then the peak while holding
     ``n`` open incidents (as parsed from the state file) in the daemon's own file store
     with every opening planned, rendered, fitted and recorded."""
-    import resource
-
     before = _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         config = make_config(Path(tmp), channels)
@@ -491,7 +492,7 @@ def rss_child(n: int, channels: int) -> dict[str, float]:
             recorded, _ = editor.run(NOW)
             assert len(recorded) >= n
             held = _rss_mb()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak = _rss_mb("VmHWM")
         finally:
             store.close()
     return {"imported_mb": before, "held_mb": held, "peak_mb": peak}
