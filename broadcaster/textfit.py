@@ -212,6 +212,55 @@ def _emoji_lengths(text: str) -> dict[int, int]:
     return found
 
 
+def _url_prefilter() -> re.Pattern[str] | None:
+    """What any URL twitter-text finds must contain: a dot, then the first letter of a
+    top-level domain (or "x" of "xn--"). Most lines of a post have none, and the URL
+    regex, tried at every position, is the slow part of counting. None if the library's
+    patterns no longer have the shape this relies on."""
+    from twitter_text.regexp.extract_url import extract_url
+    from twitter_text.regexp.valid_cctld import valid_cctld
+    from twitter_text.regexp.valid_domain import valid_domain
+    from twitter_text.regexp.valid_domain_name import valid_domain_name
+    from twitter_text.regexp.valid_gtld import valid_gtld
+    from twitter_text.regexp.valid_punycode import valid_punycode
+
+    firsts: set[str] = set()
+    tail = ")(?=[^0-9a-zA-Z@+-]|$))"
+    for tld in (valid_gtld.pattern, valid_cctld.pattern):
+        if not (tld.startswith("(?:(?:") and tld.endswith(tail)):
+            return None
+        for alternative in tld[len("(?:(?:") : -len(tail)].split("|"):
+            if not alternative or re.escape(alternative) != alternative.replace("-", "\\-"):
+                return None
+            firsts.add(alternative[0])
+    shape = (
+        valid_punycode.pattern.startswith("(?:xn--")
+        and valid_domain_name.pattern.endswith("\\.)")
+        and valid_domain.pattern.endswith(
+            f"{valid_domain_name.pattern}(?:{valid_gtld.pattern}|{valid_cctld.pattern}"
+            f"|{valid_punycode.pattern}))"
+        )
+        and f"({valid_domain.pattern})" in extract_url.pattern
+    )
+    if not shape:
+        return None
+    firsts.add("x")
+    letters = "".join(sorted(re.escape(ch) for ch in firsts))
+    # The same flags, so that case folding matches the same characters as the URL regex.
+    return re.compile(rf"\.[{letters}]", extract_url.flags)
+
+
+_URL_PREFILTER = _url_prefilter()
+
+
+def _urls(text: str, without_protocol: bool = True) -> list[dict[str, Any]]:
+    """``extract_urls_with_indices``, skipped where no URL can be."""
+    if _URL_PREFILTER is not None and _URL_PREFILTER.search(text) is None:
+        return []
+    urls: list[dict[str, Any]] = extract_urls_with_indices(text, without_protocol)
+    return urls
+
+
 class _XWeigher:
     """parse_tweet's weighted length, without its per-character emoji regex scan."""
 
@@ -240,8 +289,7 @@ class _XWeigher:
         # Skip lengths come from the entity strings, as in parse_tweet: for some URLs without
         # a protocol the string and its indices disagree, and parse_tweet trusts the string.
         entities = {
-            e["indices"][0]: (len(e["url"]), self.url_length * self.scale)
-            for e in extract_urls_with_indices(text)
+            e["indices"][0]: (len(e["url"]), self.url_length * self.scale) for e in _urls(text)
         }
         if self._emoji:
             for start, length in _emoji_lengths(text).items():
@@ -389,7 +437,7 @@ def _is_blank(text: str) -> bool:
 def _mastodon_entities(text: str, url_length: int) -> tuple[tuple[int, int, str], ...]:
     """(start, end, stand-in) for what StatusLengthValidator rewrites before counting."""
     # Only URLs with a protocol count here, so no "://" means none; the URL regex is slow.
-    urls = extract_urls_with_indices(text, False) if "://" in text else []
+    urls = _urls(text, False) if "://" in text else []
     found = [(e["indices"][0], e["indices"][1], "x" * url_length) for e in urls]
     if "@" in text:
         for m in _MENTION.finditer(text):
@@ -597,7 +645,7 @@ def _level(text: str, starts: Sequence[int], ends: Sequence[int], k: int) -> int
 def _blocked(text: str) -> bytes:
     """1 at each position inside a URL, mention or hashtag, where no cut may fall."""
     blocked = bytearray(len(text) + 1)
-    spans = [e["indices"] for e in extract_urls_with_indices(text)]
+    spans = [e["indices"] for e in _urls(text)]
     spans += [m.span() for m in _ATOMIC.finditer(text)]
     for start, end in spans:
         blocked[start + 1 : end] = b"\x01" * max(end - start - 1, 0)

@@ -101,6 +101,11 @@ _PIECES = [
     "https://status.example.com/i/42",
     "example.com",
     "x.co/a?b=c",
+    "ovh.K",  # a top-level domain in capitals
+    ".\u212a",  # KELVIN SIGN, which case folding makes a "k"
+    ".\u017fe",  # LONG S, an "s"
+    ".中国",
+    ".xn--p1ai",
     "@ops",
     "@ops@mastodon.example",
     "#SBG",
@@ -130,15 +135,19 @@ _PIECES = [
 def test_counting_line_by_line_agrees_with_counting_the_whole_text(pieces: list[str]) -> None:
     # Counts are remembered per line: the sum must be what the platform counts for the
     # whole text, whatever sits at either end of a line.
+    from twitter_text import extract_urls_with_indices
+
     from broadcaster.textfit import (
         _mastodon_line_count,
         _mastodon_line_units,
         _mastodon_units,
+        _urls,
         _x_units,
         _x_weigher,
     )
 
     text = "".join(pieces)
+    assert _urls(text) == extract_urls_with_indices(text)  # the prefilter skips no URL
     v3 = {**twitter_config["defaults"], **twitter_config["version3"]}
     assert x_rule().count(text) == parse_tweet(text, v3).weightedLength
     assert _x_units(3, text) == tuple(_x_weigher(3).units(text))
