@@ -225,18 +225,20 @@ class RenderJob:
 
 @contextlib.contextmanager
 def jinja_calls() -> Iterator[list[tuple[jinja2.Template, dict[str, Any]]]]:
-    """Each ``jinja2.Template.render(context)`` made meanwhile: the compiled template and
-    the context, exactly as the renderer handed them to Jinja2. ``Renderer`` offers no
+    """Each ``jinja2.Template.new_context(vars)`` made meanwhile: the compiled template and
+    the context, exactly as the renderer handed them to Jinja2 (``Template.render`` and the
+    renderer's head-marking render both start there; so does a template's ``import``, which
+    ``capture_jobs`` skips by keeping the first call of each render). ``Renderer`` offers no
     public way to its compiled templates, so the baseline watches Jinja2's public method
     rather than reach into the renderer (capturing is not timed)."""
     calls: list[tuple[jinja2.Template, dict[str, Any]]] = []
-    render = jinja2.Template.render
+    new_context = jinja2.Template.new_context
 
-    def watched(template: jinja2.Template, *args: Any, **kwargs: Any) -> str:
-        calls.append((template, dict(*args, **kwargs)))
-        return render(template, *args, **kwargs)
+    def watched(template: jinja2.Template, vars: Any = None, *args: Any, **kwargs: Any) -> Any:
+        calls.append((template, dict(vars or {})))
+        return new_context(template, vars, *args, **kwargs)
 
-    with mock.patch.object(jinja2.Template, "render", watched):
+    with mock.patch.object(jinja2.Template, "new_context", watched):
         yield calls
 
 
@@ -254,8 +256,8 @@ def capture_jobs(
             snapshot = snapshots[post.incident_id]
             seen = len(calls)
             renderer.render(snapshot, post, channel, post.planned_at)
-            assert len(calls) == seen + 1, "one Jinja2 render per post"
-            template, context = calls[-1]
+            assert len(calls) > seen, "one Jinja2 render per post"
+            template, context = calls[seen]
             jobs.append(RenderJob(snapshot, item, channel, template, context))
     return jobs
 
@@ -458,6 +460,61 @@ def split_and_profile(
     return fractions, out.getvalue()
 
 
+# -- memory ------------------------------------------------------------------------------------
+
+RSS_GOAL_MB = 150.0
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set now (``VmRSS``) or at its peak (``VmHWM``), in MB (Linux).
+
+    Not ``ru_maxrss``: that one survives exec, so a child forked from a big parent would
+    report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def rss_child(n: int, channels: int) -> dict[str, float]:
+    """In a fresh process: RSS once everything is imported, then the peak while holding
+    ``n`` open incidents (as parsed from the state file) in the daemon's own file store
+    with every opening planned, rendered, fitted and recorded."""
+    before = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_config(Path(tmp), channels)
+        renderer = Renderer(config.templates_dir, config.timezone)
+        store = Store(Path(tmp) / "data" / "broadcaster.db")
+        try:
+            editor = make_editor(config, store, renderer)
+            incidents = make_incidents(n)
+            editor.ingest(incidents, NOW)
+            recorded, _ = editor.run(NOW)
+            assert len(recorded) >= n
+            held = _rss_mb()
+            peak = _rss_mb("VmHWM")
+        finally:
+            store.close()
+    return {"imported_mb": before, "held_mb": held, "peak_mb": peak}
+
+
+def measure_rss(n: int, channels: int) -> dict[str, float]:
+    import json
+    import subprocess
+
+    script = (
+        "import json, logging, sys; logging.disable(logging.WARNING); "
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "import bench_planning as b; "
+        f"print(json.dumps(b.rss_child({n}, {channels})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -486,6 +543,8 @@ def main(argv: list[str] | None = None) -> Result:
         fractions, profile = split_and_profile(
             config, renderer, incidents[:profiled], 30 if args.profile else 12
         )
+
+    memory = measure_rss(n, args.channels)
 
     first = runs[0]
     opened, reminders = median([r.opened for r in runs]), median([r.reminders for r in runs])
@@ -541,7 +600,20 @@ def main(argv: list[str] | None = None) -> Result:
             "first repetition",
         )
     )
+    result.add(
+        Figure(
+            "RSS, open incidents planned / imports only",
+            ratio(memory["peak_mb"], memory["imported_mb"]),
+            None,
+            memory["peak_mb"],
+            memory["imported_mb"],
+            "MB",
+            f"peak, {n} incidents, file store, fresh process",
+            value_goal=RSS_GOAL_MB,
+        )
+    )
     result.details = {
+        "memory_mb": {k: round(v, 1) for k, v in memory.items()},
         "incidents": n,
         "channels": args.channels,
         "reps": reps,

@@ -496,6 +496,24 @@ def _typography_sub(match: re.Match[str]) -> str:
     return "’"
 
 
+# Posts repeat lines (status words, durations, ops' message in every post of a thread):
+# the pass runs line by line, each line's result remembered. No rule above reaches across
+# a line feed: it is a space to the lookarounds, and at a line's ends they see the same
+# as at the text's ends.
+_TYPOGRAPHY_CACHE_CAP = 1024
+_typography_lines: dict[str, str] = {}
+
+
+def _french_line(line: str) -> str:
+    done = _typography_lines.get(line)
+    if done is None:
+        done = _TYPOGRAPHY.sub(_typography_sub, line)
+        if len(_typography_lines) >= _TYPOGRAPHY_CACHE_CAP:
+            _typography_lines.clear()
+        _typography_lines[line] = done
+    return done
+
+
 def french_typography(text: str) -> str:
     """French typography: a no-break space before ":" and "%" and inside « », a narrow one
     before ";", "?" and "!", and typographic apostrophes (’).
@@ -503,7 +521,9 @@ def french_typography(text: str) -> str:
     Existing ordinary spaces there are replaced, missing ones added; URLs, clock times and
     other colons inside words are left alone. Idempotent.
     """
-    return _TYPOGRAPHY.sub(_typography_sub, text)
+    if "\n" not in text:
+        return _french_line(text)
+    return "\n".join(map(_french_line, text.split("\n")))
 
 
 def typography(text: str, language: str) -> str:

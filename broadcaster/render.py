@@ -119,6 +119,9 @@ class PostView:
     is_reply: bool
 
 
+# The fields templates see, in declaration order: looked up once, not at every post.
+_VIEW_FIELDS = tuple((name, rule) for name, rule in INCIDENT_FIELDS.items() if rule.in_view)
+
 # Fields shown through a translated label; i18n has a ``<field>_label`` function for each.
 _LABELLED = tuple(name for name, rule in INCIDENT_FIELDS.items() if rule.labelled)
 
@@ -175,11 +178,15 @@ class Renderer:
         self.timezone = timezone
         self._envs: dict[str, SandboxedEnvironment] = {}
         self._paths: dict[tuple[str, str, PostKind], Path] = {}
+        # (language, platform, kind) -> its compiled template: Jinja2's own cache is keyed
+        # by name, and the name by a path computation, on every post.
+        self._templates: dict[tuple[str, str, PostKind], tuple[Path, Template]] = {}
 
     def reload(self) -> None:
         """Forget compiled templates, so edited files are read again (SIGHUP)."""
         self._envs = {}
         self._paths = {}
+        self._templates = {}
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -222,8 +229,12 @@ class Renderer:
         self, snapshot: Snapshot, post: PlannedPost, channel: ChannelInfo, now: datetime
     ) -> Rendered:
         """The post's text and where its head (the lines for the first part) ends."""
-        path = self.template_path(channel.language, channel.platform, post.kind)
-        template = self._load(channel.language, path)
+        key = (channel.language, channel.platform, post.kind)
+        found = self._templates.get(key)
+        if found is None:
+            path = self.template_path(*key)
+            found = self._templates[key] = (path, self._load(channel.language, path))
+        path, template = found
         context = self.context(snapshot, post, channel, now)
         return self._render_parts(template, path, context, channel.language)
 
@@ -263,23 +274,22 @@ class Renderer:
         """Each declared field as templates see it, by its kind."""
         language = channel.language
         view: dict[str, Any] = {}
-        for name, rule in INCIDENT_FIELDS.items():
-            if not rule.in_view:
-                continue
+        for name, rule in _VIEW_FIELDS:
             value = getattr(incident, name)
-            if rule.kind is FieldKind.LOCALIZED:
+            kind = rule.kind
+            if kind is FieldKind.LOCALIZED:
                 value = _text(value, language)
                 if value is None and rule.always_required:
                     value = incident.id  # never an empty required text (e.g. a title)
-            elif rule.kind is FieldKind.KIND:
+            elif kind is FieldKind.KIND:
                 value = str(value.value)
-            elif rule.kind is FieldKind.STRINGS:
+            elif kind is FieldKind.STRINGS:
                 value = list(value)
-            elif rule.kind is FieldKind.NAMES:
+            elif kind is FieldKind.NAMES:
                 value = list(names_in(value, language))
-            elif rule.kind is FieldKind.DATETIME:
+            elif kind is FieldKind.DATETIME:
                 value = self._local(value)
-            elif rule.kind is FieldKind.URL:
+            elif kind is FieldKind.URL:
                 shown = channel.include_url or not rule.status_link
                 value = (value or None) if shown else None
             view[name] = value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+import threading
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
@@ -211,6 +212,55 @@ def _emoji_lengths(text: str) -> dict[int, int]:
     return found
 
 
+def _url_prefilter() -> re.Pattern[str] | None:
+    """What any URL twitter-text finds must contain: a dot, then the first letter of a
+    top-level domain (or "x" of "xn--"). Most lines of a post have none, and the URL
+    regex, tried at every position, is the slow part of counting. None if the library's
+    patterns no longer have the shape this relies on."""
+    from twitter_text.regexp.extract_url import extract_url
+    from twitter_text.regexp.valid_cctld import valid_cctld
+    from twitter_text.regexp.valid_domain import valid_domain
+    from twitter_text.regexp.valid_domain_name import valid_domain_name
+    from twitter_text.regexp.valid_gtld import valid_gtld
+    from twitter_text.regexp.valid_punycode import valid_punycode
+
+    firsts: set[str] = set()
+    tail = ")(?=[^0-9a-zA-Z@+-]|$))"
+    for tld in (valid_gtld.pattern, valid_cctld.pattern):
+        if not (tld.startswith("(?:(?:") and tld.endswith(tail)):
+            return None
+        for alternative in tld[len("(?:(?:") : -len(tail)].split("|"):
+            if not alternative or re.escape(alternative) != alternative.replace("-", "\\-"):
+                return None
+            firsts.add(alternative[0])
+    shape = (
+        valid_punycode.pattern.startswith("(?:xn--")
+        and valid_domain_name.pattern.endswith("\\.)")
+        and valid_domain.pattern.endswith(
+            f"{valid_domain_name.pattern}(?:{valid_gtld.pattern}|{valid_cctld.pattern}"
+            f"|{valid_punycode.pattern}))"
+        )
+        and f"({valid_domain.pattern})" in extract_url.pattern
+    )
+    if not shape:
+        return None
+    firsts.add("x")
+    letters = "".join(sorted(re.escape(ch) for ch in firsts))
+    # The same flags, so that case folding matches the same characters as the URL regex.
+    return re.compile(rf"\.[{letters}]", extract_url.flags)
+
+
+_URL_PREFILTER = _url_prefilter()
+
+
+def _urls(text: str, without_protocol: bool = True) -> list[dict[str, Any]]:
+    """``extract_urls_with_indices``, skipped where no URL can be."""
+    if _URL_PREFILTER is not None and _URL_PREFILTER.search(text) is None:
+        return []
+    urls: list[dict[str, Any]] = extract_urls_with_indices(text, without_protocol)
+    return urls
+
+
 class _XWeigher:
     """parse_tweet's weighted length, without its per-character emoji regex scan."""
 
@@ -239,8 +289,7 @@ class _XWeigher:
         # Skip lengths come from the entity strings, as in parse_tweet: for some URLs without
         # a protocol the string and its indices disagree, and parse_tweet trusts the string.
         entities = {
-            e["indices"][0]: (len(e["url"]), self.url_length * self.scale)
-            for e in extract_urls_with_indices(text)
+            e["indices"][0]: (len(e["url"]), self.url_length * self.scale) for e in _urls(text)
         }
         if self._emoji:
             for start, length in _emoji_lengths(text).items():
@@ -261,16 +310,111 @@ def _x_weigher(version: int) -> _XWeigher:
     return _XWeigher(_x_base_options(version))
 
 
+# Posts are made of lines, and lines repeat: the same message, cause and status words in
+# every post of a thread, in every part of a split, in the stamped variants. Counting works
+# line by line, each line's weights remembered. That is exact because no entity (URL, emoji,
+# mention, grapheme cluster) contains a line feed, and each line is weighed with the line
+# feeds around it, since rules look at the character before a URL (a line's first
+# character can be a URL's own, or the character "before" it, depending on what precedes).
+# tests/test_textfit.py checks this against twitter-text itself. A carriage return could
+# pair with a line feed into one grapheme: such a text is counted whole, as before.
+_LINE_CACHE_CAP = 1024
+
+_Line = tuple[str, bool, bool]  # (line, after a line feed, before a line feed)
+
+
+class _LineCache:
+    """Bounded maps from a line to its weights and to its count, forgotten wholesale when
+    full. ``count`` defaults to the sum of the weights; Mastodon counts differently (the
+    weights only guide the splitter there). Both functions take the line with its
+    surrounding line feeds, and say what the line feeds alone weigh or count."""
+
+    def __init__(
+        self,
+        weigh: Callable[[str], Sequence[int]],
+        count: Callable[[str], int] | None = None,
+    ) -> None:
+        self._weigh = weigh
+        self._count = count
+        self._units: dict[_Line, tuple[int, ...]] = {}
+        self._counts: dict[_Line, int] = {}
+        self._lock = threading.Lock()
+
+    def units(self, key: _Line) -> tuple[int, ...]:
+        units = self._units.get(key)
+        if units is None:
+            line, before, after = key
+            weights = self._weigh("\n" * before + line + "\n" * after)
+            units = tuple(weights[before : len(weights) - after])
+            with self._lock:
+                if len(self._units) >= _LINE_CACHE_CAP:
+                    self._units.clear()
+                self._units[key] = units
+        return units
+
+    def count(self, key: _Line) -> int:
+        count = self._counts.get(key)
+        if count is None:
+            if self._count is None:
+                count = sum(self.units(key))
+            else:
+                line, before, after = key
+                # A line feed is a grapheme cluster of its own, counted once.
+                count = self._count("\n" * before + line + "\n" * after) - before - after
+            with self._lock:
+                if len(self._counts) >= _LINE_CACHE_CAP:
+                    self._counts.clear()
+                self._counts[key] = count
+        return count
+
+    @staticmethod
+    def _lines(text: str) -> list[_Line]:
+        lines = text.split("\n")
+        last = len(lines) - 1
+        return [(line, i > 0, i < last) for i, line in enumerate(lines)]
+
+    def text_units(self, text: str, newline: int) -> tuple[int, ...]:
+        """The weights of ``text``, line by line (``newline``: the weight of a line feed)."""
+        if "\r" in text:
+            return tuple(self._weigh(text))
+        out: list[int] = []
+        for key in self._lines(text):
+            out += self.units(key)
+            out.append(newline)
+        out.pop()
+        return tuple(out)
+
+    def text_count(self, text: str, newline: int) -> int:
+        if "\r" in text:
+            return self._count(text) if self._count is not None else sum(self._weigh(text))
+        lines = self._lines(text)
+        return sum(map(self.count, lines)) + newline * (len(lines) - 1)
+
+
+@lru_cache(maxsize=4)
+def _x_lines(version: int) -> _LineCache:
+    weigher = _x_weigher(version)
+    return _LineCache(weigher.units)
+
+
+@lru_cache(maxsize=4)
+def _x_newline(version: int) -> int:
+    return _x_weigher(version).units("\n")[0]
+
+
 # split() counts the whole text to see whether it fits, then weighs it position by position:
-# the same string twice, and entity extraction is the slow part. Same for Mastodon below.
+# the same string twice. Same for Mastodon below.
 @lru_cache(maxsize=32)
 def _x_units(version: int, text: str) -> tuple[int, ...]:
-    return tuple(_x_weigher(version).units(text))
+    return _x_lines(version).text_units(text, _x_newline(version))
 
 
+# The editor counts each part again once split, and the stamped variants of a part again.
+@lru_cache(maxsize=256)
 def _x_count(version: int, text: str) -> int:
     normalized = _LINE_ENDINGS.sub("\n", unicodedata.normalize("NFC", text))
-    return sum(_x_units(version, normalized)) // _x_weigher(version).scale
+    lines = _x_lines(version).text_count(normalized, _x_newline(version))
+    return lines // _x_weigher(version).scale
 
 
 # --- Mastodon ---------------------------------------------------------------------------
@@ -293,7 +437,7 @@ def _is_blank(text: str) -> bool:
 def _mastodon_entities(text: str, url_length: int) -> tuple[tuple[int, int, str], ...]:
     """(start, end, stand-in) for what StatusLengthValidator rewrites before counting."""
     # Only URLs with a protocol count here, so no "://" means none; the URL regex is slow.
-    urls = extract_urls_with_indices(text, False) if "://" in text else []
+    urls = _urls(text, False) if "://" in text else []
     found = [(e["indices"][0], e["indices"][1], "x" * url_length) for e in urls]
     if "@" in text:
         for m in _MENTION.finditer(text):
@@ -307,25 +451,43 @@ def _mastodon_entities(text: str, url_length: int) -> tuple[tuple[int, int, str]
     return tuple(kept)
 
 
-def _mastodon_count(combined: str, url_length: int) -> int:
-    if _is_blank(combined):  # Mastodon returns '' for a blank string before counting
-        return 0
+def _mastodon_line_count(line: str, url_length: int) -> int:
+    """Mastodon's StatusLengthValidator: entities rewritten, then grapheme clusters counted."""
     pieces: list[str] = []
     last = 0
-    for start, end, stand_in in _mastodon_entities(combined, url_length):
-        pieces += (combined[last:start], stand_in)
+    for start, end, stand_in in _mastodon_entities(line, url_length):
+        pieces += (line[last:start], stand_in)
         last = end
-    pieces.append(combined[last:])
+    pieces.append(line[last:])
     return len(_GRAPHEME.findall("".join(pieces)))
 
 
-def _mastodon_units(text: str, url_length: int) -> list[int]:
-    out = [0] * len(text)
-    for m in _GRAPHEME.finditer(text):
+def _mastodon_line_units(line: str, url_length: int) -> tuple[int, ...]:
+    out = [0] * len(line)
+    for m in _GRAPHEME.finditer(line):
         out[m.start()] = 1
-    for start, end, stand_in in _mastodon_entities(text, url_length):
+    for start, end, stand_in in _mastodon_entities(line, url_length):
         out[start:end] = [len(stand_in)] + [0] * (end - start - 1)
-    return out
+    return tuple(out)
+
+
+@lru_cache(maxsize=8)
+def _mastodon_lines(url_length: int) -> _LineCache:
+    return _LineCache(
+        partial(_mastodon_line_units, url_length=url_length),
+        partial(_mastodon_line_count, url_length=url_length),
+    )
+
+
+@lru_cache(maxsize=256)
+def _mastodon_count(combined: str, url_length: int) -> int:
+    if _is_blank(combined):  # Mastodon returns '' for a blank string before counting
+        return 0
+    return _mastodon_lines(url_length).text_count(combined, 1)
+
+
+def _mastodon_units(text: str, url_length: int) -> tuple[int, ...]:
+    return _mastodon_lines(url_length).text_units(text, 1)
 
 
 # --- Splitting --------------------------------------------------------------------------
@@ -385,6 +547,115 @@ def split(text: str, rule: LengthRule, spoiler_text: str = "", *, head: int = 0)
     return [f"{stripped[a:b].rstrip()} ({i}/{n})" for i, (a, b) in enumerate(spans, 1)]
 
 
+# Most texts have no CJK full stop, and most gaps are one plain space: both are checked
+# for first, before the regular expressions that decide the rare cases.
+_CJK_STOP_CHAR = re.compile(r"[。！？]")
+_CLOSING_FIRST = frozenset("!?;:.,…‽»)]}”’」』")
+_OPENING_FIRST = frozenset("«([{“‘「『¿¡")
+
+
+@lru_cache(maxsize=64)
+def _segmentation(text: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Where each segment of ``text`` starts and ends, and the break level after it.
+
+    Depends on the text alone: the editor splits one text for several limits (the stamped
+    variants), and the packer only reads the result.
+    """
+    cjk = _CJK_STOP_CHAR.search(text) is not None
+    tokens: list[tuple[int, int]] = []
+    prev = 0
+    for gap in _GAP.finditer(text):
+        if gap.start() > prev:
+            if cjk:
+                tokens += _cjk_tokens(text, prev, gap.start())
+            else:
+                tokens.append((prev, gap.start()))
+        prev = gap.end()
+    if prev < len(text):
+        tokens += _cjk_tokens(text, prev, len(text)) if cjk else [(prev, len(text))]
+
+    starts: list[int] = []
+    ends: list[int] = []
+    opening = False  # the current segment ends with an opening-only token
+    for start, end in tokens:
+        glue = (
+            starts
+            and ends[-1] < start  # not a CJK full stop, which has no gap
+            and (opening or _closing_only(text, start, end))
+            and not _has_line_break(text, ends[-1], start)
+        )
+        if glue:
+            ends[-1] = end
+            opening = _opening_only(text, start, end)
+            continue
+        starts.append(start)
+        ends.append(end)
+        opening = _opening_only(text, start, end)
+
+    last = len(starts) - 1
+    levels = [_level(text, starts, ends, k) if k < last else _END for k in range(len(starts))]
+    return tuple(starts), tuple(ends), tuple(levels)
+
+
+def _closing_only(text: str, start: int, end: int) -> bool:
+    return text[start] in _CLOSING_FIRST and _CLOSING_ONLY.fullmatch(text, start, end) is not None
+
+
+def _opening_only(text: str, start: int, end: int) -> bool:
+    return text[start] in _OPENING_FIRST and _OPENING_ONLY.fullmatch(text, start, end) is not None
+
+
+def _has_line_break(text: str, start: int, end: int) -> bool:
+    if end - start == 1 and text[start] == " ":
+        return False
+    return _LINE_BREAK.search(text, start, end) is not None
+
+
+def _cjk_tokens(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    if end - start < 2:
+        return [(start, end)]
+    cuts = [
+        m.end()
+        for m in _CJK_STOP.finditer(text, start, end)
+        if m.end() < end and not _inside_atomic(text, m.end())
+    ]
+    bounds = [start, *cuts, end]
+    return list(pairwise(bounds))
+
+
+def _level(text: str, starts: Sequence[int], ends: Sequence[int], k: int) -> int:
+    """The break after segment ``k``, which is not the last."""
+    gap_start, gap_end = ends[k], starts[k + 1]
+    if gap_start == gap_end:
+        return _SENTENCE  # a CJK full stop
+    if gap_end - gap_start == 1 and text[gap_start] == " ":
+        line_breaks = 0
+    else:
+        gap = text[gap_start:gap_end]
+        line_breaks = len(_LINE_BREAK.findall(gap))
+        if line_breaks >= 2 or "\u2029" in gap:
+            return _PARAGRAPH
+    tail = max(starts[k], ends[k] - 8)
+    if line_breaks == 1 or _SENTENCE_END.search(text, tail, ends[k]):
+        return _SENTENCE
+    return _WORD
+
+
+@lru_cache(maxsize=64)
+def _blocked(text: str) -> bytes:
+    """1 at each position inside a URL, mention or hashtag, where no cut may fall."""
+    blocked = bytearray(len(text) + 1)
+    spans = [e["indices"] for e in _urls(text)]
+    spans += [m.span() for m in _ATOMIC.finditer(text)]
+    for start, end in spans:
+        blocked[start + 1 : end] = b"\x01" * max(end - start - 1, 0)
+    return bytes(blocked)
+
+
+def _inside_atomic(text: str, pos: int) -> bool:
+    return bool(_blocked(text)[pos])
+
+
 class _Splitter:
     """Greedy packing over segments (runs of text between breakable whitespace).
 
@@ -401,78 +672,11 @@ class _Splitter:
         self.prefix = list(accumulate(units, initial=0))
         self.spoiler = rule.count("", spoiler_text)
         self._suffix_units: dict[str, int] = {}
-        self._blocked: bytearray | None = None  # positions inside a URL, mention or hashtag
-        self.starts, self.ends, self.levels = self._segments()
+        self.starts, self.ends, self.levels = _segmentation(text)
         self.end_units = [self.prefix[end] for end in self.ends]
 
-    # -- segmentation --
-
-    def _segments(self) -> tuple[list[int], list[int], list[int]]:
-        text = self.text
-        tokens: list[tuple[int, int]] = []
-        prev = 0
-        for gap in _GAP.finditer(text):
-            if gap.start() > prev:
-                tokens += self._cjk_tokens(prev, gap.start())
-            prev = gap.end()
-        if prev < len(text):
-            tokens += self._cjk_tokens(prev, len(text))
-
-        starts: list[int] = []
-        ends: list[int] = []
-        opening = False  # the current segment ends with an opening-only token
-        for start, end in tokens:
-            glue = (
-                starts
-                and ends[-1] < start  # not a CJK full stop, which has no gap
-                and _LINE_BREAK.search(text, ends[-1], start) is None
-                and (opening or _CLOSING_ONLY.fullmatch(text, start, end) is not None)
-            )
-            if glue:
-                ends[-1] = end
-                opening = _OPENING_ONLY.fullmatch(text, start, end) is not None
-                continue
-            starts.append(start)
-            ends.append(end)
-            opening = _OPENING_ONLY.fullmatch(text, start, end) is not None
-
-        levels = [self._level(starts, ends, k) for k in range(len(starts))]
-        return starts, ends, levels
-
-    def _cjk_tokens(self, start: int, end: int) -> list[tuple[int, int]]:
-        if end - start < 2:
-            return [(start, end)]
-        cuts = [
-            m.end()
-            for m in _CJK_STOP.finditer(self.text, start, end)
-            if m.end() < end and not self._inside_atomic(m.end())
-        ]
-        bounds = [start, *cuts, end]
-        return list(pairwise(bounds))
-
-    def _level(self, starts: list[int], ends: list[int], k: int) -> int:
-        if k == len(starts) - 1:
-            return _END
-        gap = self.text[ends[k] : starts[k + 1]]
-        if not gap:
-            return _SENTENCE  # a CJK full stop
-        line_breaks = len(_LINE_BREAK.findall(gap))
-        if line_breaks >= 2 or "\u2029" in gap:
-            return _PARAGRAPH
-        tail = max(starts[k], ends[k] - 8)
-        if line_breaks == 1 or _SENTENCE_END.search(self.text, tail, ends[k]):
-            return _SENTENCE
-        return _WORD
-
     def _inside_atomic(self, pos: int) -> bool:
-        if self._blocked is None:
-            blocked = bytearray(len(self.text) + 1)
-            spans = [e["indices"] for e in extract_urls_with_indices(self.text)]
-            spans += [m.span() for m in _ATOMIC.finditer(self.text)]
-            for start, end in spans:
-                blocked[start + 1 : end] = b"\x01" * max(end - start - 1, 0)
-            self._blocked = blocked
-        return bool(self._blocked[pos])
+        return _inside_atomic(self.text, pos)
 
     # -- packing --
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broadcaster import i18n
 from broadcaster.model import (
@@ -465,6 +467,42 @@ def test_incident_text_is_data_never_template_code(renderer: Renderer):
 def test_french_typography(raw: str, expected: str):
     assert i18n.french_typography(raw) == expected
     assert i18n.french_typography(expected) == expected  # idempotent
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "a",
+                "l'",
+                "10",
+                ":",
+                ";",
+                "?",
+                "!",
+                "%",
+                "«",
+                "»",
+                " ",
+                "\t",
+                NBSP,
+                "\n",
+                "https://x.fr/a?b",
+                "www.x.fr",
+                "'",
+                "é",
+                ")",
+                ".",
+            ]
+        ),
+        max_size=25,
+    )
+)
+def test_french_typography_line_by_line_is_the_typography_of_the_whole_text(pieces: list[str]):
+    # The pass remembers each line's result: that must be the whole text's result.
+    text = "".join(pieces)
+    assert i18n.french_typography(text) == i18n._TYPOGRAPHY.sub(i18n._typography_sub, text)
 
 
 def test_french_posts_get_french_spaces_but_urls_are_untouched(renderer: Renderer):

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twitter_text import parse_tweet
 from twitter_text.config import config as twitter_config
 
@@ -91,6 +93,67 @@ def test_x_count_agrees_with_twitter_text_on_every_emoji() -> None:
         text = "".join(e + fillers[i % len(fillers)] for i, e in enumerate(chunk))
         assert x_rule().count(text) == parse_tweet(text, v3).weightedLength
         assert x_rule(version=2).count(text) == parse_tweet(text, v2).weightedLength
+
+
+# Pieces that make line boundaries matter: URLs with and without a protocol, emoji and
+# keycaps, combining marks, mentions, CJK, punctuation that URL rules look at, line ends.
+_PIECES = [
+    "https://status.example.com/i/42",
+    "example.com",
+    "x.co/a?b=c",
+    "ovh.K",  # a top-level domain in capitals
+    ".\u212a",  # KELVIN SIGN, which case folding makes a "k"
+    ".\u017fe",  # LONG S, an "s"
+    ".中国",
+    ".xn--p1ai",
+    "@ops",
+    "@ops@mastodon.example",
+    "#SBG",
+    "\U0001f534",
+    "1\ufe0f\u20e3",
+    FAMILY,
+    "\u0301",
+    "e\u0301",
+    "日本",
+    "-",
+    "/",
+    ".",
+    "(",
+    ")",
+    " ",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\r",
+    "word",
+    "Panne à SBG",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30))
+def test_counting_line_by_line_agrees_with_counting_the_whole_text(pieces: list[str]) -> None:
+    # Counts are remembered per line: the sum must be what the platform counts for the
+    # whole text, whatever sits at either end of a line.
+    from twitter_text import extract_urls_with_indices
+
+    from broadcaster.textfit import (
+        _mastodon_line_count,
+        _mastodon_line_units,
+        _mastodon_units,
+        _urls,
+        _x_units,
+        _x_weigher,
+    )
+
+    text = "".join(pieces)
+    assert _urls(text) == extract_urls_with_indices(text)  # the prefilter skips no URL
+    v3 = {**twitter_config["defaults"], **twitter_config["version3"]}
+    assert x_rule().count(text) == parse_tweet(text, v3).weightedLength
+    assert _x_units(3, text) == tuple(_x_weigher(3).units(text))
+    if text and not text.isspace():
+        assert mastodon_rule().count(text) == _mastodon_line_count(text, 23)
+    assert _mastodon_units(text, 23) == _mastodon_line_units(text, 23)
 
 
 # --- counting ---------------------------------------------------------------------------
