@@ -8,12 +8,13 @@ here talks to a platform; delivery picks the recorded posts up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -81,6 +82,46 @@ class _Timers:
         if len(self.heap) > 2 * len(self.later) + 1000:
             self.heap = [(at, i) for i, at in self.later.items()]
             heapq.heapify(self.heap)
+
+
+class _PartsAfter:
+    """How many parts a plan records after its ``index``-th decision on the same channel:
+    posts planned after it go out before its next post does, so a budget counts them.
+
+    Asked only for budgeted channels; each channel's posts are composed once, when first
+    asked, and summed from the end, so a plan of many incidents stays linear.
+    """
+
+    def __init__(
+        self,
+        editor: Editor,
+        snapshots: Mapping[str, Snapshot],
+        decisions: Sequence[planner.Decision],
+    ) -> None:
+        self._editor = editor
+        self._snapshots = snapshots
+        self._decisions = decisions
+        self._after: dict[int, int] | None = None
+
+    def __call__(self, index: int) -> int:
+        if self._after is None:
+            self._after = {}
+        if index not in self._after:
+            self._count(self._decisions[index].post.channel)
+        return self._after[index]
+
+    def _count(self, channel: str) -> None:
+        assert self._after is not None
+        total = 0
+        for index in range(len(self._decisions) - 1, -1, -1):
+            post = self._decisions[index].post
+            if post.channel != channel:
+                continue
+            self._after[index] = total
+            try:
+                total += len(self._editor.compose(self._snapshots[post.incident_id], post))
+            except TemplateError:
+                total += 1  # reported when its own turn comes
 
 
 @dataclass(frozen=True)
@@ -211,19 +252,15 @@ class Editor:
         snapshot: Snapshot,
         decision: planner.Decision,
         parts: list[tuple[str, int, int]],
-        following: Sequence[tuple[Snapshot, PlannedPost]],
+        following: Callable[[], int],
     ) -> tuple[planner.Decision, list[tuple[str, int, int]]]:
-        """The decision with a promise its channel's budget can keep, and its parts."""
+        """The decision with a promise its channel's budget can keep, and its parts.
+        ``following``: how many parts this plan records after it on its channel."""
         post = decision.post
         budget = planner.Budget.of(self.config.channels[post.channel])
         if not budget.horizon or post.next_update_at is None:
             return decision, parts
-        after = 0
-        for later_snapshot, later in following:
-            try:
-                after += len(self.compose(later_snapshot, later))
-            except TemplateError:
-                after += 1  # reported when its own turn comes
+        after = following()
         gone = set(decision.supersedes)
         waiting = self.store.posts(channel=post.channel, states=planner.UNSENT)
         reserved = [
@@ -250,7 +287,7 @@ class Editor:
         self,
         snapshot: Snapshot,
         decision: planner.Decision,
-        following: Sequence[tuple[Snapshot, PlannedPost]] = (),
+        following: Callable[[], int] = lambda: 0,
     ) -> Recorded | None:
         post = decision.post
         try:
@@ -440,14 +477,13 @@ class Editor:
                 now,
                 self.store.thread_tail,
             )
+            following = _PartsAfter(self, snapshots, result.decisions)
             for index, decision in enumerate(result.decisions):
-                # Posts planned after it on its channel go out before its next post does.
-                following = [
-                    (snapshots[d.post.incident_id], d.post)
-                    for d in result.decisions[index + 1 :]
-                    if d.post.channel == decision.post.channel
-                ]
-                item = self._record(snapshots[decision.post.incident_id], decision, following)
+                item = self._record(
+                    snapshots[decision.post.incident_id],
+                    decision,
+                    functools.partial(following, index),
+                )
                 if item is not None:
                     recorded.append(item)
                 else:
