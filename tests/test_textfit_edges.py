@@ -1,7 +1,8 @@
 """Counting and splitting edge cases a reader (or a platform refusing a post) would notice.
 
 Every test here starts with textfit's caches empty, so that each count is computed afresh
-rather than served from what another test filled (which once hid a wrong weight table).
+rather than served from what another test (or the import of a test module) filled: a
+wrong weight table or emoji shortcut shows here even when the other tests ran first.
 """
 
 from __future__ import annotations
@@ -115,4 +116,26 @@ def test_mastodon_parts_with_accents_and_links_are_as_full_as_they_may_be() -> N
     words = ["re\u0301seau", "e\u0301lectrique", "https://status.example.com/incidents/1234"]
     text = " ".join(words[i % 3] for i in range(60))
     parts = split(text, rule)
+    _assert_full_parts(parts, text.split(), rule)
+
+
+def test_the_head_stays_whole_even_where_x_lengthens_the_words_after_it() -> None:
+    rule = x_rule()
+    # a head with a paragraph break past the middle of a part (where a cut without a head
+    # would go), then words X lengthens when normalising, with a full stop among them
+    summary = "Power outage in Strasbourg: SBG1, SBG2 and SBG4 are down, SBG3 on generators."
+    head = f"{summary} {summary}\n\nNext update by 10:30. https://status.example.com/sbg\n"
+    text = head + " ".join([QA * 2] * 18) + ". " + " ".join([QA * 2] * 40)
+    parts = split(text, rule, head=len(head))
+    assert parts[0].startswith(head)
+    assert all(rule.fits(p) for p in parts)
+    assert " ".join(p.rsplit(" (", 1)[0] for p in parts).split() == text.split()
+
+
+def test_after_a_short_head_the_first_part_is_filled_with_as_many_words_as_fit() -> None:
+    rule = x_rule()
+    head = "Monitoring: Power outage in SBG.\n"
+    text = head + " ".join(["datacenter"] * 60)
+    parts = split(text, rule, head=len(head))
+    assert parts[0].startswith(head)
     _assert_full_parts(parts, text.split(), rule)
