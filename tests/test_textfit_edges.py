@@ -139,3 +139,11 @@ def test_after_a_short_head_the_first_part_is_filled_with_as_many_words_as_fit()
     parts = split(text, rule, head=len(head))
     assert parts[0].startswith(head)
     _assert_full_parts(parts, text.split(), rule)
+
+
+def test_a_post_is_valid_up_to_its_limit_content_warning_included() -> None:
+    mastodon = textfit.mastodon_rule(limit=500)
+    assert mastodon.valid("x" * 500) and not mastodon.valid("x" * 501)
+    assert not mastodon.valid("x" * 490, spoiler_text="Power outage in SBG")
+    short_x = x_rule(100)
+    assert short_x.valid("x" * 100) and not short_x.valid("x" * 101)
