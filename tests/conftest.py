@@ -6,9 +6,12 @@ module can ask for them. Plain builders and helpers are in ``support.py``.
 """
 
 import logging
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support import ROOT
 
 pytest_plugins = ["sandbox_fixtures", "pg_server"]
 
@@ -30,3 +33,13 @@ def _logging_as_it_was() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A copy of the shipped example (config, templates, examples), so a test may break
+    and edit it."""
+    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    return tmp_path

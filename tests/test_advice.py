@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import ROOT
 
 from broadcaster.advice import incident_advice
 from broadcaster.app import default_rule
@@ -97,14 +95,6 @@ def test_a_resolved_incident_is_left_alone() -> None:
 
 
 # -- where ops see them ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
-    return tmp_path
 
 
 def test_check_lists_warnings_and_still_exits_0(site: Path, capsys) -> None:

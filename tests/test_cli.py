@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,15 +13,6 @@ from support import ROOT
 from broadcaster.cli import main
 
 AT = "2017-11-09T10:35:00+01:00"
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    """A copy of the shipped example, so tests may break and edit it."""
-    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
-    return tmp_path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -336,18 +336,6 @@ def test_a_state_file_setting_that_is_not_a_string_is_a_config_error(tmp_path: P
 # -- operator experience: one-line errors, never a traceback ----------------------------------
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    import shutil
-
-    from support import ROOT
-
-    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
-    return tmp_path
-
-
 def test_check_lists_every_unset_credential_at_once_unless_dry_run(
     site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

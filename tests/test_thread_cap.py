@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import ROOT, bilingual_opening, opening, wait_for
+from support import bilingual_opening, opening, wait_for
 from test_http import TOKEN, TOKEN_VAR, Service, config_text
 
 from broadcaster.cli import main
@@ -99,14 +98,6 @@ message = "{message}"
 
 
 # -- check, preview, draft and the console ---------------------------------------------------
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "message_templates", tmp_path / "message_templates")
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
-    return tmp_path
 
 
 def test_check_preview_and_draft_refuse_a_message_over_the_cap(
