@@ -98,6 +98,34 @@ def test_the_state_file_counts_as_read_only_once_the_store_committed_it(tmp_path
     assert source.poll() is None
 
 
+def test_a_save_cut_short_before_the_message_keeps_the_last_good_state(tmp_path: Path) -> None:
+    """A save cut on a line boundary is valid TOML that lost its last lines: posted, it
+    would be an update with no message. Refused, with file, line and field."""
+    path = tmp_path / "state.toml"
+    whole = (
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
+        'started_at = 2017-11-09T07:23:00+01:00\nmessage = "Power is lost."\n'
+    )
+    path.write_text(whole)
+    source = StateFileSource(path)
+    first = source.poll()
+    assert first is not None
+    first.ack()
+    path.write_text(whole.replace('"investigating"', '"identified"').rsplit("message", 1)[0])
+    assert source.poll() is None, "nothing of the cut save is applied"
+    error = source.last_error or ""
+    assert f"{path}:1" in error and "'message'" in error and "save cut short" in error
+    # A per-language message that loses a language is refused alike; one text for all is fine.
+    path.write_text(whole.replace('"Power is lost."', '{ en = "Lost.", fr = "Coupé." }'))
+    batch = source.poll()
+    assert batch is not None and source.last_error is None
+    batch.ack()
+    path.write_text(whole.replace('"Power is lost."', '{ en = "Still lost." }'))
+    assert source.poll() is None and "message in fr was removed" in (source.last_error or "")
+    path.write_text(whole.replace('"Power is lost."', '"Back on one feed."'))
+    assert source.poll() is not None and source.last_error is None
+
+
 def test_two_incidents_with_the_same_long_message_share_no_part(editor: Editor) -> None:
     long = " ".join(["Power was lost on both feeds and the generators did not start."] * 12)
     editor.ingest(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from ..model import Incident
 from ..statefile import MAX_STATE_BYTES, Check, StateFileError, load_state, read_bytes
 from .base import Batch, PullSource
 from .watch import DirectoryWatch
@@ -40,6 +41,8 @@ class StateFileSource(PullSource):
         self._error: str | None = None
         self._watch: DirectoryWatch | None = None
         self._names: frozenset[str] = frozenset()
+        # The message of each incident in the last committed save, per language.
+        self._messages: dict[str, frozenset[str]] = {}
 
     @property
     def last_error(self) -> str | None:
@@ -73,7 +76,7 @@ class StateFileSource(PullSource):
             self._signature = signature
             return None  # touched, not changed
         try:
-            incidents = load_state(self.path, self.languages, self.max_bytes, check=self.check)
+            incidents = load_state(self.path, self.languages, self.max_bytes, check=self._check)
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
             self._signature = signature  # report once; the next save changes the signature
@@ -86,8 +89,29 @@ class StateFileSource(PullSource):
             # Only once the store has it: a failed commit (disk full) is retried next poll.
             self._signature = signature
             self._digest = digest
+            self._messages = {i.id: _languages_of(i) for i in incidents}
 
         return Batch(incidents, ack=committed)
+
+    def _check(self, incident: Incident) -> Iterator[tuple[str, str]]:
+        if self.check is not None:
+            yield from self.check(incident)
+        # A save cut short on a line boundary is valid TOML that has lost its last lines:
+        # posted, it would be an update with no message. Ops replace a message; they do
+        # not delete it, so a message gone since the last good save is refused.
+        before, after = self._messages.get(incident.id, frozenset()), _languages_of(incident)
+        if "*" in after or (after and "*" in before):
+            gone: frozenset[str] = frozenset()  # one text for all, or per language now
+        else:
+            gone = before - after
+        if gone:
+            which = "its message" if gone == {"*"} else f"its message in {', '.join(sorted(gone))}"
+            yield (
+                "message",
+                f"{which} was removed since the last good save (a save cut short?): write "
+                "the update's message; to stop following the incident, delete its whole "
+                "[[incidents]] block",
+            )
 
     # -- notifications --------------------------------------------------------------------------
 
@@ -143,3 +167,7 @@ class StateFileSource(PullSource):
         if message != self._error:
             log.error("%s", message)
         self._error = message
+
+
+def _languages_of(incident: Incident) -> frozenset[str]:
+    return frozenset(incident.message.values) if incident.message is not None else frozenset()
