@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .advice import advice
 from .clock import utcnow as _now
 from .config import Config, load_config, setup_problems
-from .daemon import AlreadyRunning
+from .instancelock import AlreadyRunning
 from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
 from .problems import ProblemsError
 from .statefile import Check, StateFileError, load_state, load_timeline

@@ -1,25 +1,24 @@
 """The long-running service: takes changes in as they come, plans on time, delivers,
 reloads, stops cleanly.
 
-Each source that can say when it changed (``PullSource.watch``: the kernel's notifications
-for the state file and the spool, a blocking read for Redis) gets a thread that waits on it
-and polls it at once; the others are polled by an APScheduler (3.x, UTC) job every
-``poll_interval`` (all of them with ``watch = "poll"``). Planning runs after every change,
-and otherwise only at a one-shot "wake" job at the earliest promised update, rebuilt from
-the store at every start and every plan (so no APScheduler job store is needed), plus a
-rare safety net. Idle, nothing runs. The main thread only handles signals.
+The pull sources are taken in by ``polling.SourcePoller`` (a thread per source that can
+say when it changed, an APScheduler (3.x, UTC) job every ``poll_interval`` for the
+others); what they hand over is applied here, under the plan lock. Pushed events are
+committed in groups (``groupcommit``). Planning runs after every change, and otherwise
+only at a one-shot "wake" job at the earliest promised update, rebuilt from the store at
+every start and every plan (so no APScheduler job store is needed), plus a rare safety
+net. Idle, nothing runs. The main thread only handles signals.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import select
 import signal
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -36,10 +35,12 @@ from .control import Attachment, EventListener
 from .events import EventError, merge
 from .groupcommit import Closed, GroupCommitter, Pending
 from .health import LOCK_TIMEOUT, Health, assess
+from .instancelock import InstanceLock
 from .model import ID_FIELD
+from .polling import SourcePoller
 from .problems import ProblemsError
 from .render import TemplateProblem
-from .sources.base import Batch, Event, PullSource, ServiceStopping
+from .sources.base import Batch, Event, ServiceStopping
 from .statefile import Problem
 from .status import WAITING
 
@@ -50,8 +51,6 @@ log = logging.getLogger("broadcaster.daemon")
 # RETRY_PLAN_AFTER, and a wake-up missed while the process was suspended still runs.
 REPLAN_EVERY = timedelta(minutes=15)
 RETRY_PLAN_AFTER = timedelta(seconds=5)
-# Safety net of a watched source: polled this often even if no notification came.
-WATCH_SAFETY_POLL = timedelta(seconds=60)
 
 # Start and reload plan every open incident in slices of this many, the plan lock let go
 # between two: /healthz and pushed events wait for one slice, not for everything open.
@@ -64,53 +63,6 @@ POISON = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError, R
 
 class ReloadError(ProblemsError[TemplateProblem]):
     """A config refused on start or reload: its templates do not all render."""
-
-
-class AlreadyRunning(Exception):
-    pass
-
-
-class InstanceLock:
-    """One daemon per data directory: two would both deliver, and post everything twice.
-
-    An advisory ``flock``: the kernel releases it when the process dies, even by kill -9,
-    so a crash never leaves a stale lock behind.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(
-                f"another broadcaster is already running on {self.path.parent} "
-                f"(lock {self.path.name} is held)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def intact(self) -> bool:
-        """Whether the path still names the file we hold: deleted (or the data directory
-        wiped), another daemon could take a fresh lock and post everything again."""
-        if self._fd is None:
-            return True
-        try:
-            held, named = os.fstat(self._fd), os.stat(self.path)
-        except OSError:
-            return False
-        return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class Assembler(Protocol):
@@ -151,13 +103,6 @@ class Daemon:
         self._plan_lock = threading.RLock()
         self._instance_lock: InstanceLock | None = None
         self._blind: str | None = None  # why it halted (``blind``): until a restart
-        self._poll_lock = threading.Lock()
-        # Per source, from poll to commit: two polls of one source would hand over (and
-        # apply) the same events. Per source, so a slow Redis holds up no other source.
-        self._source_locks: dict[PullSource, threading.Lock] = {}
-        # The threads waiting on watched sources, and how to stop them.
-        self._watchers: list[tuple[PullSource, threading.Thread]] = []
-        self._watching = threading.Event()
         self._stop = threading.Event()
         self._wake_fd: int | None = None  # run_forever's self-pipe: stop() writes to it
         # While start (or reload) plans every open incident: (incidents planned, of how many).
@@ -168,6 +113,17 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+        # Takes in what the pull sources hold (watcher threads, the poll job); hands each
+        # batch back to ``_apply_batch`` under the plan lock, then plans.
+        self._poller = SourcePoller(
+            scheduler=self.scheduler,
+            plan_lock=self._plan_lock,
+            current=lambda: self.app,
+            apply_batch=self._apply_batch,
+            plan=self.plan,
+            blind=self.blind,
+            stop=self._stop,
         )
 
     def attach(self, shell: Attachment) -> None:
@@ -288,8 +244,8 @@ class Daemon:
             self.app.delivery.start()
             self.scheduler.start()
             started.callback(self._stop_scheduler)
-            watched = self._schedule_polling(config, self.app)
-            started.callback(self._stop_watchers)
+            watched = self._poller.schedule(config, self.app)
+            started.callback(self._poller.stop_watchers)
             # The safety net plans what is due over every open incident: cheap when idle.
             self.scheduler.add_job(
                 self.plan,
@@ -313,7 +269,7 @@ class Daemon:
                 started.callback(self.shell.stop)
             self.poll_sources()
             self.plan_everything()
-            self._start_watchers(self.app, watched)
+            self._poller.start_watchers(self.app, watched)
             log.info(
                 "broadcaster running%s: %d channel(s), state file %s",
                 " (dry run)" if self.dry_run else "",
@@ -322,100 +278,6 @@ class Daemon:
             )
             self._say_if_nothing_new()
             self._running = started.pop_all()
-
-    def _schedule_polling(self, config: Config, app: App) -> list[PullSource]:
-        """Start notifications where the config and the sources allow, and poll the other
-        sources every ``poll_interval``; returns the watched sources (whose threads
-        ``_start_watchers`` starts once they have been polled a first time)."""
-        watched: list[PullSource] = []
-        polled: list[PullSource] = []
-        for source in app.sources:
-            if config.watch == "poll":
-                polled.append(source)
-                continue
-            try:
-                problem = source.watch()
-            except Exception as e:  # whatever it is, polling still works
-                problem = f"{type(e).__name__}: {e}"
-            if problem is None:
-                watched.append(source)
-            else:
-                log.warning(
-                    "%s: no change notifications (%s); polling every %gs instead",
-                    source.name,
-                    problem,
-                    config.poll_interval.total_seconds(),
-                )
-                polled.append(source)
-        if watched:
-            log.info(
-                "watching %s for changes; safety poll every %gs",
-                ", ".join(s.name for s in watched),
-                WATCH_SAFETY_POLL.total_seconds(),
-            )
-        if polled:
-            self.scheduler.add_job(
-                self._poll_scheduled,
-                "interval",
-                seconds=config.poll_interval.total_seconds(),
-                args=(app, polled),
-                id="poll",
-                replace_existing=True,
-            )
-        elif self.scheduler.get_job("poll") is not None:
-            self.scheduler.remove_job("poll")
-        return watched
-
-    def _start_watchers(self, app: App, sources: list[PullSource]) -> None:
-        self._watching.set()
-        for source in sources:
-            thread = threading.Thread(
-                target=self._watch,
-                args=(app, source),
-                name=f"watch-{source.name}",
-                daemon=True,
-            )
-            self._watchers.append((source, thread))
-            thread.start()
-
-    def _stop_watchers(self) -> None:
-        """End every watcher thread: its wait returns at once, a poll in progress finishes."""
-        self._watching.clear()
-        watchers, self._watchers = self._watchers, []
-        for source, _ in watchers:
-            source.interrupt()
-        for _, thread in watchers:
-            thread.join()
-
-    def _watch(self, app: App, source: PullSource) -> None:
-        """A watched source's thread: wait for a change, then poll until nothing is left
-        (a spool backlog comes 100 files a poll)."""
-        safety = WATCH_SAFETY_POLL.total_seconds()
-        retry = app.config.poll_interval.total_seconds()
-        timeout = safety
-        while self._watching.is_set():
-            try:
-                source.wait(timeout)
-            except Exception:
-                log.exception("%s: waiting for changes failed; polling it", source.name)
-                if self._stop.wait(retry):
-                    return
-            timeout = safety
-            while self._watching.is_set():
-                try:
-                    settled = self._poll_one(app, source)
-                except Exception:  # planning failed (retried by its own wake job)
-                    log.exception("%s: taking the change in failed", source.name)
-                    settled = False
-                if settled is None:
-                    break  # nothing (more) to take in
-                if not settled:
-                    timeout = retry  # not committed: retried at the polling pace
-                    break
-
-    def _poll_scheduled(self, app: App, sources: list[PullSource]) -> None:
-        if self.app is app:
-            self._poll(sources)
 
     def stop(self) -> None:
         self._stop.set()
@@ -492,67 +354,7 @@ class Daemon:
         """Poll every source now (start, reload; tests)."""
         app = self.app
         if app is not None:
-            self._poll(app.sources)
-
-    def _lock_of(self, source: PullSource) -> threading.Lock:
-        return self._source_locks.setdefault(source, threading.Lock())
-
-    def _poll(self, sources: list[PullSource]) -> None:
-        # Polling (file reads, Redis round trips) happens outside the plan lock, so a slow
-        # source never holds up planning, delivery bookkeeping or the HTTP intake. Each
-        # source's lock keeps its polls serial from poll to commit: the poll job, start(),
-        # reload() and a watcher thread all poll, and two polls would hand over (and
-        # apply) the same events.
-        with self._poll_lock, ExitStack() as held:
-            for source in sources:
-                held.enter_context(self._lock_of(source))
-            self._poll_sources(sources)
-
-    def _poll_sources(self, sources: list[PullSource]) -> None:
-        app = self.app
-        if app is None or self.blind():
-            return  # unacknowledged: offered again once restarted
-        batches = []
-        for source in sources:
-            try:
-                batch = source.poll()
-            except Exception:
-                log.exception("source %s failed", source.name)
-                continue
-            if batch is not None:
-                batches.append((source, batch))
-        if not batches:
-            return
-        with self._plan_lock:
-            if self.app is not app:
-                return  # reloaded meanwhile: unacknowledged, the new sources offer it again
-            changed = False
-            for source, batch in batches:
-                changed |= self._apply_batch(app, source.name, batch)
-            if changed:
-                self.plan(())  # what was ingested (the editor keeps track), and what is due
-
-    def _poll_one(self, app: App, source: PullSource) -> bool | None:
-        """Poll a watched source and apply what it hands over. None: nothing handed over;
-        True: some of it committed (more may follow); False: none of it could be."""
-        if self.blind():
-            return None  # unacknowledged: offered again once restarted
-        with self._lock_of(source):
-            try:
-                batch = source.poll()
-            except Exception:
-                log.exception("source %s failed", source.name)
-                return False
-            if batch is None:
-                return None
-            settled: list[bool] = []
-            batch = _noting_settlement(batch, settled)
-            with self._plan_lock:
-                if self.app is not app:
-                    return None  # reloaded meanwhile: the new sources offer it again
-                if self._apply_batch(app, source.name, batch):
-                    self.plan(())  # what was ingested (the editor keeps track), and what is due
-            return bool(settled)
+            self._poller.poll(app.sources)
 
     def _apply_batch(self, app: App, source: str, batch: Batch) -> bool:
         try:
@@ -819,11 +621,10 @@ class Daemon:
             log.error("reload refused, still running on the previous config:\n%s", e)
             return False
         # The old sources' threads end before their sources are closed (by _hand_over).
-        self._stop_watchers()
-        with self._poll_lock, self._plan_lock:
+        self._poller.stop_watchers()
+        with self._poller.switching():  # no scheduled poll, no plan meanwhile
             old, self.app = self.app, new
-            watched = self._schedule_polling(config, new)
-            self._source_locks = {}
+            watched = self._poller.schedule(config, new)
         if old is None:
             new.delivery.start()
         else:
@@ -832,7 +633,7 @@ class Daemon:
         self.poll_sources()
         self.plan_everything()
         if not self._stop.is_set():
-            self._start_watchers(new, watched)
+            self._poller.start_watchers(new, watched)
         return True
 
 
@@ -842,19 +643,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _noting_settlement(batch: Batch, settled: list[bool]) -> Batch:
-    """``batch`` with its acknowledgments noted in ``settled``: whether the daemon committed
-    (or refused) any of it, or could not (the store failing: retried at the polling pace)."""
-
-    def noting(callback: Callable[..., None]) -> Callable[..., None]:
-        def call(*args: object) -> None:
-            settled.append(True)
-            callback(*args)
-
-        return call
-
-    events = [replace(e, ack=noting(e.ack), reject=noting(e.reject)) for e in batch.events]
-    ack = noting(batch.ack) if batch.incidents or not batch.events else batch.ack
-    return Batch(batch.incidents, events, ack=ack)

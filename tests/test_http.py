@@ -27,7 +27,8 @@ from support import (
 
 from broadcaster import app
 from broadcaster import daemon as daemon_module
-from broadcaster.daemon import Daemon, InstanceLock
+from broadcaster.daemon import Daemon
+from broadcaster.instancelock import InstanceLock
 from broadcaster.store import ChannelChange, StoreUnavailable
 
 TOKEN = "intake-token-5b0c1e7d9f2a4c68"
