@@ -52,6 +52,9 @@ log = logging.getLogger("broadcaster.daemon")
 REPLAN_EVERY = timedelta(minutes=15)
 RETRY_PLAN_AFTER = timedelta(seconds=5)
 
+# How often an idle daemon checks that its store and lock file are still in place.
+SIGHT_EVERY = timedelta(seconds=5)
+
 # Start and reload plan every open incident in slices of this many, the plan lock let go
 # between two: /healthz and pushed events wait for one slice, not for everything open.
 PLAN_SLICE = 200
@@ -254,7 +257,12 @@ class Daemon:
                 seconds=REPLAN_EVERY.total_seconds(),
                 id="replan",
             )
-            self.scheduler.add_job(self.blind, "interval", seconds=1, id="sight")
+            # Planning, polling and intake look before they act; this catches a store or
+            # lock deleted while the daemon idles. Not every second: each scheduler run
+            # costs more idle CPU than the whole notification-driven intake.
+            self.scheduler.add_job(
+                self.blind, "interval", seconds=SIGHT_EVERY.total_seconds(), id="sight"
+            )
             # Pushed events are committed by one thread, in groups; it stops after the shell
             # (which waits for the requests in progress, answered once committed).
             committer = GroupCommitter(self._commit_group, self._settle)
