@@ -17,6 +17,7 @@ settings, health and metrics it serves, at each request.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -136,7 +137,9 @@ def create_app(service: IntakeService, submit: Submit) -> Starlette:
             return refusal(RequestRefused(400, message), close=False)
         started = time.perf_counter()
         try:
-            incident_id = await run_in_threadpool(submit, data, origin)
+            # The committer thread answers the future: awaited here, on the event loop,
+            # with no worker thread parked on it per request.
+            incident_id = await asyncio.wrap_future(submit(data, origin))
         except EventError as e:
             service.metrics.event_rejected(SOURCE)
             log.warning("event refused from %s:\n%s", host, e)
