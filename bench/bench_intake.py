@@ -48,10 +48,12 @@ published are in the JSON details. Redis figures are skipped, with a note, when
 
 3. **HTTP storm** (issue 12's figure): ``--storm-events`` events (2,000) over
    ``--storm-incidents`` incidents (200) POSTed by ``--clients`` (8) client threads in a
-   process of their own, each keeping its connection object (the listener closes each
-   connection after its answer; the client reconnects), an incident's events all from one
-   client, in order; on a fresh dry-run daemon with only the HTTP intake; timed from the
-   first request to the last ``202``. Baseline: single-row SQLite commits per second with
+   process of their own, each reusing one ``http.client.HTTPConnection`` that the listener
+   keeps alive (8 connections in all, counted and reported), an incident's events all from
+   one client, in order; on a fresh dry-run daemon with only the HTTP intake; timed from the
+   first request to the last ``202``. For comparison, each storm is repeated with every
+   request saying ``Connection: close`` (a connection per event, as before the listener
+   kept connections alive). Baseline: single-row SQLite commits per second with
    ``synchronous=FULL`` in WAL, on the same disk (the same temporary directory), one
    thread, measured before and after each storm. The figure is a time ratio (time per
    accepted event over time per commit; goal ≤ 2, i.e. accepted/s ≥ 0.5 × commits/s);
@@ -486,22 +488,32 @@ def sqlite_commits_per_s(directory: Path, n: int, max_seconds: float) -> float:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def http_clients(address: tuple[str, int], events: list[dict[str, Any]], clients: int) -> float:
-    """Client process: ``clients`` threads, each with its own connection object, POST the
-    events (an incident's events all from one client, in order); seconds from the start
-    to the last 202."""
+def http_clients(
+    address: tuple[str, int], events: list[dict[str, Any]], clients: int, keep_alive: bool
+) -> dict[str, float]:
+    """Client process: ``clients`` threads, each with its own ``http.client.HTTPConnection``
+    reused for all its requests, POST the events (an incident's events all from one client,
+    in order). ``keep_alive``: the connection stays open between requests (HTTP/1.1);
+    otherwise each request says ``Connection: close`` (one connection per event, as the
+    listener answered before it kept connections alive). Returns the seconds from the start
+    to the last 202 and the connections opened."""
     lanes: list[list[bytes]] = [[] for _ in range(clients)]
     for event in events:
         lanes[hash(event["id"]) % clients].append(json.dumps(event).encode())
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    if not keep_alive:
+        headers["Connection"] = "close"
     start = threading.Barrier(clients + 1)
     failures: list[str] = []
+    opened = [0] * clients
 
-    def client(lane: list[bytes]) -> None:
-        # Kept open between requests; http.client reconnects when the listener closed it.
+    def client(n: int, lane: list[bytes]) -> None:
+        # http.client reconnects (lazily, at the next request) only when the listener closed
+        # the connection: a request made while ``sock`` is None opens a new one.
         conn = http.client.HTTPConnection(*address, timeout=60)
         start.wait()
         for body in lane:
+            opened[n] += conn.sock is None
             conn.request("POST", "/v1/events", body, headers)
             r = conn.getresponse()
             answer = r.read()
@@ -510,7 +522,7 @@ def http_clients(address: tuple[str, int], events: list[dict[str, Any]], clients
                 return
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(lane,)) for lane in lanes]
+    threads = [threading.Thread(target=client, args=(n, lane)) for n, lane in enumerate(lanes)]
     for t in threads:
         t.start()
     start.wait()
@@ -520,10 +532,12 @@ def http_clients(address: tuple[str, int], events: list[dict[str, Any]], clients
     seconds = time.perf_counter() - t0
     if failures:
         raise RuntimeError(f"{len(failures)} client(s) stopped on an answer: {failures[0]}")
-    return seconds
+    return {"seconds": seconds, "connections": sum(opened)}
 
 
-def storm(root: Path, events: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+def storm(
+    root: Path, events: list[dict[str, Any]], clients: int, keep_alive: bool = True
+) -> dict[str, Any]:
     """One storm on a fresh dry-run daemon with only the HTTP intake: the clients run in a
     process of their own (their CPU is not the daemon's), timed from their first request
     to the last 202; then until every post is delivered."""
@@ -533,18 +547,23 @@ def storm(root: Path, events: list[dict[str, Any]], clients: int) -> dict[str, A
         feed = root / "storm.json"
         feed.write_text(json.dumps({"address": list(rig.address), "events": events}))
         command = [sys.executable, __file__, "--http-clients", str(feed), str(clients)]
+        if not keep_alive:
+            command.append("--close")
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         cpu0 = time.process_time()
         out, _ = proc.communicate(timeout=600)
         cpu = time.process_time() - cpu0
         if proc.returncode != 0:
             raise RuntimeError(f"the HTTP clients failed (exit {proc.returncode})")
-        seconds = float(json.loads(out)["seconds"])
+        clients_said = json.loads(out)
+        seconds = float(clients_said["seconds"])
         t0 = time.perf_counter()
         rig.daemon.plan()
         wait_until(rig.drained, 120, "the storm's posts to be delivered")
         return {
+            "keep_alive": keep_alive,
             "events": len(events),
+            "connections": int(clients_said["connections"]),
             "seconds": seconds,
             "events_per_s": len(events) / seconds,
             # The daemon's process (intake, commits, plans, dry-run delivery), while the
@@ -560,35 +579,51 @@ def storm(root: Path, events: list[dict[str, Any]], clients: int) -> dict[str, A
 
 def measure_storm(root: Path, sizes: dict[str, int], result: Result) -> None:
     """The issue's figure: HTTP intake of a storm vs the disk's single-row commit rate, in
-    interleaved repetitions (baseline, storm, baseline, storm...), medians."""
+    interleaved repetitions (baseline, storm kept alive, storm reconnecting, baseline...),
+    medians."""
     started = (datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="seconds")
     n, incidents, clients = sizes["storm_events"], sizes["storm_incidents"], sizes["clients"]
-    baselines, storms = [], []
+    baselines: list[float] = []
+    storms: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for rep in range(sizes["storm_reps"]):
-        workdir = root / f"storm-{rep}"
         baselines.append(sqlite_commits_per_s(root, sizes["commits"], sizes["commit_seconds"]))
-        storms.append(storm(workdir, burst_events(n, incidents, started, rep), clients))
+        # Alternate which goes first, so neither always follows the baseline.
+        for keep_alive in (True, False) if rep % 2 == 0 else (False, True):
+            workdir = root / f"storm-{rep}-{'kept' if keep_alive else 'closed'}"
+            events = burst_events(n, incidents, started, 2 * rep + (not keep_alive))
+            storms[keep_alive].append(storm(workdir, events, clients, keep_alive))
     baselines.append(sqlite_commits_per_s(root, sizes["commits"], sizes["commit_seconds"]))
-    accepted = median([s["events_per_s"] for s in storms])
     commits = median(baselines)
-    result.add(
-        Figure(
-            f"http storm: {n} events over {incidents} incidents, {clients} clients "
-            "(time per event / per single-row commit)",
-            ratio(commits, accepted),
-            2.0,
-            accepted,
-            commits,
-            "events/s vs commits/s",
-            f"accepted/commits = {accepted / commits:.3f} (goal ≥ 0.5); "
-            f"median of {len(storms)}; daemon CPU "
-            f"{median([s['daemon_cpu_ms_per_event'] for s in storms]):.2f} ms/event",
+    for keep_alive, label in ((True, "keep-alive"), (False, "a connection per event")):
+        runs = storms[keep_alive]
+        accepted = median([s["events_per_s"] for s in runs])
+        result.add(
+            Figure(
+                f"http storm: {n} events over {incidents} incidents, {clients} clients"
+                + ("" if keep_alive else f", {label}")
+                + " (time per event / per single-row commit)",
+                ratio(commits, accepted),
+                2.0 if keep_alive else None,
+                accepted,
+                commits,
+                "events/s vs commits/s",
+                f"accepted/commits = {accepted / commits:.3f}"
+                + (" (goal ≥ 0.5)" if keep_alive else "")
+                + f"; median of {len(runs)}; daemon CPU "
+                f"{median([s['daemon_cpu_ms_per_event'] for s in runs]):.2f} ms/event; "
+                f"{median([s['connections'] for s in runs]):.0f} connections",
+            )
         )
-    )
-    result.details["storm"] = {"storms": storms, "sqlite_commits_per_s": baselines}
-    for s in storms:
+    result.details["storm"] = {
+        "storms": storms[True],
+        "storms_a_connection_per_event": storms[False],
+        "sqlite_commits_per_s": baselines,
+    }
+    for s in storms[True] + storms[False]:
         print(
-            f"storm: {s['events']} events over {incidents} incidents, {clients} clients: "
+            f"storm ({'keep-alive' if s['keep_alive'] else 'a connection per event'}): "
+            f"{s['events']} events over {incidents} incidents, {clients} clients, "
+            f"{s['connections']} connections: "
             f"{s['events_per_s']:.0f} events/s ({s['seconds']:.2f} s, daemon CPU "
             f"{s['daemon_cpu_ms_per_event']:.2f} ms/event), delivered {s['drained_after_s']:.2f} s "
             f"later, {s['posts']} posts"
@@ -726,6 +761,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--http-clients"]:
         feed = json.loads(Path(sys.argv[2]).read_text())
         address = (str(feed["address"][0]), int(feed["address"][1]))
-        print(json.dumps({"seconds": http_clients(address, feed["events"], int(sys.argv[3]))}))
+        keep_alive = sys.argv[4:5] != ["--close"]
+        print(json.dumps(http_clients(address, feed["events"], int(sys.argv[3]), keep_alive)))
     else:
         main(sys.argv[1:])

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,9 @@ class DaemonControl(Protocol):
 
     def submit(self, data: dict[str, Any], *, origin: str, source: str) -> str:
         """Apply one pushed event now; returns the incident id once committed."""
+
+    def hand_over(self, data: dict[str, Any], *, origin: str, source: str) -> Future[str]:
+        """``submit`` without the wait: the future is answered once committed."""
 
     def reload(self) -> bool:
         """Re-read config, templates and state; False if refused (the old config stays)."""

@@ -19,6 +19,7 @@ import select
 import signal
 import threading
 from collections.abc import Collection
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -445,17 +446,23 @@ class Daemon:
         event (nothing of it is applied then), ``StoreUnavailable`` when the store cannot
         be reached (nothing applied) and ``ServiceStopping`` once the service stops.
         """
-        committer = self._committer
-        if committer is None or self.app is None:
-            raise ServiceStopping("the service is stopping")
         blind = self.blind()
         if blind is not None:
             raise ServiceStopping(f"not accepting events: {blind}")
+        return self.hand_over(data, origin=origin, source=source).result()
+
+    def hand_over(self, data: dict[str, Any], *, origin: str, source: str) -> Future[str]:
+        """``submit`` without the wait (the HTTP intake's event loop awaits the future):
+        answered with the incident id once committed, or with the error. Raises
+        ``ServiceStopping`` at once once the service stops (a blind daemon refuses at
+        commit)."""
+        committer = self._committer
+        if committer is None or self.app is None:
+            raise ServiceStopping("the service is stopping")
         try:
-            future = committer.submit(Pending(data, origin, source))
+            return committer.submit(Pending(data, origin, source))
         except Closed:
             raise ServiceStopping("the service is stopping") from None
-        return future.result()
 
     def _commit_group(self, items: list[Pending]) -> list[str]:
         """Commit these events in order in one transaction; answer each one's future."""

@@ -77,10 +77,13 @@ class GroupCommitter:
         self._thread.start()
 
     def submit(self, item: Pending) -> Future[str]:
-        """Queue ``item``; its future is answered once it is committed (or refused)."""
+        """Queue ``item``; its future is answered once it is committed (or refused). It
+        cannot be cancelled (an event loop awaiting it may try, when its task is): once
+        queued, the event is committed whatever the caller does meanwhile."""
         with self._cond:
             if self._closed:
                 raise Closed("the service is stopping")
+            item.future.set_running_or_notify_cancel()
             self._queue.append(item)
             self._unanswered += 1
             self._cond.notify()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from .config import ConfigError, ConfigProblem, IntakeConfig
 from .control import DaemonControl
@@ -135,8 +136,8 @@ class ServiceShell:
         intake.start(self._submit)
         return intake
 
-    def _submit(self, data: dict[str, object], origin: str) -> str:
-        return self.daemon.submit(data, origin=origin, source=HTTP_SOURCE)
+    def _submit(self, data: dict[str, object], origin: str) -> Future[str]:
+        return self.daemon.hand_over(data, origin=origin, source=HTTP_SOURCE)
 
     def _listen(self, intake: IntakeConfig, *, starting: bool = False) -> None:
         """Bind the configured address, or move the listener after a reload changed it."""

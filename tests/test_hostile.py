@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import bilingual_opening, opening, wait_for
@@ -25,8 +28,10 @@ from broadcaster.web import server as web_server
 
 @pytest.fixture
 def quick_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    """The intake with a 1 s whole-request deadline (10 s in production)."""
+    """The intake with a 1 s whole-request deadline and 1 s keep-alive (10 s and 5 s in
+    production)."""
     monkeypatch.setattr(web_server, "REQUEST_DEADLINE", 1.0)
+    monkeypatch.setattr(web_server, "KEEP_ALIVE", 1.0)
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     s = Service(tmp_path, config_text())
@@ -72,6 +77,82 @@ def test_200_slow_clients_leave_healthz_and_a_valid_event_answered(
         for s in slow:
             s.close()
     assert service.request("GET", "/healthz").status == 200
+
+
+def kept_alive(service: Service) -> tuple[http.client.HTTPConnection, socket.socket]:
+    """A connection that was answered once and kept open: (the client, its socket)."""
+    conn = http.client.HTTPConnection(*service.address, timeout=5)
+    conn.request("GET", "/healthz")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read()
+    assert conn.sock is not None, "closed after one answer"
+    return conn, conn.sock
+
+
+def until_closed(s: socket.socket) -> bytes:
+    s.settimeout(5)
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_two_requests_on_one_connection_are_both_answered(quick_deadline: Service) -> None:
+    conn, sock = kept_alive(quick_deadline)
+    with contextlib.closing(conn):
+        body = json.dumps(bilingual_opening()).encode()
+        conn.request("POST", "/v1/events", body, {"Authorization": f"Bearer {TOKEN}"})
+        r = conn.getresponse()
+        assert r.status == 202 and r.read()
+        assert conn.sock is sock, "the second request reconnected"
+        # A refusal given before its body was read closes the connection, as it says.
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        answer = until_closed(sock)  # the server closes: this returns
+        assert answer.startswith(b"HTTP/1.1 401 ") and b"\r\nconnection: close\r\n" in answer
+
+
+def test_a_slow_second_request_on_a_kept_alive_connection_is_cut_off(
+    quick_deadline: Service,
+) -> None:
+    conn, sock = kept_alive(quick_deadline)
+    with contextlib.closing(conn):
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        assert quick_deadline.request("GET", "/healthz").status == 200
+        sock.sendall(b"X-Drip: 1\r\n")  # a drip does not extend the deadline
+        assert until_closed(sock).startswith(b"HTTP/1.1 408 ")
+    assert quick_deadline.request("GET", "/healthz").status == 200
+
+
+def test_an_idle_kept_alive_connection_is_closed(quick_deadline: Service) -> None:
+    conn, sock = kept_alive(quick_deadline)
+    with contextlib.closing(conn):
+        started = time.monotonic()
+        assert until_closed(sock) == b""  # closed without a word: no request had begun
+        assert time.monotonic() - started < 4
+
+
+def test_answers_on_a_kept_alive_connection_are_not_held_back_by_nagle() -> None:
+    # Without TCP_NODELAY an answer's body waits for the client's delayed ACK of its head:
+    # 40 ms per request once the connection is kept alive.
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = web_server.AsgiServer(ok, ("127.0.0.1", 0))
+    server.start()
+    try:
+        conn = http.client.HTTPConnection(*server.bound_address, timeout=5)
+        with contextlib.closing(conn):
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"ok"
+            (protocol,) = server._server.server_state.connections
+            sock = protocol.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        server.close()
 
 
 def raw_exchange(address: tuple[str, int], request: bytes) -> bytes:

@@ -7,8 +7,8 @@ Two kinds:
   may a queue forget the events. It may also tell when to poll (``watch``/``wait``: the
   kernel's notifications, a blocking read), so that a change is taken in as it happens;
 - a ``PushSource`` (the HTTP intake) is started with a ``Submit`` callback and hands each
-  event over as it arrives; ``submit`` returns once the store committed it, so the sender
-  can be told.
+  event over as it arrives; ``submit`` returns a future answered once the store committed
+  it, so the sender can be told.
 
 Both are closed at shutdown and report their last problem in ``last_error``.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +56,11 @@ class ServiceStopping(RuntimeError):
     """Raised by ``Submit`` once the service stops: the event was not applied."""
 
 
-# Applies one pushed event (its data and where it came from, for messages) and returns the
-# incident id once the store committed it. Raises ``EventError`` for a refused event (nothing
-# of it applied) and ``ServiceStopping`` once the service stops.
-Submit = Callable[[dict[str, Any], str], str]
+# Hands one pushed event over (its data and where it came from, for messages) without
+# waiting: the future is answered with the incident id once the store committed it, or with
+# ``EventError`` for a refused event (nothing of it applied). Raises ``ServiceStopping`` once
+# the service stops (or answers the future with it).
+Submit = Callable[[dict[str, Any], str], Future[str]]
 
 
 class Source(abc.ABC):

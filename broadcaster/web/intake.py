@@ -8,13 +8,16 @@
 - ``GET /metrics``: Prometheus text exposition.
 
 It binds loopback by default: /healthz and /metrics need no token, and say nothing secret.
-Every answer closes the connection, so a stop never waits on idle keep-alive clients. The
-service shell opens it as a push source (``sources/http.py``); the app asks the shell (an
-``IntakeService``) for the settings, health and metrics it serves, at each request.
+Connections are kept alive between answers (a client posting a storm of events connects
+once), except after a refusal given before the body was read (401, 411, 413, 405...), which
+closes it; a stop closes idle connections at once. The service shell opens it as a push
+source (``sources/http.py``); the app asks the shell (an ``IntakeService``) for the
+settings, health and metrics it serves, at each request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -81,12 +84,15 @@ def reply(code: int, payload: Any, headers: dict[str, str] | None = None) -> Res
     )
 
 
-def refusal(e: RequestRefused) -> Response:
-    return reply(e.code, {"errors": [{"field": e.field, "message": e.message}]}, e.headers)
+def refusal(e: RequestRefused, *, close: bool = True) -> Response:
+    """The answer to a refused request; ``close`` unless its whole body was read (what is
+    left of it must not be read as the next request)."""
+    headers = {**e.headers, "Connection": "close"} if close else e.headers
+    return reply(e.code, {"errors": [{"field": e.field, "message": e.message}]}, headers)
 
 
 def _headers(extra: dict[str, str] | None) -> dict[str, str]:
-    return {"Cache-Control": "no-store", "Connection": "close", **(extra or {})}
+    return {"Cache-Control": "no-store", **(extra or {})}
 
 
 def create_app(service: IntakeService, submit: Submit) -> Starlette:
@@ -128,10 +134,12 @@ def create_app(service: IntakeService, submit: Submit) -> Starlette:
             service.metrics.event_rejected(SOURCE)
             message = "; ".join(p.message for p in e.problems)
             log.warning("event refused from %s: %s", host, message)
-            raise RequestRefused(400, message) from None
+            return refusal(RequestRefused(400, message), close=False)
         started = time.perf_counter()
         try:
-            incident_id = await run_in_threadpool(submit, data, origin)
+            # The committer thread answers the future: awaited here, on the event loop,
+            # with no worker thread parked on it per request.
+            incident_id = await asyncio.wrap_future(submit(data, origin))
         except EventError as e:
             service.metrics.event_rejected(SOURCE)
             log.warning("event refused from %s:\n%s", host, e)

@@ -5,10 +5,15 @@
 serves from a background thread with its own event loop. ``close()`` stops accepting, lets
 requests in progress finish (at most ``grace`` seconds) and joins the thread.
 
-Slow clients cannot hold the listener: every connection has a whole-request deadline
-(``request_deadline`` seconds from the first byte to the last of the request body), not a
-per-read timeout. A request still incomplete by then is answered 408 and closed. Requests
-the HTTP parser cannot make sense of are answered 400, whatever went wrong.
+Connections are kept alive between requests (HTTP/1.1), so a client posting many events
+connects once. Slow clients still cannot hold the listener: every request on a connection
+has its own whole-request deadline (``request_deadline`` seconds from its first byte, or
+from the connection for the first one, to the last byte of its body), not a per-read
+timeout. A request still incomplete by then is answered 408 and closed. A connection idle
+between two requests is closed after ``keep_alive`` seconds; one whose client half-closed
+is closed once answered; an answer given before the request's body arrived (a refusal)
+closes it. Requests the HTTP parser cannot make sense of are answered 400 and closed,
+whatever went wrong.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("broadcaster.web")
 
-# From the connection to the last byte of the request: a client slower than that is cut off.
+# From a request's first byte (the connection, for the first) to its last: a client slower
+# than that is cut off.
 REQUEST_DEADLINE = 10.0
+# A kept-alive connection with no request begun for this long is closed.
+KEEP_ALIVE = 5.0
 # Connections open at once before new requests are answered 503 straight away.
 MAX_CONNECTIONS = 512
 # After refusing a request whose body we did not read: half-close, then discard what the
@@ -49,24 +57,33 @@ MALFORMED = _raw_response(400, "Bad Request", "malformed HTTP request")
 
 
 class _Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a whole-request deadline and a 400 for whatever the
-    parser (or uvicorn's handling of what it parsed) cannot take."""
+    """uvicorn's h11 protocol with a whole-request deadline per request, kept-alive
+    connections closed when the client is done, and a 400 for whatever the parser (or
+    uvicorn's handling of what it parsed) cannot take."""
 
     deadline: float = REQUEST_DEADLINE
-    _timer: asyncio.TimerHandle | None = None
+    _timer: asyncio.TimerHandle | None = None  # the deadline of the request being read
+    _next_began: float | None = None  # first byte of a request pipelined behind the current
     _draining = False
+    _eof = False  # the client half-closed: nothing more will come
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._timer = self.loop.call_later(self.deadline, self._deadline_passed)
+        # An answer is written in pieces (head, body): with Nagle's algorithm the body waits
+        # for the client's delayed ACK of the head, 40 ms per request on a kept-alive
+        # connection. asyncio sets TCP_NODELAY only on sockets made with IPPROTO_TCP.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._start_deadline(self.loop.time())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_deadline()
         super().connection_lost(exc)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
+        self._eof = True
         # A client that half-closes after its request still gets the answer.
         if self.cycle is not None and not self.cycle.response_complete:
             return True
@@ -75,7 +92,30 @@ class _Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._draining:
             return  # answered already; what the client still sends is discarded
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            if self._timer is None:  # the first byte of the next request on this connection
+                self._start_deadline(self.loop.time())
+        elif not cycle.more_body and self._next_began is None:
+            self._next_began = self.loop.time()  # pipelined behind the one being answered
         super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        self._stop_deadline()
+        began, self._next_began = self._next_began, None
+        cycle = self.cycle
+        if not self.transport.is_closing():
+            if cycle is not None and cycle.more_body:
+                # Answered before its body arrived (a refusal): the rest of the body would
+                # be read as the next request. Closed, as the answer said.
+                self._answer_and_close(b"")
+                return
+            if self._eof:
+                self._answer_and_close(b"")
+                return
+            if self.conn.trailing_data[0]:  # a pipelined request: its clock is running
+                self._start_deadline(self.loop.time() if began is None else began)
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own (plain text, closed at once): ours, in the JSON shape, lingering.
@@ -88,19 +128,35 @@ class _Protocol(H11Protocol):
             log.debug("malformed HTTP request from %s", self.client, exc_info=True)
             self._answer_and_close(MALFORMED)
 
+    def _start_deadline(self, began: float) -> None:
+        self._stop_deadline()
+        self._timer = self.loop.call_at(began + self.deadline, self._deadline_passed)
+
+    def _stop_deadline(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _deadline_passed(self) -> None:
         self._timer = None
         cycle = self.cycle
-        # Still waiting for headers, or for a body nobody answered yet. Once the whole
-        # request is in, the application's work (a store commit) is not cut short.
-        if cycle is None or (cycle.more_body and not cycle.response_started):
+        # Still waiting for headers (of the first request or the next), or for a body
+        # nobody answered yet. Once the whole request is in, the application's work (a
+        # store commit) is not cut short.
+        if (
+            cycle is None
+            or cycle.response_complete
+            or (cycle.more_body and not cycle.response_started)
+        ):
             self._answer_and_close(TIMED_OUT)
 
     def _answer_and_close(self, answer: bytes) -> None:
         transport = self.transport
         if transport.is_closing():
             return
-        if self.cycle is None or not self.cycle.response_started:
+        if answer and (
+            self.cycle is None or self.cycle.response_complete or not self.cycle.response_started
+        ):
             with contextlib.suppress(Exception):
                 transport.write(answer)
         if transport.can_write_eof():
@@ -118,6 +174,7 @@ class AsgiServer:
         address: tuple[str, int],
         *,
         request_deadline: float | None = None,
+        keep_alive: float | None = None,
         max_connections: int = MAX_CONNECTIONS,
         grace: float = 30.0,
         name: str = "http",
@@ -136,6 +193,7 @@ class AsgiServer:
             server_header=False,
             proxy_headers=False,
             limit_concurrency=max_connections,
+            timeout_keep_alive=KEEP_ALIVE if keep_alive is None else keep_alive,  # type: ignore[arg-type]
             backlog=128,
             timeout_graceful_shutdown=int(grace),
             ws="none",
@@ -200,7 +258,7 @@ class AsgiServer:
 
 def serve(app: Any, host: str, port: int) -> None:
     """Serve in the foreground until SIGINT or SIGTERM (uvicorn handles both and lets open
-    requests finish), with the same whole-request deadline as the daemon's listener."""
+    requests finish), with the same deadlines as the daemon's listener."""
     protocol = type("Protocol", (_Protocol,), {"deadline": REQUEST_DEADLINE})
     config = uvicorn.Config(
         app,
@@ -213,6 +271,7 @@ def serve(app: Any, host: str, port: int) -> None:
         server_header=False,
         proxy_headers=False,
         limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=KEEP_ALIVE,  # type: ignore[arg-type]
         ws="none",
     )
     uvicorn.Server(config).run()
