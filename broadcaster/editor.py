@@ -134,18 +134,26 @@ class Recorded:
     bytes per character), the keys worked out when asked.
     """
 
-    __slots__ = ("_sizes", "_texts", "post")
+    __slots__ = ("_lengths", "_limits", "_texts", "post")
 
     def __init__(self, post: PlannedPost, parts: Sequence[tuple[str, int, int]]) -> None:
         self.post = post
         self._texts = tuple(text.encode() for text, _, _ in parts)
-        self._sizes = tuple((length, limit) for _, length, limit in parts)
+        self._lengths = tuple(length for _, length, _ in parts)
+        limits = {limit for _, _, limit in parts}
+        # One limit for every part (the channel's), held once.
+        self._limits: int | tuple[int, ...] = (
+            limits.pop() if len(limits) == 1 else tuple(limit for _, _, limit in parts)
+        )
 
     @property
     def parts(self) -> list[tuple[str, int, int]]:
+        limits = self._limits
+        if isinstance(limits, int):
+            limits = (limits,) * len(self._texts)
         return [
             (text.decode(), length, limit)
-            for text, (length, limit) in zip(self._texts, self._sizes, strict=True)
+            for text, length, limit in zip(self._texts, self._lengths, limits, strict=True)
         ]
 
     @property
@@ -156,7 +164,7 @@ class Recorded:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Recorded):
             return NotImplemented
-        return (self.post, self._texts, self._sizes) == (other.post, other._texts, other._sizes)
+        return self.post == other.post and self.parts == other.parts
 
     __hash__ = None  # type: ignore[assignment]
 
