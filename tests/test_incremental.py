@@ -232,9 +232,7 @@ def test_a_plan_of_many_incidents_goes_a_chunk_at_a_time_and_records_the_same_po
     time, to hold less at once: the same posts, in the same order, as one pass."""
     import broadcaster.editor as editor_module
 
-    unbudgeted = replace(
-        CONFIG, channels={k: v for k, v in CONFIG.channels.items() if k != "x-fr"}
-    )
+    unbudgeted = replace(CONFIG, channels={k: v for k, v in CONFIG.channels.items() if k != "x-fr"})
     rules = {name: RULES[name] for name in unbudgeted.channels}
     keys = [f"inc-{i:02d}" for i in range(13)]
 
@@ -246,7 +244,10 @@ def test_a_plan_of_many_incidents_goes_a_chunk_at_a_time_and_records_the_same_po
             dict(status=i % 3, severity=("minor", "critical")[i % 2], message=i % 3, asked=None)
             for i in range(len(keys))
         ]
-        made = [incident(key, state | {"window": 50}, T0) for key, state in zip(keys, states)]
+        made = [
+            incident(key, state | {"window": 50}, T0)
+            for key, state in zip(keys, states, strict=True)
+        ]
         changed = planner.ingest(made, T0)
         runs = [planner.run(T0, changed)[0]]
         for channel in unbudgeted.channels:
