@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from . import i18n, planner
@@ -30,6 +30,8 @@ from .textfit import LengthRule, split
 log = logging.getLogger("broadcaster.editor")
 
 _NUMBERING = re.compile(r" \(\d+/\d+\)$")
+# A plan of more incidents than this loads and plans them this many at a time (memory).
+_CHUNK = 500
 
 
 def _with_marker(part: str, marker: str) -> str:
@@ -124,11 +126,50 @@ class _PartsAfter:
                 total += 1  # reported when its own turn comes
 
 
-@dataclass(frozen=True)
 class Recorded:
-    post: PlannedPost
-    keys: list[str]
-    parts: list[tuple[str, int, int]]
+    """A post recorded by a plan: its exact parts (text, counted length, limit).
+
+    A plan of many incidents returns many of these (20,000 at start with 10,000 open), so
+    each is kept small: the texts held as UTF-8 (one emoji makes a Python string take four
+    bytes per character), the keys worked out when asked.
+    """
+
+    __slots__ = ("_lengths", "_limits", "_texts", "post")
+
+    def __init__(self, post: PlannedPost, parts: Sequence[tuple[str, int, int]]) -> None:
+        self.post = post
+        self._texts = tuple(text.encode() for text, _, _ in parts)
+        self._lengths = tuple(length for _, length, _ in parts)
+        limits = {limit for _, _, limit in parts}
+        # One limit for every part (the channel's), held once.
+        self._limits: int | tuple[int, ...] = (
+            limits.pop() if len(limits) == 1 else tuple(limit for _, _, limit in parts)
+        )
+
+    @property
+    def parts(self) -> list[tuple[str, int, int]]:
+        limits = self._limits
+        if isinstance(limits, int):
+            limits = (limits,) * len(self._texts)
+        return [
+            (text.decode(), length, limit)
+            for text, length, limit in zip(self._texts, self._lengths, limits, strict=True)
+        ]
+
+    @property
+    def keys(self) -> list[str]:
+        """Its parts' outbox keys, first to last."""
+        return [self.post.key(i) for i in range(1, len(self._texts) + 1)]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recorded):
+            return NotImplemented
+        return self.post == other.post and self.parts == other.parts
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Recorded(post={self.post!r}, parts={self.parts!r})"
 
 
 class Editor:
@@ -344,7 +385,7 @@ class Editor:
                 )
             return None
         self.unplannable.pop((post.incident_id, post.channel), None)
-        return Recorded(post, [post.key(i) for i in range(1, len(parts) + 1)], parts)
+        return Recorded(post, parts)
 
     def _refuse_over_cap(
         self, snapshot: Snapshot, post: PlannedPost, parts: list[tuple[str, int, int]]
@@ -418,6 +459,49 @@ class Editor:
             self._changed.clear()
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
+    def _chunkable(self) -> bool:
+        """Whether a plan may go a chunk of incidents at a time: no channel has a budget."""
+        return not any(planner.Budget.of(c).horizon for c in self.config.channels.values())
+
+    def _active_order(self, ids: Collection[str] | None) -> list[str] | None:
+        """The active incidents among ``ids`` (all with None), first seen first, as
+        ``snapshots`` orders them; None when they fit in one chunk."""
+        timings = (
+            self.store.thread_timings(ids=ids) if ids is not None else self.store.thread_timings()
+        )
+        order = list(dict.fromkeys(t.incident_id for t in timings))
+        return order if len(order) > _CHUNK else None
+
+    def _plan_part(
+        self,
+        snapshots: dict[str, Snapshot],
+        threads: dict[tuple[str, str], ThreadState],
+        now: datetime,
+        recorded: list[Recorded],
+        failed: set[str],
+    ) -> tuple[list[Recorded], datetime | None]:
+        """Plan these incidents and record their posts (after ``recorded``)."""
+        result = planner.plan(
+            list(snapshots.values()),
+            threads,
+            self.config.channels,
+            self.config.cadence,
+            now,
+            self.store.thread_tail,
+        )
+        following = _PartsAfter(self, snapshots, result.decisions)
+        for index, decision in enumerate(result.decisions):
+            item = self._record(
+                snapshots[decision.post.incident_id],
+                decision,
+                functools.partial(following, index),
+            )
+            if item is not None:
+                recorded.append(item)
+            else:
+                failed.add(decision.post.incident_id)
+        return recorded, result.wake_at
+
     def run(
         self, now: datetime, changed: Collection[str] | None = None, *, due: bool = True
     ) -> tuple[list[Recorded], datetime | None]:
@@ -447,10 +531,16 @@ class Editor:
             timers = self._timers if token is not None else None
             stale = self.store.stale_posts(now)
             wanted: set[str] = set()
+            order: list[str] | None = None
+            snapshots: dict[str, Snapshot] = {}
+            threads: dict[tuple[str, str], ThreadState] = {}
             if changed is None:
-                snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
-                threads = self.store.threads()
                 timers = None
+                if self._chunkable():
+                    order = self._active_order(None)
+                if order is None:
+                    snapshots = {s.incident.id: s for s in self.store.snapshots(active_only=True)}
+                    threads = self.store.threads()
             else:
                 if timers is None or timers.token != token:
                     found = planner.due(self.store.thread_timings(), self.config.channels, now)
@@ -459,39 +549,48 @@ class Editor:
                 if due:
                     wanted |= {*self._failed, *timers.due(now)}
                     wanted.update(post[0].incident_id for post in stale)
-                loaded = self.store.snapshots(active_only=True, ids=wanted) if wanted else []
-                snapshots = {s.incident.id: s for s in loaded}
-                threads = self.store.threads(ids=snapshots) if snapshots else {}
-            self._advise(snapshots.values(), now)
-            failed: set[str] = set()
-            recorded = self._refresh_stale(stale, snapshots, threads, now)
-            if recorded and changed is not None:
-                threads = self.store.threads(ids=snapshots)
-            elif recorded:
-                threads = self.store.threads()
-            result = planner.plan(
-                list(snapshots.values()),
-                threads,
-                self.config.channels,
-                self.config.cadence,
-                now,
-                self.store.thread_tail,
-            )
-            following = _PartsAfter(self, snapshots, result.decisions)
-            for index, decision in enumerate(result.decisions):
-                item = self._record(
-                    snapshots[decision.post.incident_id],
-                    decision,
-                    functools.partial(following, index),
-                )
-                if item is not None:
-                    recorded.append(item)
+                if len(wanted) > _CHUNK and self._chunkable():
+                    order = self._active_order(wanted)
                 else:
-                    failed.add(decision.post.incident_id)
-            wake_at = result.wake_at
+                    loaded = self.store.snapshots(active_only=True, ids=wanted) if wanted else []
+                    snapshots = {s.incident.id: s for s in loaded}
+                    threads = self.store.threads(ids=snapshots) if snapshots else {}
+            failed: set[str] = set()
+            if order is None:
+                self._advise(snapshots.values(), now)
+                recorded = self._refresh_stale(stale, snapshots, threads, now)
+                if recorded and changed is not None:
+                    threads = self.store.threads(ids=snapshots)
+                elif recorded:
+                    threads = self.store.threads()
+                recorded, wake_at = self._plan_part(snapshots, threads, now, recorded, failed)
+            else:
+                # Many incidents: planned a chunk at a time, in the order planning them all
+                # at once would take (first seen first), so that no more than a chunk of
+                # them is held whole. No channel has a budget (whose count of what follows
+                # spans the whole plan), so each post is the one a single pass records.
+                scope = set(order)
+                stale_ids = {post[0].incident_id for post in stale} & scope
+                loaded = self.store.snapshots(active_only=True, ids=stale_ids) if stale_ids else []
+                stale_snapshots = {s.incident.id: s for s in loaded}
+                recorded = self._refresh_stale(
+                    stale, stale_snapshots, self.store.threads(ids=stale_snapshots), now
+                )
+                del loaded, stale_snapshots
+                wake_at = None
+                for start in range(0, len(order), _CHUNK):
+                    chunk = order[start : start + _CHUNK]
+                    snapshots = {
+                        s.incident.id: s for s in self.store.snapshots(active_only=True, ids=chunk)
+                    }
+                    self._advise(snapshots.values(), now)
+                    threads = self.store.threads(ids=snapshots) if snapshots else {}
+                    recorded, at = self._plan_part(snapshots, threads, now, recorded, failed)
+                    if at is not None and (wake_at is None or at < wake_at):
+                        wake_at = at
             if timers is not None:
                 # Their threads and promises changed: read again.
-                planned = {*wanted, *snapshots}
+                planned = {*wanted, *(snapshots if order is None else order)}
                 if planned:
                     timings = self.store.thread_timings(ids=planned)
                     timers.update(planned, planner.due(timings, self.config.channels, now))

@@ -223,3 +223,41 @@ def test_an_idle_plan_reads_no_incident_whole() -> None:
     assert recorded == [] and again == wake and read == []
     recorded, _ = planner.run(wake, ())
     assert {r.post.incident_id for r in recorded} == set(IDS[:3]) and len(read) == 3
+
+
+def test_a_plan_of_many_incidents_goes_a_chunk_at_a_time_and_records_the_same_posts(
+    monkeypatch: Any,
+) -> None:
+    """Past ``_CHUNK`` incidents (and no budget), a plan loads and plans them a chunk at a
+    time, to hold less at once: the same posts, in the same order, as one pass."""
+    import broadcaster.editor as editor_module
+
+    unbudgeted = replace(CONFIG, channels={k: v for k, v in CONFIG.channels.items() if k != "x-fr"})
+    rules = {name: RULES[name] for name in unbudgeted.channels}
+    keys = [f"inc-{i:02d}" for i in range(13)]
+
+    def plans(chunk: int) -> tuple[list[Any], list[Any], Any]:
+        monkeypatch.setattr(editor_module, "_CHUNK", chunk)
+        store = Store(":memory:")
+        planner = Editor(store, RENDERER, unbudgeted, rules)
+        states = [
+            dict(status=i % 3, severity=("minor", "critical")[i % 2], message=i % 3, asked=None)
+            for i in range(len(keys))
+        ]
+        made = [
+            incident(key, state | {"window": 50}, T0)
+            for key, state in zip(keys, states, strict=True)
+        ]
+        changed = planner.ingest(made, T0)
+        runs = [planner.run(T0, changed)[0]]
+        for channel in unbudgeted.channels:
+            deliver(store, channel, 5, T0)
+        later = T0 + timedelta(hours=2)
+        runs.append(planner.run(later)[0])  # everything (start, reload): reminders, stale
+        runs.append(planner.run(later + timedelta(hours=2), ())[0])  # what is due
+        seen = [[(r.post, r.parts) for r in run] for run in runs]
+        result = (seen, outbox(store), store.threads())
+        store.close()
+        return result
+
+    assert plans(4) == plans(1000)
