@@ -550,8 +550,8 @@ class Editor:
                     wanted |= {*self._failed, *timers.due(now)}
                     wanted.update(post[0].incident_id for post in stale)
                 if len(wanted) > _CHUNK and self._chunkable():
-                    order = self._active_order(wanted)
-                else:
+                    order = self._active_order(wanted)  # None: few of them active, one pass
+                if order is None:
                     loaded = self.store.snapshots(active_only=True, ids=wanted) if wanted else []
                     snapshots = {s.incident.id: s for s in loaded}
                     threads = self.store.threads(ids=snapshots) if snapshots else {}

@@ -261,3 +261,27 @@ def test_a_plan_of_many_incidents_goes_a_chunk_at_a_time_and_records_the_same_po
         return result
 
     assert plans(4) == plans(1000)
+
+
+def test_more_changed_ids_than_a_chunk_but_few_still_open_are_planned_at_once(
+    monkeypatch: Any,
+) -> None:
+    """Past ``_CHUNK`` ids of which only a few are open (a backfill touching old, closed
+    incidents), the plan takes the open ones in one pass: their openings now, not at the
+    next safety-net plan a quarter of an hour later."""
+    import broadcaster.editor as editor_module
+
+    monkeypatch.setattr(editor_module, "_CHUNK", 4)
+    unbudgeted = replace(CONFIG, channels={k: v for k, v in CONFIG.channels.items() if k != "x-fr"})
+    rules = {name: RULES[name] for name in unbudgeted.channels}
+    planner = Editor(Store(":memory:"), RENDERER, unbudgeted, rules)
+    opened = [
+        incident(
+            f"new-{i}", dict(status=0, severity="critical", message=0, asked=None, window=50), T0
+        )
+        for i in range(3)
+    ]
+    changed = planner.ingest(opened, T0)
+    recorded, wake_at = planner.run(T0, [*changed, "gone-1", "gone-2"])
+    assert {r.post.incident_id for r in recorded} == {"new-0", "new-1", "new-2"}
+    assert wake_at is not None, "their promised updates are scheduled"
