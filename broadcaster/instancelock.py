@@ -44,8 +44,10 @@ class InstanceLock:
             return True
         try:
             held, named = os.fstat(self._fd), os.stat(self.path)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        except OSError:
+            return True  # a passing error (EACCES, ESTALE) says nothing: asked again later
         return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
     def release(self) -> None:

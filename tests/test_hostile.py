@@ -745,3 +745,32 @@ def test_healthz_without_the_token_hides_hosts_addresses_and_ports(
     # ``status`` keeps the full text.
     code = main(["status", "--dry-run", "--config", str(service.config), "--format", "json"])
     assert code == 0 and "x-proxy.corp.internal" in capsys.readouterr().out
+
+
+def test_a_passing_stat_error_does_not_halt_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a store or lock file that is gone halts the daemon for good; a stat that fails
+    for another reason (EACCES, ESTALE on NFS) says nothing about the file and is asked
+    again at the next look."""
+    from broadcaster.instancelock import InstanceLock
+    from broadcaster.store import Store
+
+    store = Store(str(tmp_path / "store.sqlite3"))
+    lock = InstanceLock(tmp_path / "broadcaster.lock")
+    lock.acquire()
+    real_stat = os.stat
+
+    def failing(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(116, "Stale file handle")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing)
+    assert store.lost() is None and lock.intact()
+    monkeypatch.setattr(os, "stat", real_stat)
+    (tmp_path / "broadcaster.lock").unlink()
+    (tmp_path / "store.sqlite3").unlink()
+    assert not lock.intact() and "was deleted" in (store.lost() or "")
+    lock.release()
+    store.close()

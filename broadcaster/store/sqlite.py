@@ -42,10 +42,11 @@ from .sqlite_schema import MIGRATIONS
 
 
 def _identity(path: str) -> tuple[int, int] | None:
-    """The file a path names (device, inode), or None if it names nothing."""
+    """The file a path names (device, inode), or None if it names nothing. Any other
+    error (EACCES, ESTALE on NFS) is raised: it says nothing about the file being gone."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return st.st_dev, st.st_ino
 
@@ -93,7 +94,10 @@ class Store(DataStore):
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
         # The file opened: writes keep reaching it even once its path is deleted or replaced.
-        self._file = _identity(self.path) if self.path != ":memory:" else None
+        try:
+            self._file = _identity(self.path) if self.path != ":memory:" else None
+        except OSError:
+            self._file = None  # cannot be told apart: not watched rather than halting for it
         # One instance per data directory (flock): it holds every channel's lease.
         self._leases: dict[str, Lease] = {}
         self._instances: dict[str, datetime] = {}
@@ -155,7 +159,10 @@ class Store(DataStore):
     def lost(self) -> str | None:
         if self._file is None:
             return None
-        named = _identity(self.path)
+        try:
+            named = _identity(self.path)
+        except OSError:
+            return None  # a passing error (EACCES, ESTALE) is not a lost store: asked again
         if named == self._file:
             return None
         how = "deleted" if named is None else "replaced"
