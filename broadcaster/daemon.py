@@ -372,6 +372,8 @@ class Daemon:
             # Not acknowledged, so the source offers it again at the next poll.
             log.exception("could not record input from %s; will retry", source)
             return False
+        if self.blind() is not None:
+            return False  # committed to a lost store: offered again at the next start
         batch.ack()
         changed_ids += self._apply_events(app, source, batch.events)
         if changed_ids:
@@ -417,6 +419,8 @@ class Daemon:
             # Nothing of the batch committed: none acknowledged, all offered again in order.
             log.exception("could not record events from %s; will retry", source)
             return []
+        if self.blind() is not None:
+            return []  # committed to a lost store: left in the queue for the next start
         for event, refused in outcomes:
             if refused is None:
                 event.ack()
@@ -496,6 +500,13 @@ class Daemon:
                 for item in items:
                     if not item.future.done():
                         item.future.set_exception(e)
+                return []
+            gone = self.blind()
+            if gone is not None:
+                # Committed to a store deleted or replaced meanwhile, which the next start
+                # will not see: not acknowledged, so the sender sends it again then.
+                for item in applied:
+                    item.future.set_exception(ServiceStopping(f"not accepting events: {gone}"))
                 return []
         # Committed: only now is any of them acknowledged.
         for item in applied:

@@ -564,6 +564,29 @@ def test_a_bad_event_among_concurrent_good_ones_is_refused_alone(service: Servic
     assert all(app_.store.snapshot(f"rack-{i}") is not None for i in range(4))
 
 
+def test_an_event_committed_to_a_store_deleted_meanwhile_is_not_acknowledged(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store file is deleted while a group is being written: the commit lands on the
+    orphaned file, which the next start will not see, so the sender gets a 503 (and sends
+    it again), never a 202 for an event that would be forgotten."""
+    app_ = service.daemon.app
+    assert app_ is not None
+    batch = app_.store.batch
+    path = service.tmp / "data" / "dry-run.sqlite3"
+
+    @contextmanager
+    def deleted_during_the_batch() -> Iterator[None]:
+        with batch():
+            yield
+            path.unlink()
+
+    monkeypatch.setattr(app_.store, "batch", deleted_during_the_batch)
+    answer = service.post(bilingual_opening("rack-1"))
+    assert answer.status == 503
+    assert "dry-run.sqlite3 was deleted" in answer.json()["errors"][0]["message"]
+
+
 def test_no_event_is_acknowledged_before_its_commit(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
