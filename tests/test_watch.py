@@ -130,6 +130,24 @@ def test_a_spool_backlog_larger_than_a_poll_is_all_taken_in(run) -> None:
     assert snapshot is not None and snapshot.revision == len(events)
 
 
+def test_a_good_spool_file_behind_a_full_poll_of_bad_ones_is_taken_in_at_once(run) -> None:
+    r = run(config('[intake.spool]\ndirectory = "spool"'))
+    daemon = r.start()
+    assert daemon.app is not None
+    (spool,) = [s for s in daemon.app.sources if s.name == "spool"]
+    spool.batch_size = 2  # type: ignore[attr-defined]
+    incoming = r.tmp / "spool" / "incoming"
+    with daemon._plan_lock:  # all three arrive before the first poll
+        for i, text in enumerate(["{not json", "[1, 2", json.dumps(opening())]):
+            part = incoming / f".{i:04d}.part"
+            part.write_text(text)
+            part.rename(incoming / f"{i:04d}.json")
+    # The first poll refuses both bad files; the good one is polled at once after them,
+    # not at the 60-second safety poll.
+    wait_for(lambda: daemon.app.store.snapshot("sbg-power") is not None, "the good file", 10)
+    assert len(list((r.tmp / "spool" / "rejected").glob("*.json"))) == 2
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path):
     server = RedisServer(tmp_path / "redis")

@@ -98,7 +98,9 @@ class SpoolSource(PullSource):
                     reject=partial(self._rejected, name),
                 )
             )
-        return Batch(events=events) if events else None
+        # Files listed but all refused still count as something handed over: a watcher then
+        # polls again at once for the files behind them, not at the next safety poll.
+        return Batch(events=events) if events or names else None
 
     # -- notifications --------------------------------------------------------------------------
 
