@@ -16,13 +16,13 @@ from pathlib import Path
 
 from ..model import Incident
 from ..statefile import MAX_STATE_BYTES, Check, StateFileError, load_state, read_bytes
-from .base import Batch, PullSource
-from .watch import DirectoryWatch
+from .base import Batch
+from .watch import DirectoryWatch, WatchedSource
 
 log = logging.getLogger("broadcaster.sources.file")
 
 
-class StateFileSource(PullSource):
+class StateFileSource(WatchedSource):
     name = "file"
 
     def __init__(
@@ -39,7 +39,7 @@ class StateFileSource(PullSource):
         self._signature: tuple[int, int, int, int] | None = None
         self._digest: str | None = None
         self._error: str | None = None
-        self._watch: DirectoryWatch | None = None
+        self._watch = None
         self._names: frozenset[str] = frozenset()
         # The message of each incident in the last committed save, per language.
         self._messages: dict[str, frozenset[str]] = {}
@@ -153,15 +153,6 @@ class StateFileSource(PullSource):
             if problem is not None:
                 log.warning("%s: %s; polled at the safety interval meanwhile", self.path, problem)
         return changed
-
-    def interrupt(self) -> None:
-        if self._watch is not None:
-            self._watch.interrupt()
-
-    def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
 
     def _report(self, message: str) -> None:
         if message != self._error:

@@ -28,8 +28,8 @@ from functools import partial
 from pathlib import Path
 
 from ..events import MAX_EVENT_BYTES, EventError, decode
-from .base import Batch, Event, PullSource
-from .watch import DirectoryWatch
+from .base import Batch, Event
+from .watch import DirectoryWatch, WatchedSource
 
 log = logging.getLogger("broadcaster.sources.spool")
 
@@ -38,7 +38,7 @@ log = logging.getLogger("broadcaster.sources.spool")
 DEFAULT_BATCH_SIZE = 100
 
 
-class SpoolSource(PullSource):
+class SpoolSource(WatchedSource):
     name = "spool"
 
     def __init__(self, directory: Path, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
@@ -52,7 +52,7 @@ class SpoolSource(PullSource):
         # Files already committed (None) or refused (the reason) whose move failed: moved on
         # the next polls, never handed over again.
         self._stranded: dict[str, str | None] = {}
-        self._watch: DirectoryWatch | None = None
+        self._watch = None
         self._ensure_directories()
 
     @property
@@ -121,15 +121,6 @@ class SpoolSource(PullSource):
 
     def wait(self, timeout: float) -> bool:
         return self._watch.wait(timeout) if self._watch is not None else False
-
-    def interrupt(self) -> None:
-        if self._watch is not None:
-            self._watch.interrupt()
-
-    def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
 
     # -- moving files on ----------------------------------------------------------------------
 

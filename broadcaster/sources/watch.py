@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .base import PullSource
+
 log = logging.getLogger("broadcaster.sources.watch")
 
 # What may make a directory entry worth a look: written and closed, renamed in or out, deleted,
@@ -160,3 +162,19 @@ class DirectoryWatch:
             self._pipe = None
         self._watches.clear()
         self._by_wd.clear()
+
+
+class WatchedSource(PullSource):
+    """A pull source told of changes by a ``DirectoryWatch`` of its own (``_watch``, set by
+    its ``watch``): interrupting or closing it is the same for all of them."""
+
+    _watch: DirectoryWatch | None = None
+
+    def interrupt(self) -> None:
+        if self._watch is not None:
+            self._watch.interrupt()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
