@@ -88,6 +88,7 @@ from benchlib import (
     ROOT,
     Figure,
     Result,
+    child_env,
     config_header,
     finish,
     median,
@@ -549,7 +550,7 @@ def storm(
         command = [sys.executable, __file__, "--http-clients", str(feed), str(clients)]
         if not keep_alive:
             command.append("--close")
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=child_env())
         cpu0 = time.process_time()
         out, _ = proc.communicate(timeout=600)
         cpu = time.process_time() - cpu0

@@ -11,6 +11,7 @@ daemon.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -31,6 +32,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 LOOPBACK = "127.0.0.1"
+# Nothing but loopback resolves, here and in every daemon started with ``child_env``.
+GUARD = Path(__file__).resolve().parent / "guard"
+_spec = importlib.util.spec_from_file_location("bench_loopback_guard", GUARD / "sitecustomize.py")
+assert _spec is not None and _spec.loader is not None
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 # Only loopback is ever talked to: make sure no proxy from the environment gets in the way
 # (requests would otherwise send sandbox traffic to an HTTP(S)_PROXY). Inherited by every
 # subprocess the benchmarks start.
@@ -431,9 +437,11 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> ob
 
 
 def child_env() -> dict[str, str]:
-    """Environment for daemon subprocesses: this checkout first on the import path."""
+    """Environment for daemon subprocesses: this checkout first on the import path, and the
+    loopback-only guard (``guard/sitecustomize.py``) loaded at their start."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    paths = (str(GUARD), str(ROOT), env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 
 
