@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from support import bilingual_opening, opening, wait_for
-from test_http import TOKEN, TOKEN_VAR, Service, config_text
+from test_http import TOKEN, TOKEN_VAR, Service, config_text, running
 from test_platforms import harness, servers  # noqa: F401  (fixtures)
 
 from broadcaster.web import server as web_server
@@ -32,15 +32,8 @@ def quick_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     production)."""
     monkeypatch.setattr(web_server, "REQUEST_DEADLINE", 1.0)
     monkeypatch.setattr(web_server, "KEEP_ALIVE", 1.0)
-    monkeypatch.setenv(TOKEN_VAR, TOKEN)
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    s = Service(tmp_path, config_text())
-    daemon = s.start()
-    try:
+    with running(tmp_path, monkeypatch) as s:
         yield s
-    finally:
-        daemon.stop()
-        s.stop()
 
 
 def test_200_slow_clients_leave_healthz_and_a_valid_event_answered(

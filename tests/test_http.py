@@ -111,17 +111,24 @@ def metric(values: dict[tuple[str, frozenset], float], name: str, **labels: str)
     return values[(name, frozenset(labels.items()))]
 
 
-@pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+@contextmanager
+def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> Iterator[Service]:
+    """The daemon with its HTTP intake (and ``extra`` config), stopped afterwards."""
     monkeypatch.setenv(TOKEN_VAR, TOKEN)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    s = Service(tmp_path, config_text())
+    s = Service(tmp_path, config_text(extra=extra))
     daemon = s.start()
     try:
         yield s
     finally:
         daemon.stop()
         s.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    with running(tmp_path, monkeypatch) as s:
+        yield s
     # Whatever a test did, no answer ever carried the token.
     for r in s.responses:
         assert TOKEN.encode() not in r.body

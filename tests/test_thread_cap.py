@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support import bilingual_opening, opening, wait_for
-from test_http import TOKEN, TOKEN_VAR, Service, config_text
+from test_http import Service, running
 
 from broadcaster.cli import main
 
@@ -23,15 +23,8 @@ LONG = "Feed A is back, feed B is not. " * 60
 @pytest.fixture
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     """The daemon with its HTTP intake and a spool directory."""
-    monkeypatch.setenv(TOKEN_VAR, TOKEN)
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    s = Service(tmp_path, config_text(extra='\n[intake.spool]\ndirectory = "spool"'))
-    daemon = s.start()
-    try:
+    with running(tmp_path, monkeypatch, extra='\n[intake.spool]\ndirectory = "spool"') as s:
         yield s
-    finally:
-        daemon.stop()
-        s.stop()
 
 
 def test_an_event_over_the_cap_is_refused_by_http_and_the_spool_and_never_posted(
