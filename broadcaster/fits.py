@@ -7,7 +7,7 @@ the incident can produce now (an opening, an update, a reminder, or its closing 
 rendered with the very templates and length rules the daemon uses, and counted in parts.
 
 The count is deliberately a little pessimistic, so a post accepted now still fits later,
-when its texts say "2 h 15 min" instead of "10 min": each part keeps room for the
+when its texts say "2 hours 15 minutes" instead of "10 minutes": each part keeps room for the
 "Posted at …" stamp that makes a repeated part unique, and the text gets a few spare
 characters. The planner checks the cap again on the exact post (``Editor``), and refuses
 one that does not fit rather than posting it cut or as a huge thread.
