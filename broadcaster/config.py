@@ -18,56 +18,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .configread import ConfigError as ConfigError
+from .configread import ConfigProblem as ConfigProblem
+from .configread import Missing, Reader, expand_tree
+from .configread import Secret as Secret
+from .configread import parse_duration as parse_duration
 from .logs import register_secret
 from .model import INCIDENT_STATUSES, SEVERITIES, ChannelInfo
-from .problems import Problem, ProblemsError
-from .statefile.sourcemap import SourceMap, toml_source_map
 from .statefile.syntax import MAX_STATE_BYTES
 
 PLATFORMS = ("x", "mastodon", "dryrun")
 DEFAULT_API_BASE = {"x": "https://api.x.com", "mastodon": None, "dryrun": None}
 SECRET_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
-
-
-class Secret:
-    """A credential. Its text never appears in repr, str, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-        register_secret(value)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("secret", self._value))
-
-
-@dataclass(frozen=True)
-class ConfigProblem(Problem):
-    """One thing wrong with the config file, naming the (dotted) key."""
-
-    path: str
-    line: int | None
-    key: str
-    message: str
-
-    def subject(self) -> str | None:
-        return self.key
-
-
-class ConfigError(ProblemsError[ConfigProblem]):
-    """The config cannot be used; ``problems`` says why."""
 
 
 @dataclass(frozen=True)
@@ -238,97 +200,6 @@ class Config:
         return frozenset(c.language for c in self.channels.values())
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|d|h|m|s)")
-_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(text: object) -> timedelta:
-    """'15m', '2h', '1h30m', '45s', '250ms', '1d' → timedelta. Raises ValueError."""
-    if isinstance(text, str):
-        compact = text.replace(" ", "")
-        parts = _DURATION_PART.findall(compact)
-        if parts and "".join(n + u for n, u in parts) == compact:
-            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
-    raise ValueError(f"expected a duration such as '15m', '2h', '1h30m' or '45s', got {text!r}")
-
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _expand(value: str) -> tuple[str, list[str]]:
-    missing: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in os.environ:
-            missing.append(name)
-            return ""
-        # Whatever key it was put in (a token pasted in api_base_url...), the value of a
-        # variable is never echoed: not in errors, logs or answers.
-        register_secret(os.environ[name])
-        return os.environ[name]
-
-    return _ENV.sub(sub, value), missing
-
-
-class _Reader:
-    """Walks the parsed TOML while remembering where each key sits in the source."""
-
-    def __init__(self, path: Path, source: str) -> None:
-        self.path = path
-        self.source = source
-        self.problems: list[ConfigProblem] = []
-        self._map: SourceMap | None = None
-
-    def line_of(self, table: str, key: str | None = None) -> int | None:
-        """Line of ``key`` in ``table`` (dotted), or of the table if the key is not written."""
-        if self._map is None:
-            # The state file's locator; built only once a problem must be located.
-            self._map = toml_source_map(self.source)
-        address: tuple[str, ...] = tuple(table.split("."))
-        if key is not None:
-            address += (key,)
-        return self._map.line(address)
-
-    def problem(self, table: str, key: str | None, message: str) -> None:
-        dotted = f"{table}.{key}" if key else table
-        self.problems.append(
-            ConfigProblem(str(self.path), self.line_of(table, key), dotted, message)
-        )
-
-    def unknown_keys(self, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.problem(table, key, f"unknown key{hint}")
-
-    def path_setting(self, table: str, key: str, data: Mapping[str, Any], default: str) -> str:
-        """A path setting: a non-empty string (the default after reporting anything else)."""
-        value = data.get(key, default)
-        if not isinstance(value, str) or not value.strip():
-            self.problem(table, key, f'expected a path as a quoted string, e.g. "{default}"')
-            return default
-        return value
-
-    def duration(self, table: str, key: str, value: Any) -> timedelta | None:
-        try:
-            result = parse_duration(value)
-        except ValueError as e:
-            self.problem(table, key, str(e))
-            return None
-        if result <= timedelta(0):
-            self.problem(table, key, "must be longer than zero")
-            return None
-        return result
-
-    def string_list(self, table: str, key: str, value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.problem(table, key, "expected a list of strings")
-            return ()
-        return tuple(value)
-
-
 BROADCASTER_KEYS = (
     "state_file",
     "data_dir",
@@ -417,8 +288,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(
             [ConfigProblem(str(path), int(m.group(1)) if m else None, "-", f"TOML syntax: {e}")]
         ) from None
-    r = _Reader(path, source)
-    raw = _expand_tree(raw, r, "")
+    r = Reader(path, source)
+    raw = expand_tree(raw, r, "")
     base = path.resolve().parent
     for key in raw:
         if key not in TOP_KEYS:
@@ -490,32 +361,7 @@ def load_config(path: Path) -> Config:
     )
 
 
-def _expand_tree(value: Any, r: _Reader, where: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand_tree(v, r, f"{where}.{k}" if where else k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_tree(v, r, where) for v in value]
-    if isinstance(value, str) and "${" in value:
-        expanded, missing = _expand(value)
-        if missing:
-            # Remembered, not raised: only a channel that really posts needs its credentials.
-            return _Missing(expanded, tuple(missing))
-        return expanded
-    return value
-
-
-class _Missing(str):
-    """A string whose ${VAR} was not set in the environment."""
-
-    variables: tuple[str, ...]
-
-    def __new__(cls, value: str, variables: tuple[str, ...]) -> _Missing:
-        obj = super().__new__(cls, value)
-        obj.variables = variables
-        return obj
-
-
-def _cadence(r: _Reader, c: Mapping[str, Any]) -> CadenceConfig:
+def _cadence(r: Reader, c: Mapping[str, Any]) -> CadenceConfig:
     r.unknown_keys("cadence", c, CADENCE_KEYS)
     every = {
         status: _by_severity(r, status, c.get(status, {}), defaults)
@@ -540,7 +386,7 @@ def _cadence(r: _Reader, c: Mapping[str, Any]) -> CadenceConfig:
 
 
 def _by_severity(
-    r: _Reader, key: str, given: Any, defaults: Mapping[str, str]
+    r: Reader, key: str, given: Any, defaults: Mapping[str, str]
 ) -> dict[str, timedelta]:
     """A duration for every severity, from one duration (all severities) or a table."""
     if isinstance(given, str):
@@ -560,7 +406,7 @@ def _by_severity(
     }
 
 
-def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | None:
+def _channel(r: Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | None:
     table = f"channels.{name}"
     r.unknown_keys(table, c, CHANNEL_KEYS)
     platform = c.get("platform")
@@ -579,7 +425,7 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         value = c.get(key)
         if value is None:
             continue
-        if isinstance(value, _Missing):
+        if isinstance(value, Missing):
             missing[key] = ", ".join(f"${{{v}}}" for v in value.variables)
             continue
         if not isinstance(value, str):
@@ -591,7 +437,7 @@ def _channel(r: _Reader, name: str, c: Mapping[str, Any]) -> ChannelConfig | Non
         r.problem(table, "max_characters", "expected a whole number of at least 50")
         max_chars = None
     api = c.get("api_base_url", DEFAULT_API_BASE[platform])
-    if isinstance(api, _Missing):
+    if isinstance(api, Missing):
         r.problem(
             table, "api_base_url", f"environment variable {', '.join(api.variables)} is not set"
         )
@@ -659,7 +505,7 @@ INTAKE_KEYS = {
 }
 
 
-def _intake(r: _Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
+def _intake(r: Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
     r.unknown_keys("intake", raw, tuple(INTAKE_KEYS))
     values: dict[str, Any] = {}
     for name, keys in INTAKE_KEYS.items():
@@ -671,7 +517,7 @@ def _intake(r: _Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
             continue
         r.unknown_keys(f"intake.{name}", table, keys)
         for key, value in table.items():
-            if isinstance(value, _Missing):
+            if isinstance(value, Missing):
                 r.problem(
                     f"intake.{name}",
                     key,
@@ -706,7 +552,7 @@ def _intake(r: _Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
             r.problem("intake.http", "listen", f"expected HOST:PORT, got {listen!r}")
         values["http_listen"] = listen
         token = http.get("token")
-        if isinstance(token, str) and not isinstance(token, _Missing):
+        if isinstance(token, str) and not isinstance(token, Missing):
             if len(token) < 16:
                 r.problem("intake.http", "token", "too short: use at least 16 random characters")
             values["http_token"] = Secret(token)
@@ -726,7 +572,7 @@ CONSOLE_KEYS = ("listen", "token")
 _LISTEN = re.compile(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}")
 
 
-def _console(r: _Reader, raw: Any) -> ConsoleConfig:
+def _console(r: Reader, raw: Any) -> ConsoleConfig:
     """``[console]``: checked here, but its token is only required to start the console."""
     if not isinstance(raw, dict):
         r.problem("console", None, "expected a table [console]")
@@ -740,7 +586,7 @@ def _console(r: _Reader, raw: Any) -> ConsoleConfig:
         else:
             values["listen"] = listen
     token = raw.get("token")
-    if isinstance(token, _Missing):
+    if isinstance(token, Missing):
         # Only `broadcaster console` needs it: the daemon runs without it.
         values["token_missing"] = ", ".join(token.variables)
     elif isinstance(token, str):
@@ -753,14 +599,14 @@ def _console(r: _Reader, raw: Any) -> ConsoleConfig:
     return ConsoleConfig(**values)
 
 
-def _store(r: _Reader, raw: Mapping[str, Any]) -> StoreConfig:
+def _store(r: Reader, raw: Mapping[str, Any]) -> StoreConfig:
     if not isinstance(raw, dict):
         r.problem("store", None, "expected a table [store]")
         return StoreConfig()
     r.unknown_keys("store", raw, STORE_KEYS)
     values: dict[str, Any] = {}
     url = raw.get("url")
-    if isinstance(url, _Missing):
+    if isinstance(url, Missing):
         r.problem("store", "url", f"environment variable {', '.join(url.variables)} is not set")
     elif url is not None:
         if not isinstance(url, str) or not re.match(r"^postgres(ql)?://", url):

@@ -25,7 +25,8 @@ from .fits import FitCheck, TooLong
 from .model import ChannelInfo, Incident, OutboxPost, PlannedPost, Snapshot, ThreadState
 from .render import Renderer, TemplateError
 from .store import DataStore
-from .textfit import LengthRule, split
+from .textfit import LengthRule
+from .textsplit import split
 
 log = logging.getLogger("broadcaster.editor")
 

@@ -39,7 +39,8 @@ from .model import (
     names_in,
 )
 from .render import Renderer, TemplateError
-from .textfit import LengthRule, split
+from .textfit import LengthRule
+from .textsplit import split
 
 # Spare characters in every rendered text: what the texts that change with time (elapsed,
 # "since", the next update) may grow by between the check and a later post.

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from twitter_text import parse_tweet
 from twitter_text.config import config as twitter_config
 
-from broadcaster.textfit import Counting, LengthRule, mastodon_rule, rule_for, split, x_rule
+from broadcaster.textfit import Counting, LengthRule, mastodon_rule, rule_for, x_rule
+from broadcaster.textsplit import split
 
 SUFFIX = re.compile(r" \((\d+)/(\d+)\)$")
 THUMBS_UP_MEDIUM = "👍🏽"  # one grapheme cluster, two code points

@@ -13,13 +13,14 @@ import pytest
 from twitter_text import parse_tweet
 from twitter_text.config import config as twitter_config
 
-from broadcaster import textfit
-from broadcaster.textfit import Counting, LengthRule, rule_for, split, x_rule
+from broadcaster import textfit, textsplit
+from broadcaster.textfit import Counting, LengthRule, rule_for, x_rule
+from broadcaster.textsplit import split
 
 
 @pytest.fixture(autouse=True)
 def cold_caches() -> Iterator[None]:
-    for value in list(vars(textfit).values()):
+    for value in [*vars(textfit).values(), *vars(textsplit).values()]:
         clear = getattr(value, "cache_clear", None)
         if callable(clear):
             clear()
