@@ -80,6 +80,19 @@ def test_the_package_has_no_import_cycle() -> None:
     assert cycles(graph) == []
 
 
+MAX_MODULE_LINES = 700
+
+
+def test_no_module_of_the_package_is_over_700_lines() -> None:
+    # A module that long does several jobs: split it along a seam rather than raise this.
+    lines = {
+        module_name(path): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    long = {name: n for name, n in sorted(lines.items()) if n > MAX_MODULE_LINES}
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
 if __name__ == "__main__":
     for component in cycles(import_graph()):
         print(" <-> ".join(component))

@@ -14,7 +14,8 @@ from typing import TextIO
 from .faults import FaultDecision, Faults
 from .http import Post, RequestRecord
 from .mastodon import DEFAULT_MASTODON_ACCOUNT, MastodonAccount, MastodonSandbox, status_length
-from .x import DEFAULT_X_ACCOUNT, X_PUBLIC_BASE_URLS, XAccount, XSandbox
+from .x import XSandbox
+from .xauth import DEFAULT_X_ACCOUNT, X_PUBLIC_BASE_URLS, XAccount
 
 __all__ = [
     "DEFAULT_MASTODON_ACCOUNT",

@@ -15,10 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from oauthlib.common import Request as OAuthRequest
-from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849 import utils as oauth_utils
 from twitter_text import parse_tweet
 
@@ -36,9 +33,7 @@ from .http import (
     utc_iso,
 )
 from .page import render_threads
-
-# Hosts tweepy (and other clients) sign requests for. See XSandbox._verify_signature.
-X_PUBLIC_BASE_URLS: tuple[str, ...] = ("https://api.twitter.com", "https://api.x.com")
+from .xauth import DEFAULT_X_ACCOUNT, X_PUBLIC_BASE_URLS, XAccount, signature_valid
 
 TWITTER_EPOCH_MS = 1288834974657
 
@@ -79,30 +74,6 @@ _REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-
-
-@dataclass(frozen=True)
-class XAccount:
-    """One X user as an app sees it: the app's consumer pair plus the user's token pair."""
-
-    consumer_key: str
-    consumer_secret: str
-    access_token: str
-    access_token_secret: str
-    user_id: str
-    username: str
-    name: str = "Status (sandbox)"
-    bearer_token: str | None = None  # an OAuth 2.0 user-context token, if wanted
-
-
-DEFAULT_X_ACCOUNT = XAccount(
-    consumer_key="sandbox-consumer-key",
-    consumer_secret="sandbox-consumer-secret",
-    access_token="1500000000000000001-sandboxaccesstoken",
-    access_token_secret="sandbox-access-token-secret",
-    user_id="1500000000000000001",
-    username="status_sandbox",
-)
 
 
 def _problem(status: int, title: str, detail: str, type_: str = "about:blank") -> dict[str, Any]:
@@ -294,41 +265,12 @@ class XSandbox(SandboxServer):
     def _verify_signature(
         self, request: Request, header: str, oauth: Mapping[str, str], account: XAccount
     ) -> bool:
-        body = None
-        if request.content_type == "application/x-www-form-urlencoded":
-            body = request.body.decode("utf-8", "replace")
-        try:
-            params = oauth_signature.collect_parameters(
-                uri_query=urlsplit(request.target).query,
-                body=body,
-                headers={"Authorization": header},
-                exclude_oauth_signature=True,
-            )
-        except ValueError:
-            return False
-        # The signature covers scheme, host and path. tweepy hard-codes and signs
-        # https://api.twitter.com/...; the RebasingAdapter redirects the already signed
-        # request here, because requests applies auth while preparing the request, before
-        # any adapter sees it. Re-signing in the adapter would mean handing it the secrets
-        # and would test a path production never takes, so instead the sandbox accepts a
-        # signature made for its own URL or for any public X base URL the client may have
-        # signed (``public_base_urls``, configurable for new hosts). The Host header covers
-        # clients that address the sandbox as localhost rather than 127.0.0.1.
+        # tweepy signs for https://api.twitter.com/...; see xauth.signature_valid. The Host
+        # header covers clients that address the sandbox as localhost rather than 127.0.0.1.
         candidates = [self.base_url, *self.public_base_urls]
         if request.header("host"):
             candidates.insert(1, f"http://{request.header('host')}")
-        for base in candidates:
-            try:
-                signed = OAuthRequest(base + request.target, http_method=request.method)
-            except ValueError:
-                return False
-            signed.params = params
-            signed.signature = oauth.get("oauth_signature", "")
-            if oauth_signature.verify_hmac_sha1(
-                signed, account.consumer_secret, account.access_token_secret
-            ):
-                return True
-        return False
+        return signature_valid(request, header, oauth, account, candidates)
 
     # -- rate limits ---------------------------------------------------------------------
 
