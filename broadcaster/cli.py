@@ -17,7 +17,7 @@ from .advice import advice
 from .clock import utcnow as _now
 from .config import Config, load_config, setup_problems
 from .instancelock import AlreadyRunning
-from .model import INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState
+from .model import ID_FIELD, INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState, opened
 from .problems import ProblemsError
 from .statefile import Check, StateFileError, load_state, load_timeline
 
@@ -327,11 +327,8 @@ def cmd_draft(args: argparse.Namespace) -> int:
     if args.new:
         if args.incident_id in known:
             raise UsageError(f"incident {args.incident_id!r} already exists in {config.state_file}")
-        data = {"id": args.incident_id, **changes}
-        kind = str(data.get("kind", "incident"))
-        if kind == "incident":
-            data.setdefault("started_at", now.astimezone(config.timezone).replace(microsecond=0))
-            data.setdefault("status", "investigating")
+        started = now.astimezone(config.timezone).replace(microsecond=0)
+        data = opened({ID_FIELD: args.incident_id, **changes}, started)
         origin = f"draft --new {args.incident_id}"
         incident = parse_incident(data, origin=origin, languages=config.languages())
         _refuse_too_long(config, incident, origin)

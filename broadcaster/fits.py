@@ -28,6 +28,7 @@ from . import i18n, planner
 from .config import ChannelConfig, Config
 from .model import (
     INCIDENT_FIELDS,
+    MESSAGE_FIELD,
     FieldKind,
     Incident,
     IncidentKind,
@@ -313,7 +314,7 @@ class FitCheck:
         }
         # The message is what ops write most, and what the cap is mostly about: blamed
         # unless another text is longer.
-        field = max(lengths, key=lambda n: (lengths[n], n == "message"))
+        field = max(lengths, key=lambda n: (lengths[n], n == MESSAGE_FIELD))
         total = lengths[field]
         if self.parts(_cut(incident, field, language, 0), channel, now) > channel.max_parts:
             return TooLong(incident.id, field, channel.name, parts, channel.max_parts, None)

@@ -405,6 +405,11 @@ class Incident:
             values[name] = value
         return replace(self, **values)
 
+    def content_json(self) -> dict[str, Any]:
+        """:meth:`to_json` without where it was described: what two sources writing the same
+        incident agree on (``origin`` kept as a key, empty, so digests stay as they were)."""
+        return self.to_json() | {"origin": ""}
+
     def to_json(self) -> dict[str, Any]:
         """Every field as JSON data (None when not set), plus ``origin``."""
         data = {
@@ -482,26 +487,50 @@ INCIDENT_FIELDS: Mapping[str, FieldRule] = {
 }
 # The key that names an incident in every source (state file, events).
 ID_FIELD = next(name for name, rule in INCIDENT_FIELDS.items() if rule.kind is FieldKind.ID)
+# The key that says whether an entry is an incident or a maintenance.
+KIND_FIELD = next(name for name, rule in INCIDENT_FIELDS.items() if rule.kind is FieldKind.KIND)
+# The update's own words: what ops write most (the thread cap blames it first) and replace
+# but never delete (a state-file save that lost it was cut short).
+MESSAGE_FIELD = "message"
 
 
-def sample_incident(full: bool, **values: Any) -> Incident:
-    """An incident for the template check: ``values``, plus with ``full`` every field that
-    has a declared sample and applies to its kind and status."""
-    if full:
-        kind = values.get("kind", IncidentKind.INCIDENT)
-        final = values.get("status") in FINAL_STATUSES
-        for name, rule in INCIDENT_FIELDS.items():
-            if rule.sample is None or name in values:
-                continue
-            if (rule.only_for is not None and rule.only_for is not kind) or (
-                rule.final_only and not final
-            ):
-                continue
-            sample = rule.sample
-            if rule.kind is FieldKind.LOCALIZED:
-                sample = Localized.of(sample)
-            values[name] = sample
-    return Incident(**values)
+def opened(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """``data`` (an entry as the state file holds it) with what a newly opened incident
+    holds unless its author says otherwise (``draft --new``, the console's new page): an
+    incident began ``now`` and is being investigated; a maintenance is scheduled, its window
+    for its author to give. A kind that is neither is left for validation to refuse."""
+    kind = data.get(KIND_FIELD, IncidentKind.INCIDENT)
+    defaults: dict[str, Any] = {}
+    if kind == IncidentKind.INCIDENT:
+        defaults = {"started_at": now, "status": INCIDENT_STATUSES[0]}
+    elif kind == IncidentKind.MAINTENANCE:
+        defaults = {"status": MAINTENANCE_STATUSES[0]}
+    return {**data, **{k: v for k, v in defaults.items() if k not in data}}
+
+
+def sample_incident(full: bool, base: Incident, **values: Any) -> Incident:
+    """An incident for the template check: ``base`` with ``values``, plus with ``full`` every
+    field that has a declared sample, applies to its kind and status, and is not set in
+    ``base`` or ``values``."""
+    incident = replace(base, **values)
+    if not full:
+        return incident
+    samples: dict[str, Any] = {}
+    for f in fields(Incident):
+        rule = f.metadata.get("rule")
+        if rule is None or rule.sample is None or f.name in values:
+            continue
+        if getattr(base, f.name) != f.default:
+            continue
+        if (rule.only_for is not None and rule.only_for is not incident.kind) or (
+            rule.final_only and not incident.is_final
+        ):
+            continue
+        sample = rule.sample
+        if rule.kind is FieldKind.LOCALIZED:
+            sample = Localized.of(sample)
+        samples[f.name] = sample
+    return replace(incident, **samples)
 
 
 @dataclass(frozen=True)
@@ -553,6 +582,16 @@ class ThreadTiming(NamedTuple):
     closed: bool = False
     promised_at: datetime | None = None
     last_planned_at: datetime | None = None
+
+
+# The incident fields ``DataStore.thread_timings`` reads from the stored JSON, by their
+# placeholder in its query (``store.rows.TIMING_COLUMNS``): asked, kind, status, starts.
+TIMING_FIELDS: Mapping[str, str] = {
+    "asked": "next_update_at",
+    "kind": "kind",
+    "status": "status",
+    "starts": "starts_at",
+}
 
 
 @dataclass(frozen=True)

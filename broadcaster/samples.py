@@ -56,28 +56,30 @@ def _t(text: str) -> Localized:
 _URL = "https://status.example.com/incidents/sample?id=42"
 
 
+_INCIDENT = Incident(
+    id="sample",
+    title=_t("Sample outage"),
+    status="investigating",
+    started_at=_utc(9, 6, 23),
+)
+_MAINTENANCE = Incident(
+    id="sample-maintenance",
+    kind=IncidentKind.MAINTENANCE,
+    title=_t("Sample maintenance"),
+    status="scheduled",
+    starts_at=_utc(9, 21, 0),
+    ends_at=_utc(9, 22, 30),
+    started_at=_utc(9, 21, 0),
+)
+
+
 def _incident(full: bool = False, **kw: Any) -> Incident:
     """A sample incident; ``full`` sets every field that has a declared sample value."""
-    base: dict[str, Any] = {
-        "id": "sample",
-        "title": _t("Sample outage"),
-        "status": "investigating",
-        "started_at": _utc(9, 6, 23),
-    }
-    return sample_incident(full, **(base | kw))
+    return sample_incident(full, _INCIDENT, **kw)
 
 
 def _maintenance(full: bool = False, **kw: Any) -> Incident:
-    base: dict[str, Any] = {
-        "id": "sample-maintenance",
-        "kind": IncidentKind.MAINTENANCE,
-        "title": _t("Sample maintenance"),
-        "status": "scheduled",
-        "starts_at": _utc(9, 21, 0),
-        "ends_at": _utc(9, 22, 30),
-        "started_at": _utc(9, 21, 0),
-    }
-    return sample_incident(full, **(base | kw))
+    return sample_incident(full, _MAINTENANCE, **kw)
 
 
 INCIDENT_SAMPLES = (

@@ -157,6 +157,10 @@ def test_a_new_incident_is_appended_and_its_preview_shows_the_opening_posts(logg
     page = client.get("/new")
     form = form_of(page.text)
     assert form["status"] == "investigating" and form["started_at"]
+    assert form["kind"] == "incident" and form["severity"] == "major"
+    maintenance = form_of(client.get("/new?kind=maintenance").text)
+    assert (maintenance["kind"], maintenance["status"]) == ("maintenance", "scheduled")
+    assert maintenance["started_at"] == "" and maintenance["severity"] == "major"
     form |= {
         "id": "rbx-network",
         "title-en": "Network <b>down</b>",

@@ -142,3 +142,15 @@ def test_draft_new_opens_an_incident_starting_now(config: Path, capsys) -> None:
     assert opened.status == "investigating" and opened.started_at == datetime.fromisoformat(AT)
     code, _, err = draft(capsys, config, "--new", "rbx-network", "--title", "en=x")
     assert code == 2 and "already exists" in err
+
+
+def test_draft_new_maintenance_opens_scheduled_as_the_console_does(config: Path, capsys) -> None:
+    code, _, err = draft(
+        capsys,
+        config,
+        *("--new", "rbx-upgrade", "--kind", "maintenance", "--all-languages"),
+        *("--title", "Router upgrade", "--starts-at", "22:00", "--ends-at", "23:30", "--write"),
+    )
+    assert code == 0, err
+    opened = incident(config, "rbx-upgrade")
+    assert opened.status == "scheduled" and opened.started_at == opened.starts_at

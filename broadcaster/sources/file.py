@@ -14,7 +14,7 @@ import os
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from ..model import Incident
+from ..model import MESSAGE_FIELD, Incident
 from ..statefile import MAX_STATE_BYTES, Check, StateFileError, load_state, read_bytes
 from .base import Batch
 from .watch import DirectoryWatch, WatchedSource
@@ -107,7 +107,7 @@ class StateFileSource(WatchedSource):
         if gone:
             which = "its message" if gone == {"*"} else f"its message in {', '.join(sorted(gone))}"
             yield (
-                "message",
+                MESSAGE_FIELD,
                 f"{which} was removed since the last good save (a save cut short?): write "
                 "the update's message; to stop following the incident, delete its whole "
                 "[[incidents]] block",

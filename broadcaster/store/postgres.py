@@ -28,6 +28,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from ..model import (
+    TIMING_FIELDS,
     Incident,
     OutboxPost,
     PlannedPost,
@@ -49,7 +50,7 @@ from .contract import (
     ThreadKey,
 )
 from .postgres_schema import COPIED, MIGRATIONS
-from .rows import TIMING_COLUMNS, TIMING_FIELDS, post_from_row, thread_from_row, timing_from_row
+from .rows import TIMING_COLUMNS, post_from_row, thread_from_row, timing_from_row
 from .sqlite import Store, text_hash
 
 Row = dict[str, Any]
@@ -222,9 +223,7 @@ class PostgresStore(DataStore):
             for incident in incidents:
                 data = json.dumps(incident.to_json(), sort_keys=True)
                 if source is not None:
-                    digest = text_hash(
-                        json.dumps(incident.to_json() | {"origin": ""}, sort_keys=True)
-                    )
+                    digest = text_hash(json.dumps(incident.content_json(), sort_keys=True))
                     mark = db.execute(
                         "SELECT digest FROM source_marks WHERE source = %s AND incident_id = %s",
                         (source, incident.id),

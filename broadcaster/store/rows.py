@@ -71,14 +71,6 @@ def post_from_row(r: Row, when: When) -> OutboxPost:
     )
 
 
-# The incident's JSON fields ``thread_timings`` reads, by their name in ``TIMING_COLUMNS``.
-TIMING_FIELDS = {
-    "asked": "next_update_at",
-    "kind": "kind",
-    "status": "status",
-    "starts": "starts_at",
-}
-
 TIMING_COLUMNS = (
     "i.id, i.revision, i.closed, {asked}, t.channel, {kind}, {status}, {starts}, "
     "t.last_revision, t.closed, t.promised_at, t.last_planned_at"

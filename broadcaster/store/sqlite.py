@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import (
+    TIMING_FIELDS,
     Incident,
     OutboxPost,
     PlannedPost,
@@ -37,7 +38,7 @@ from .contract import (
     StoreProblem,
     ThreadKey,
 )
-from .rows import TIMING_COLUMNS, TIMING_FIELDS, post_from_row, thread_from_row, timing_from_row
+from .rows import TIMING_COLUMNS, post_from_row, thread_from_row, timing_from_row
 from .sqlite_schema import MIGRATIONS
 
 
@@ -252,9 +253,7 @@ class Store(DataStore):
             for incident in incidents:
                 data = json.dumps(incident.to_json(), sort_keys=True)
                 if source is not None:
-                    digest = text_hash(
-                        json.dumps(incident.to_json() | {"origin": ""}, sort_keys=True)
-                    )
+                    digest = text_hash(json.dumps(incident.content_json(), sort_keys=True))
                     mark = db.execute(
                         "SELECT digest FROM source_marks WHERE source = ? AND incident_id = ?",
                         (source, incident.id),

@@ -17,8 +17,9 @@ from starlette.staticfiles import StaticFiles
 
 from ...clock import utcnow
 from ...config import Config, Secret
+from ...model import ID_FIELD, KIND_FIELD, IncidentKind
 from ..security import SecurityHeaders
-from .forms import FIELDS, values_of
+from .forms import FIELDS, new_values, values_of
 from .sessions import COOKIE, LoginLimiter, Session, Sessions
 from .workspace import Outcome, Workspace
 
@@ -178,14 +179,9 @@ def create_app(
 
     async def new_page(request: Request, session: Session) -> Response:
         view = work.state()
-        values = values_of(None, work.languages, tz)
-        kind = request.query_params.get("kind", "incident")
-        values.update(
-            kind="maintenance" if kind == "maintenance" else "incident",
-            status="scheduled" if kind == "maintenance" else "investigating",
-            severity="major",
-            started_at="" if kind == "maintenance" else when_iso(utcnow(), tz),
-        )
+        asked = request.query_params.get(KIND_FIELD)
+        kind = IncidentKind.MAINTENANCE if asked == "maintenance" else IncidentKind.INCIDENT
+        values = new_values(kind, utcnow(), work.languages, tz)
         return editor(request, session, None, values, view.hash)
 
     async def publish(request: Request, session: Session) -> Response:
@@ -195,7 +191,7 @@ def create_app(
         assert session.name is not None
         outcome = await run_in_threadpool(work.publish, form, incident_id, base_hash, session.name)
         if outcome.ok:
-            saved_id = incident_id or form.get("id", "")
+            saved_id = incident_id or form.get(ID_FIELD, "")
             view = work.state()
             incident = view.incident(saved_id)
             values = values_of(incident, work.languages, tz)
@@ -230,11 +226,6 @@ def create_app(
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return SecurityHeaders(Starlette(routes=routes))
-
-
-def when_iso(value: Any, tz: Any) -> str:
-    text: str = value.astimezone(tz).isoformat(timespec="minutes")
-    return text
 
 
 def _set_cookie(response: Response, session: Session) -> None:

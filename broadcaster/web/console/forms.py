@@ -7,8 +7,8 @@ by the state file's own checks, so the console reports exactly what ``check`` wo
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 from ...model import (
     ALL_LANGUAGES,
     INCIDENT_FIELDS,
+    KIND_FIELD,
     FieldKind,
     Incident,
     IncidentKind,
     Localized,
     Names,
+    opened,
 )
 from ...timeinput import HINT, parse_time
 
@@ -104,10 +106,25 @@ def form_key(name: str, language: str | None = None) -> str:
 def values_of(
     incident: Incident | None, languages: Collection[str], tz: ZoneInfo
 ) -> dict[str, str]:
-    """The form's text for each input, from an incident (or empty for a new one)."""
+    """The form's text for each input, from an incident (or empty)."""
+    return _texts(lambda name: getattr(incident, name, None), languages, tz)
+
+
+def new_values(
+    kind: IncidentKind, now: datetime, languages: Collection[str], tz: ZoneInfo
+) -> dict[str, str]:
+    """The form of a newly opened incident of ``kind``: each field's declared default, then
+    what a new incident holds unless told otherwise (``model.opened``, as ``draft --new``)."""
+    declared = {f.name: f.default for f in fields(Incident) if f.default is not MISSING}
+    return _texts(opened({**declared, KIND_FIELD: kind}, now).get, languages, tz)
+
+
+def _texts(
+    value_of: Callable[[str], Any], languages: Collection[str], tz: ZoneInfo
+) -> dict[str, str]:
     values: dict[str, str] = {}
     for f in FIELDS:
-        value = getattr(incident, f.name) if incident is not None else None
+        value = value_of(f.name)
         if f.kind is FieldKind.NAMES:
             for language in languages:
                 names = value.get(language) if isinstance(value, Names) else ()
@@ -178,7 +195,7 @@ def changes_between(current: Incident, new: Incident, data: Mapping[str, Any]) -
     """What to write so the file holds ``new``: changed fields only (``None`` removes)."""
     changes: dict[str, Any] = {}
     for f in FIELDS:
-        if f.name == "id":
+        if f.kind is FieldKind.ID:
             continue
         before, after = getattr(current, f.name), getattr(new, f.name)
         if isinstance(before, Names) and isinstance(after, Names):

@@ -21,7 +21,7 @@ from ...advice import budget_advice, incident_advice
 from ...app import fit_check, open_store, store_path
 from ...clock import utcnow
 from ...config import Config
-from ...model import INCIDENT_FIELDS, Incident, PostState
+from ...model import ID_FIELD, INCIDENT_FIELDS, Incident, PostState
 from ...statefile import (
     Check,
     StateFileError,
@@ -180,12 +180,13 @@ class Workspace:
         data, early = read_form(form, self.languages, self.config.timezone, now)
         errors: dict[str, list[str]] = {name: [msg] for name, msg in early.items()}
         if incident_id is not None:
-            data["id"] = incident_id
+            data[ID_FIELD] = incident_id
         if view.error:
             errors.setdefault("", []).append(view.error)
             return None, data, errors, view
-        if incident_id is None and view.incident(str(data.get("id", ""))) is not None:
-            errors.setdefault("id", []).append(f"duplicate id {data.get('id')!r}: already used")
+        new_id = str(data.get(ID_FIELD, ""))
+        if incident_id is None and view.incident(new_id) is not None:
+            errors.setdefault(ID_FIELD, []).append(f"duplicate id {new_id!r}: already used")
         try:
             incident = parse_incident(
                 {k: v for k, v in data.items() if k not in errors},
