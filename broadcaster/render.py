@@ -302,11 +302,6 @@ class Renderer:
             return None
         return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).astimezone(self.timezone)
 
-    def _render(
-        self, template: Template, path: Path, context: dict[str, Any], language: str
-    ) -> str:
-        return self._render_parts(template, path, context, language).text
-
     def _render_parts(
         self, template: Template, path: Path, context: dict[str, Any], language: str
     ) -> Rendered:

@@ -31,10 +31,6 @@ class FaultDecision:
     hang_seconds: float = 0.0
     hang_after_processing: bool = False  # the request is handled (a post created) first
 
-    @property
-    def is_clean(self) -> bool:
-        return self.action is None and self.latency <= 0
-
 
 NO_FAULT = FaultDecision()
 

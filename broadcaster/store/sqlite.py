@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..clock import utcnow
 from ..model import (
     TIMING_FIELDS,
     Incident,
@@ -136,7 +137,7 @@ class Store(DataStore):
             token = held.token if held is not None and held.holder == holder else 1
             if held is not None and held.holder != holder:
                 token = held.token + 1
-            lease = Lease(channel, holder, token, datetime.now(UTC) + ttl)
+            lease = Lease(channel, holder, token, utcnow() + ttl)
             self._leases[channel] = lease
             return lease
 
@@ -151,7 +152,7 @@ class Store(DataStore):
 
     def heartbeat(self, instance: str, ttl: timedelta) -> None:
         with self._lock:
-            self._instances[instance] = datetime.now(UTC) + ttl
+            self._instances[instance] = utcnow() + ttl
 
     def instances(self) -> dict[str, datetime]:
         with self._lock:

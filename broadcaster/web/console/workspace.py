@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ...advice import budget_advice, incident_advice
@@ -358,15 +357,7 @@ class Workspace:
         with open(self.config.data_dir / AUDIT_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
-    @property
-    def file_format(self) -> str:
-        return format_of(str(self.config.state_file))
-
 
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
     return text if len(text) <= 120 else text[:119] + "…"
-
-
-def state_path(config: Config) -> Path:
-    return config.state_file
