@@ -76,7 +76,9 @@ class StateFileSource(WatchedSource):
             self._signature = signature
             return None  # touched, not changed
         try:
-            incidents = load_state(self.path, self.languages, self.max_bytes, check=self._check)
+            incidents = load_state(
+                self.path, self.languages, self.max_bytes, check=self._check, raw=raw
+            )
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
             self._signature = signature  # report once; the next save changes the signature

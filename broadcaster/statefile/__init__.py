@@ -24,6 +24,7 @@ from .syntax import (
     MAX_STATE_BYTES,
     Problem,
     StateFileError,
+    decode,
     format_of,
     no_surprises,
     read,
@@ -60,13 +61,19 @@ def load_state(
     max_bytes: int = MAX_STATE_BYTES,
     *,
     check: Check | None = None,
+    raw: bytes | None = None,
 ) -> list[Incident]:
     """Read and validate the state file; ``languages`` are those the channels post in;
-    ``check`` is what the posts need beyond the schema (the thread cap, ``fits``)."""
+    ``check`` is what the posts need beyond the schema (the thread cap, ``fits``); ``raw``
+    is the file's bytes when the caller has read them already (the file source digests
+    them first: what it validates is then what it digested, not a second read)."""
     path_str = str(path)
     with no_surprises(path_str):
         fmt = format_of(path_str)
-        text, _ = read(Path(path), path_str, max_bytes)
+        if raw is None:
+            text, _ = read(Path(path), path_str, max_bytes)
+        else:
+            text = decode(raw, path_str)
         return state_from_text(text, path_str, fmt, languages, check=check)
 
 

@@ -147,9 +147,15 @@ def _file_type(mode: int) -> str:
 
 def read(path: Path, path_str: str, max_bytes: int = MAX_STATE_BYTES) -> tuple[str, bytes]:
     raw = read_bytes(path, path_str, max_bytes)
+    return decode(raw, path_str), raw
+
+
+def decode(raw: bytes, path_str: str) -> str:
+    """The file's text; a ``StateFileError`` naming the line of the first byte that is not
+    UTF-8."""
     try:
         # utf-8-sig: editors on Windows like to add a byte-order mark.
-        return raw.decode("utf-8-sig"), raw
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise StateFileError(
