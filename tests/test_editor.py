@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -96,6 +97,57 @@ def test_the_state_file_counts_as_read_only_once_the_store_committed_it(tmp_path
     assert again is not None
     again.ack()
     assert source.poll() is None
+
+
+def test_a_second_same_size_save_within_one_timestamp_tick_is_not_missed(
+    tmp_path: Path,
+) -> None:
+    """Two in-place saves of the same size inside one mtime tick look alike to stat: the
+    second (here "identified" → "monitoring" in a time-stamped line of equal length) must
+    still be read, not waved through as already seen."""
+    path = tmp_path / "state.toml"
+    first_text = (
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "identified"\n'
+        'started_at = 2017-11-09T07:23:00+01:00\ncause = "Feed lost"\n'
+    )
+    path.write_text(first_text)
+    source = StateFileSource(path)
+    first = source.poll()
+    assert first is not None
+    first.ack()
+    before = path.stat()
+    second_text = first_text.replace('"identified"', '"monitoring"')
+    assert len(second_text) == len(first_text)
+    with path.open("r+") as f:  # in place: same inode
+        f.write(second_text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # same tick
+    second = source.poll()
+    assert second is not None and second.incidents[0].status == "monitoring"
+
+
+def test_the_incidents_applied_are_those_of_the_bytes_whose_digest_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save landing while the file is being read must not pair one version's digest with
+    another version's incidents (the later save would then look already applied)."""
+    import broadcaster.sources.file as file_source
+
+    path = tmp_path / "state.toml"
+    text = (
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
+        "started_at = 2017-11-09T07:23:00+01:00\n"
+    )
+    path.write_text(text)
+    real_read = file_source.read_bytes
+
+    def read_then_saved_again(*args: object, **kwargs: object) -> bytes:
+        raw = real_read(*args, **kwargs)  # type: ignore[arg-type]
+        path.write_text(text.replace('"investigating"', '"identified"'))
+        return raw
+
+    monkeypatch.setattr(file_source, "read_bytes", read_then_saved_again)
+    batch = StateFileSource(path).poll()
+    assert batch is not None and batch.incidents[0].status == "investigating"
 
 
 def test_a_save_cut_short_before_the_message_keeps_the_last_good_state(tmp_path: Path) -> None:

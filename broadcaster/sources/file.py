@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from .base import Batch
 from .watch import DirectoryWatch, WatchedSource
 
 log = logging.getLogger("broadcaster.sources.file")
+
+# A signature is trusted only once the file's mtime is this far in the past ("racy git"):
+# two same-size saves within one timestamp tick (a few ms) share a signature, and the second
+# would be ignored until the next save. Until then the file is re-read and its digest compared.
+RACY_NS = 2_000_000_000
 
 
 class StateFileSource(WatchedSource):
@@ -48,6 +54,10 @@ class StateFileSource(WatchedSource):
     def last_error(self) -> str | None:
         return self._error
 
+    def _remember(self, signature: tuple[int, int, int, int]) -> None:
+        racy = time.time_ns() - signature[2] < RACY_NS
+        self._signature = None if racy else signature
+
     def _stat(self) -> tuple[int, int, int, int] | None:
         try:
             st = os.stat(self.path)  # follows symlinks: a ConfigMap swap changes the target
@@ -69,11 +79,11 @@ class StateFileSource(WatchedSource):
             raw = read_bytes(self.path, str(self.path), self.max_bytes)
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
-            self._signature = signature
+            self._remember(signature)
             return None
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest:
-            self._signature = signature
+            self._remember(signature)
             return None  # touched, not changed
         try:
             incidents = load_state(
@@ -81,7 +91,7 @@ class StateFileSource(WatchedSource):
             )
         except StateFileError as e:
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
-            self._signature = signature  # report once; the next save changes the signature
+            self._remember(signature)  # reported once: _report logs a new message only
             return None
         if self._error is not None:
             log.info("%s: state file is valid again", self.path)
@@ -89,7 +99,7 @@ class StateFileSource(WatchedSource):
 
         def committed() -> None:
             # Only once the store has it: a failed commit (disk full) is retried next poll.
-            self._signature = signature
+            self._remember(signature)
             self._digest = digest
             self._messages = {i.id: _languages_of(i) for i in incidents}
 
