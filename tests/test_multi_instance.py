@@ -94,7 +94,8 @@ def holder(instances: list[Instance], channel: str) -> Instance | None:
     rows = instances[0].query(
         f"SELECT holder FROM leases WHERE channel = '{channel}' AND expires_at > now()"
     )
-    return next((i for i in instances if rows and i.name == rows[0][0]), None)
+    # "a#3f2c1e": the instance's name, then its process's own tag
+    return next((i for i in instances if rows and i.name == rows[0][0].split("#")[0]), None)
 
 
 def state_everywhere(instances: list[Instance], status: str) -> None:
