@@ -91,6 +91,9 @@ class Instance(DaemonProcess):
         answer = self.send(event)
         assert answer.status_code == 202, (self.name, answer.text)
 
+    def metrics(self) -> str:
+        return requests.get(f"{self.base}/metrics", timeout=10).text
+
     def lines(self, needle: str) -> int:
         return self.log().count(needle)
 
@@ -217,6 +220,9 @@ def test_two_instances_fed_through_either_each_killed_and_restarted_post_everyth
                 f"{other.name} reconciles the post in flight on {channel}",
             )
             other.wait_sent(other.sent() + 4)
+            metrics = other.metrics()
+            assert f'broadcaster_channel_lease_held{{channel="{channel}"}} 1.0' in metrics
+            assert f'lease_takeovers_total{{channel="{channel}"}} 1.0' in metrics
             victim.start()  # restarted: it rejoins as the standby
             victims.append(victim)
         assert {v.name for v in victims} == {"a", "b"}
@@ -267,6 +273,7 @@ def test_an_instance_stopped_mid_delivery_past_its_lease_posts_and_marks_nothing
         other.wait_sent(other.sent() + 2)
         assert holder(instances, "x-en") is other
         assert victim.lines(": sent ") == marks  # it marked nothing
+        assert 'broadcaster_channel_lease_held{channel="x-en"} 0.0' in victim.metrics()
         state_everywhere(instances, "resolved")
         wait_for(delivered(instances, len(IDS), 1), "every thread closed", 30)
         assert victim.lines(": sent ") == marks  # nor later: the other holds the channel
@@ -331,8 +338,7 @@ def test_while_postgresql_is_down_intake_answers_503_healthz_says_why_and_all_re
         node.start()
         node.accepted(opening("one"))
         node.wait_sent(1)
-        metrics = requests.get(f"{node.base}/metrics", timeout=10).text
-        assert 'broadcaster_channel_lease_held{channel="x-en"} 1.0' in metrics
+        assert 'broadcaster_channel_lease_held{channel="x-en"} 1.0' in node.metrics()
         postgres_server.stop()
         try:
             refused = node.send(opening("two"))
