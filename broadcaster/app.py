@@ -26,7 +26,7 @@ from .clock import Clock, utcnow
 from .components import App
 from .config import ChannelConfig, Config, ConfigError, ConfigProblem
 from .daemon import Daemon, ReloadError
-from .delivery import Backoff, Budget, ChannelWorker, Delivery, default_instance
+from .delivery import Backoff, Budget, ChannelWorker, Delivery, default_instance, lease_holder
 from .editor import Editor
 from .fits import FitCheck
 from .metrics import Metrics
@@ -181,7 +181,7 @@ def build(
         sources = sources_for(config, check=fits_of(editor, clock))
         for source in sources:
             opened.callback(source.close)
-        instance = config.store.instance or default_instance()
+        instance = lease_holder(config.store.instance or default_instance())
         workers = {
             name: ChannelWorker(
                 channel,

@@ -43,6 +43,15 @@ def default_instance() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def lease_holder(instance: str) -> str:
+    """The name this process holds leases under: ``instance`` and a tag of its own, so that
+    two instances given the same name (one config copied to both) never both hold a
+    channel, and a restarted instance never inherits its dead predecessor's lease."""
+    import secrets
+
+    return f"{instance}#{secrets.token_hex(3)}"
+
+
 class ChannelLease:
     """This instance's hold on one channel: taken, renewed (the heartbeat) and checked.
 
@@ -51,7 +60,11 @@ class ChannelLease:
     store's: a post is sent only while at least a third of the TTL is left, so a holder
     that stalls between its ``sending`` mark and its request has that long before another
     instance may take over (and looks the post up first, since it is marked ``sending``).
+    A stall longer than that is caught by ``still_holds``: the lease checked before the
+    request must be the very one (same fencing token) the post was marked under.
     """
+
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)  # replaced in tests
 
     def __init__(self, store: DataStore, channel: str, holder: str, ttl: timedelta) -> None:
         self.store = store
@@ -64,17 +77,28 @@ class ChannelLease:
         self.on_change: Callable[[bool, bool], None] | None = None  # (held, takeover)
 
     def remaining(self) -> float:
-        return self._deadline - time.monotonic() if self.current else 0.0
+        return self._deadline - self.monotonic() if self.current else 0.0
 
     def usable(self) -> bool:
         """Held, renewed if due; with time left to send a post and mark it."""
         ttl = self.ttl.total_seconds()
-        if self.current is None or time.monotonic() - self._taken_at > ttl / 3:
+        if self.current is None or self.monotonic() - self._taken_at > ttl / 3:
             self._renew()
         return self.current is not None and self.remaining() > ttl / 3
 
+    def still_holds(self, lease: Lease | None) -> bool:
+        """``usable`` and still ``lease`` (renewed, never lost in between): had it run out,
+        even if this instance took the channel again since, another may have held it and
+        sent what this one was about to send."""
+        return (
+            self.usable()
+            and lease is not None
+            and self.current is not None
+            and self.current.token == lease.token
+        )
+
     def _renew(self) -> None:
-        started = time.monotonic()
+        started = self.monotonic()
         before = self.store.leases().get(self.channel) if self.current is None else None
         lease = self.store.acquire_lease(self.channel, self.holder, self.ttl)
         self.store.heartbeat(self.holder, self.ttl)
@@ -274,9 +298,10 @@ class ChannelWorker:
                 unknown = False
             if not self.store.mark_sending(post.key, lease=lease):
                 return 0  # superseded since it was picked: a newer post goes instead
-            if not self.lease.usable():
+            if not self.lease.still_holds(lease):
                 # Stalled since the check (a pause, a slow store): too late to be sure no
-                # other instance took over. The post stays 'sending': looked up, not re-sent.
+                # other instance took over, or one did and may have sent it. The post stays
+                # 'sending': looked up, not re-sent.
                 return 0
             result = self.channel.publish(request)
         except RateLimited as e:

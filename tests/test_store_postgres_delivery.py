@@ -133,3 +133,64 @@ def test_two_instances_planning_at_the_same_moment_record_each_post_once(
     finally:
         for app in apps:
             app.close()
+
+
+def test_a_holder_paused_after_marking_sending_never_sends_once_another_held_the_channel(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """a marks the post 'sending' and is paused before its request; b takes over, looks it
+    up, sends it and stops cleanly (its lease released). When a resumes, the channel is free
+    again and a takes it anew (a new fencing token): the post it was about to send went out
+    under another token, so a must not send it, only look it up."""
+    a_store, b_store = stores
+    (key,) = record(a_store, "one")
+    a_channel, b_channel = ScriptedChannel(), ScriptedChannel()
+    a, b = worker(a_store, a_channel, "a"), worker(b_store, b_channel, "b")
+    ticks = [0.0]
+    a.lease.monotonic = lambda: ticks[0]  # a's own clock: it stands still while paused
+    marked = a_store.mark_sending
+
+    def paused_after_marking(k: str, *, lease: object = None) -> bool:
+        done = marked(k, lease=lease)  # type: ignore[arg-type]
+        wait_for(lambda: b.step() == 0, "b takes over while a is paused", timeout=5)
+        b.lease.release()  # b stops cleanly
+        ticks[0] += TTL.total_seconds()  # a wakes up a TTL later
+        return done
+
+    a_store.mark_sending = paused_after_marking  # type: ignore[method-assign]
+    a.step()
+    a_store.mark_sending = marked  # type: ignore[method-assign]
+    assert b_channel.calls == [("find", key), ("publish", key)]
+    assert a_channel.calls == []  # nothing sent under the new token either
+    assert a_store.post(key).state is PostState.SENT  # type: ignore[union-attr]
+    a.step()  # a delivers again: nothing left, the post was sent by b
+    assert a_channel.calls == []
+
+
+def test_instances_sharing_one_config_and_one_name_never_both_hold_a_channel(
+    tmp_path, postgres_url: str
+) -> None:
+    from support import config_toml
+
+    from broadcaster.app import build
+    from broadcaster.config import load_config
+
+    apps = []
+    for home in (tmp_path / "a", tmp_path / "b"):
+        home.mkdir()
+        (home / "state.toml").write_text("")
+        (home / "config.toml").write_text(
+            config_toml(
+                '[channels.d-en]\nplatform = "dryrun"\nlanguage = "en"\n',
+                f'[store]\nurl = "{postgres_url}"\ninstance = "eu-west-1"\n',
+            )
+        )
+        apps.append(build(load_config(home / "config.toml"), dry_run=False))
+    try:
+        leases = [app.delivery.workers["d-en"].lease for app in apps]
+        assert [lease.usable() for lease in leases] == [True, False]
+        assert leases[0].holder != leases[1].holder
+        assert leases[0].holder.startswith("eu-west-1")  # the name status shows
+    finally:
+        for app in apps:
+            app.close()
