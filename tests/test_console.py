@@ -89,6 +89,7 @@ def test_publish_writes_through_the_draft_editor_keeping_comments_and_logs_the_a
     }
     page = client.post(f"/incidents/{SBG}", data=form)
     assert page.status_code == 200 and 'data-testid="saved"' in page.text
+    assert '<b>message (fr)</b>: <span class="text">Les baies sont revenues.</span>' in page.text
     text = config.state_file.read_text()
     assert "# Stable identifier" in text, "comments are kept"
     incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
@@ -98,6 +99,10 @@ def test_publish_writes_through_the_draft_editor_keeping_comments_and_logs_the_a
     assert audit[-1]["author"] == "Ana Lead" and audit[-1]["incident_id"] == SBG
     assert audit[-1]["fields"] == ["message", "next_update_at", "status"]
     assert audit[-1]["hash_before"] != audit[-1]["hash_after"]
+    form = form_of(client.get(f"/incidents/{SBG}").text) | {"status": "identified"}
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=form).text
+    audit = [json.loads(line) for line in (config.data_dir / "console-audit.jsonl").open()]
+    assert audit[-1]["fields"] == ["status"], "the next update's seconds are not rounded away"
 
 
 def test_service_names_are_written_per_language_when_they_differ(logged) -> None:
@@ -115,15 +120,35 @@ def test_service_names_are_written_per_language_when_they_differ(logged) -> None
 def test_a_form_opened_before_someone_elses_save_is_refused_with_what_changed(logged) -> None:
     config, client = logged
     mine = form_of(client.get(f"/incidents/{SBG}").text)
-    theirs = dict(mine, status="monitoring")
+    theirs = dict(mine, status="monitoring", **{"message-fr": "Leur texte à eux."})
     assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=theirs).text
     saved = config.state_file.read_bytes()
     mine["message-en"] = "My late update"
     page = client.post(f"/incidents/{SBG}", data=mine)
     assert page.status_code == 409
     assert 'data-testid="conflict"' in page.text and "status: identified → monitoring" in page.text
+    assert "message (fr): Le courant est rétabli" in page.text, "each language's change is named"
     assert "My late update" in page.text, "the person's text is kept on the page"
     assert config.state_file.read_bytes() == saved
+    # Publishing again from the conflict page adds my change to theirs: nothing reverted.
+    again = form_of(page.text)
+    assert again["status"] == "monitoring" and again["message-fr"] == "Leur texte à eux."
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=again).text
+    incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
+    assert incident.status == "monitoring" and incident.message is not None
+    assert incident.message.get("fr") == "Leur texte à eux."
+    assert incident.message.get("en") == "My late update"
+
+
+def test_a_field_both_editors_changed_is_named_in_the_conflict(logged) -> None:
+    _, client = logged
+    mine = form_of(client.get(f"/incidents/{SBG}").text)
+    theirs = dict(mine, **{"message-en": "Their words."})
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=theirs).text
+    page = client.post(f"/incidents/{SBG}", data=dict(mine, **{"message-en": "My words."}))
+    assert page.status_code == 409
+    assert "you both changed <b>message (en)</b>" in page.text
+    assert form_of(page.text)["message-en"] == "My words."
 
 
 def test_bad_input_is_shown_at_its_field_with_checks_words_and_nothing_is_saved(logged) -> None:

@@ -203,15 +203,23 @@ def test_two_editors_never_overwrite_each_other(console: Console, browser: Any) 
     for page in (ana, bob):
         page.goto(f"{console.url}/incidents/{SBG}")
     ana.get_by_test_id("field-status").select_option("monitoring")
+    ana.get_by_test_id("field-message-fr").fill("Le texte d'Ana.")
     ana.get_by_test_id("publish").click()
     ana.get_by_test_id("saved").wait_for()
     bob.get_by_test_id("field-message-en").fill("Bob's text")
     bob.get_by_test_id("publish").click()
     conflict = bob.get_by_test_id("conflict")
     assert "status: identified → monitoring" in conflict.inner_text()
+    assert "message (fr): " in conflict.inner_text()
     assert bob.get_by_test_id("field-message-en").input_value() == "Bob's text"
     incident = console.incidents()[SBG]
     assert incident.status == "monitoring" and "Bob" not in incident.message.get("en")
+    # Bob publishes again as the conflict page invites him to: Ana's changes stay.
+    bob.get_by_test_id("publish").click()
+    bob.get_by_test_id("saved").wait_for()
+    incident = console.incidents()[SBG]
+    assert incident.status == "monitoring" and incident.message.get("fr") == "Le texte d'Ana."
+    assert incident.message.get("en") == "Bob's text"
 
 
 def test_bad_input_is_shown_at_its_field_while_typing_and_nothing_is_saved(
