@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -167,14 +168,20 @@ def test_bad_input_is_shown_at_its_field_with_checks_words_and_nothing_is_saved(
     assert config.state_file.read_bytes() == before
 
 
-def test_the_preview_warns_as_check_does_about_the_incident_being_written(logged) -> None:
+def test_the_preview_warns_as_check_does_about_the_incident_being_written(
+    logged, caplog: pytest.LogCaptureFixture
+) -> None:
     _, client = logged
     form = form_of(client.get(f"/incidents/{SBG}").text)
     form |= {"status": "identified", "cause-en": "", "cause-fr": ""}
-    result = client.post(
-        "/preview", json={"form": form, "incident_id": SBG}, headers={"x-csrf-token": form["csrf"]}
-    ).json()
+    with caplog.at_level(logging.WARNING):
+        result = client.post(
+            "/preview",
+            json={"form": form, "incident_id": SBG},
+            headers={"x-csrf-token": form["csrf"]},
+        ).json()
     assert any("'cause'" in w and "no cause is given" in w for w in result["warnings"])
+    assert not caplog.records, "the page shows the warnings: the log is not filled at each key"
 
 
 def test_a_new_incident_is_appended_and_its_preview_shows_the_opening_posts(logged) -> None:

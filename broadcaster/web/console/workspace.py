@@ -217,7 +217,7 @@ class Workspace:
 
     def preview(self, form: Mapping[str, str], incident_id: str | None) -> dict[str, Any]:
         """What every channel would post now if the form were published (JSON for the page)."""
-        from ...rehearsal import preview
+        from ...rehearsal import preview, without_advice
 
         now = utcnow()
         incident, _, errors, view = self.validate(form, incident_id, now)
@@ -234,7 +234,8 @@ class Workspace:
             for a in incident_advice(incident, self.config.channels, self.config.cadence, now)
         ]
         others = [i for i in view.incidents if i.id != incident.id]
-        shown = preview(self.config, [*others, incident], now, incident.id)
+        with without_advice():  # shown on the page: not logged at every keystroke
+            shown = preview(self.config, [*others, incident], now, incident.id)
         tz = self.config.timezone
         for name, channel in self.config.channels.items():
             matching = channel.matches(incident.severity, incident.services, incident.regions)
