@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -165,6 +166,28 @@ def test_bad_input_is_shown_at_its_field_with_checks_words_and_nothing_is_saved(
         "/preview", json={"form": form, "incident_id": SBG}, headers={"x-csrf-token": form["csrf"]}
     ).json()
     assert set(result["errors"]) == {"next_update_at", "title", "url"}
+    assert config.state_file.read_bytes() == before
+
+
+def test_crafted_choices_impossible_times_and_texts_over_the_thread_cap_are_refused_at_their_field(
+    logged,
+) -> None:
+    config, client = logged
+    before = config.state_file.read_bytes()
+    clean = form_of(client.get(f"/incidents/{SBG}").text)
+    cases = {
+        "status": ("exploded", "unknown status &#39;exploded&#39;"),
+        "severity": ("apocalyptic", "unknown severity &#39;apocalyptic&#39;"),
+        "next_update_at": ("25:99", "cannot read &#39;25:99&#39; as a time"),
+        "eta": ("+30x", "cannot read &#39;+30x&#39; as a time"),
+        "message-en": ("word " * 800, "too long: its posts would need at least"),
+    }
+    for key, (value, words) in cases.items():
+        page = client.post(f"/incidents/{SBG}", data=clean | {key: value})
+        assert page.status_code == 422, key
+        field = key.split("-")[0]
+        at_field = re.search(f'data-testid="error-{field}"[^>]*>([^<]*)</p>', page.text)
+        assert at_field and words in at_field.group(1), (key, page.text[-2000:])
     assert config.state_file.read_bytes() == before
 
 
