@@ -226,8 +226,14 @@ def test_a_new_incident_is_appended_and_its_preview_shows_the_opening_posts(logg
     posts = preview["channels"]["x-en"]["posts"]
     assert posts[0]["kind"] == "opened" and "Network <b>down</b>" in posts[0]["parts"][0]["text"]
     assert posts[0]["parts"][0]["length"] <= 280
+    # Someone saves another incident meanwhile: appending overwrites nothing, so no conflict.
+    other = form_of(client.get(f"/incidents/{SBG}").text) | {"status": "monitoring"}
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=other).text
     saved = client.post("/new", data=form)
     assert 'data-testid="saved"' in saved.text
+    assert next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG).status == (
+        "monitoring"
+    )
     assert "Network &lt;b&gt;down&lt;/b&gt;" in saved.text and "<b>down</b>" not in saved.text
     assert [i.id for i in load_state(config.state_file, {"en", "fr"})][-1] == "rbx-network"
     again = client.post("/new", data=form_of(client.get("/new").text) | {"id": "rbx-network"})
