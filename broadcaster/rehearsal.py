@@ -7,7 +7,10 @@ therefore exactly what the daemon would post, to the character.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,14 +157,44 @@ def draft(
     if incident_id not in by_id:
         raise KeyError(incident_id)
     store, editor = working_copy(config)
-    editor.ingest(incidents, now)
-    baseline, _ = editor.run(now)
+    # The file as it is now, taken as posted: its warnings are not the draft's (a promise
+    # being changed must not be warned about), so they are not logged.
+    with without_advice():
+        editor.ingest(incidents, now)
+        baseline, _ = editor.run(now)
     _deliver_all(store, baseline, now)
     changed = by_id[incident_id].with_changes(changes)
     editor.ingest([changed], now)
     recorded, _ = editor.run(now)
     store.close()
     return _shown(config, now, [r for r in recorded if r.post.incident_id == incident_id])
+
+
+class _AdviceFilter(logging.Filter):
+    """Drops the editor's warnings logged by a thread inside ``without_advice``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.WARNING or not getattr(self.quiet, "depth", 0)
+
+
+_ADVICE_FILTER = _AdviceFilter()
+
+
+@contextmanager
+def without_advice() -> Iterator[None]:
+    """The editor's warnings (``advice``) left out of the log while this thread is in the
+    block: for rehearsals whose warnings are shown elsewhere or are not the point."""
+    logging.getLogger("broadcaster.editor").addFilter(_ADVICE_FILTER)  # once: a set
+    quiet = _ADVICE_FILTER.quiet
+    quiet.depth = getattr(quiet, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        quiet.depth -= 1
 
 
 def simulate(

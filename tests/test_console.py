@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -89,6 +91,7 @@ def test_publish_writes_through_the_draft_editor_keeping_comments_and_logs_the_a
     }
     page = client.post(f"/incidents/{SBG}", data=form)
     assert page.status_code == 200 and 'data-testid="saved"' in page.text
+    assert '<b>message (fr)</b>: <span class="text">Les baies sont revenues.</span>' in page.text
     text = config.state_file.read_text()
     assert "# Stable identifier" in text, "comments are kept"
     incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
@@ -98,6 +101,10 @@ def test_publish_writes_through_the_draft_editor_keeping_comments_and_logs_the_a
     assert audit[-1]["author"] == "Ana Lead" and audit[-1]["incident_id"] == SBG
     assert audit[-1]["fields"] == ["message", "next_update_at", "status"]
     assert audit[-1]["hash_before"] != audit[-1]["hash_after"]
+    form = form_of(client.get(f"/incidents/{SBG}").text) | {"status": "identified"}
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=form).text
+    audit = [json.loads(line) for line in (config.data_dir / "console-audit.jsonl").open()]
+    assert audit[-1]["fields"] == ["status"], "the next update's seconds are not rounded away"
 
 
 def test_service_names_are_written_per_language_when_they_differ(logged) -> None:
@@ -115,15 +122,35 @@ def test_service_names_are_written_per_language_when_they_differ(logged) -> None
 def test_a_form_opened_before_someone_elses_save_is_refused_with_what_changed(logged) -> None:
     config, client = logged
     mine = form_of(client.get(f"/incidents/{SBG}").text)
-    theirs = dict(mine, status="monitoring")
+    theirs = dict(mine, status="monitoring", **{"message-fr": "Leur texte à eux."})
     assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=theirs).text
     saved = config.state_file.read_bytes()
     mine["message-en"] = "My late update"
     page = client.post(f"/incidents/{SBG}", data=mine)
     assert page.status_code == 409
     assert 'data-testid="conflict"' in page.text and "status: identified → monitoring" in page.text
+    assert "message (fr): Le courant est rétabli" in page.text, "each language's change is named"
     assert "My late update" in page.text, "the person's text is kept on the page"
     assert config.state_file.read_bytes() == saved
+    # Publishing again from the conflict page adds my change to theirs: nothing reverted.
+    again = form_of(page.text)
+    assert again["status"] == "monitoring" and again["message-fr"] == "Leur texte à eux."
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=again).text
+    incident = next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG)
+    assert incident.status == "monitoring" and incident.message is not None
+    assert incident.message.get("fr") == "Leur texte à eux."
+    assert incident.message.get("en") == "My late update"
+
+
+def test_a_field_both_editors_changed_is_named_in_the_conflict(logged) -> None:
+    _, client = logged
+    mine = form_of(client.get(f"/incidents/{SBG}").text)
+    theirs = dict(mine, **{"message-en": "Their words."})
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=theirs).text
+    page = client.post(f"/incidents/{SBG}", data=dict(mine, **{"message-en": "My words."}))
+    assert page.status_code == 409
+    assert "you both changed <b>message (en)</b>" in page.text
+    assert form_of(page.text)["message-en"] == "My words."
 
 
 def test_bad_input_is_shown_at_its_field_with_checks_words_and_nothing_is_saved(logged) -> None:
@@ -142,14 +169,42 @@ def test_bad_input_is_shown_at_its_field_with_checks_words_and_nothing_is_saved(
     assert config.state_file.read_bytes() == before
 
 
-def test_the_preview_warns_as_check_does_about_the_incident_being_written(logged) -> None:
+def test_crafted_choices_impossible_times_and_texts_over_the_thread_cap_are_refused_at_their_field(
+    logged,
+) -> None:
+    config, client = logged
+    before = config.state_file.read_bytes()
+    clean = form_of(client.get(f"/incidents/{SBG}").text)
+    cases = {
+        "status": ("exploded", "unknown status &#39;exploded&#39;"),
+        "severity": ("apocalyptic", "unknown severity &#39;apocalyptic&#39;"),
+        "next_update_at": ("25:99", "cannot read &#39;25:99&#39; as a time"),
+        "eta": ("+30x", "cannot read &#39;+30x&#39; as a time"),
+        "message-en": ("word " * 800, "too long: its posts would need at least"),
+    }
+    for key, (value, words) in cases.items():
+        page = client.post(f"/incidents/{SBG}", data=clean | {key: value})
+        assert page.status_code == 422, key
+        field = key.split("-")[0]
+        at_field = re.search(f'data-testid="error-{field}"[^>]*>([^<]*)</p>', page.text)
+        assert at_field and words in at_field.group(1), (key, page.text[-2000:])
+    assert config.state_file.read_bytes() == before
+
+
+def test_the_preview_warns_as_check_does_about_the_incident_being_written(
+    logged, caplog: pytest.LogCaptureFixture
+) -> None:
     _, client = logged
     form = form_of(client.get(f"/incidents/{SBG}").text)
     form |= {"status": "identified", "cause-en": "", "cause-fr": ""}
-    result = client.post(
-        "/preview", json={"form": form, "incident_id": SBG}, headers={"x-csrf-token": form["csrf"]}
-    ).json()
+    with caplog.at_level(logging.WARNING):
+        result = client.post(
+            "/preview",
+            json={"form": form, "incident_id": SBG},
+            headers={"x-csrf-token": form["csrf"]},
+        ).json()
     assert any("'cause'" in w and "no cause is given" in w for w in result["warnings"])
+    assert not caplog.records, "the page shows the warnings: the log is not filled at each key"
 
 
 def test_a_new_incident_is_appended_and_its_preview_shows_the_opening_posts(logged) -> None:
@@ -175,8 +230,14 @@ def test_a_new_incident_is_appended_and_its_preview_shows_the_opening_posts(logg
     posts = preview["channels"]["x-en"]["posts"]
     assert posts[0]["kind"] == "opened" and "Network <b>down</b>" in posts[0]["parts"][0]["text"]
     assert posts[0]["parts"][0]["length"] <= 280
+    # Someone saves another incident meanwhile: appending overwrites nothing, so no conflict.
+    other = form_of(client.get(f"/incidents/{SBG}").text) | {"status": "monitoring"}
+    assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=other).text
     saved = client.post("/new", data=form)
     assert 'data-testid="saved"' in saved.text
+    assert next(i for i in load_state(config.state_file, {"en", "fr"}) if i.id == SBG).status == (
+        "monitoring"
+    )
     assert "Network &lt;b&gt;down&lt;/b&gt;" in saved.text and "<b>down</b>" not in saved.text
     assert [i.id for i in load_state(config.state_file, {"en", "fr"})][-1] == "rbx-network"
     again = client.post("/new", data=form_of(client.get("/new").text) | {"id": "rbx-network"})

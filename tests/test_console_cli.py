@@ -107,6 +107,19 @@ def test_next_update_as_a_clock_time_or_in_minutes_in_the_configured_timezone(
     assert code == 2 and "--next-update: cannot read 'soon' as a time" in err
 
 
+def test_the_warnings_are_about_the_draft_not_the_file_it_changes(
+    config: Path, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
+    code, _, err = draft(
+        capsys, config, SBG, "--status", "monitoring", "--next-update", "22:30", "--write"
+    )
+    assert code == 0 and "the next update is 12 h away" in caplog.text + err
+    caplog.clear()
+    code, _, err = draft(capsys, config, SBG, "--next-update", "+30m")
+    assert code == 0, err
+    assert "away" not in caplog.text + err, "the promise being replaced is not warned about"
+
+
 def test_a_promise_or_recovery_time_already_past_today_means_tomorrow(config: Path, capsys) -> None:
     # It is 10:30: "09:00" for when things come back can only mean tomorrow morning.
     code, _, err = draft(capsys, config, SBG, "--eta", "09:00", "--write")

@@ -19,7 +19,7 @@ from ...clock import utcnow
 from ...config import Config, Secret
 from ...model import ID_FIELD, KIND_FIELD, IncidentKind
 from ..security import SecurityHeaders
-from .forms import FIELDS, new_values, values_of
+from .forms import FIELDS, describe, new_values, values_of
 from .sessions import COOKIE, LoginLimiter, Session, Sessions
 from .workspace import Outcome, Workspace
 
@@ -162,6 +162,7 @@ def create_app(
             base_hash=base_hash,
             outcome=outcome,
             posted=posted,
+            saved=describe(outcome.saved, tz) if outcome and outcome.saved else [],
             summary=summary,
             now=utcnow(),
             channels=config.channels,
@@ -196,9 +197,20 @@ def create_app(
             incident = view.incident(saved_id)
             values = values_of(incident, work.languages, tz)
             return editor(request, session, saved_id, values, view.hash, outcome)
-        new_hash = work.state().hash if outcome.conflict is not None else base_hash
-        status = 409 if outcome.conflict is not None else 422
-        return editor(request, session, incident_id, form, new_hash, outcome, status)
+        if outcome.conflict is not None:
+            # Their save with this person's edits on top, against the file it comes from;
+            # when what the page showed is unknown, the page cannot publish over it.
+            values = outcome.rebased or form
+            return editor(
+                request,
+                session,
+                incident_id,
+                values,
+                outcome.rebased_hash or base_hash,
+                outcome,
+                409,
+            )
+        return editor(request, session, incident_id, form, base_hash, outcome, 422)
 
     async def preview(request: Request, session: Session) -> Response:
         data = await request.json()

@@ -136,7 +136,12 @@ def _texts(
         elif value is None or value == ():
             values[f.name] = ""
         elif f.kind is FieldKind.DATETIME:
-            values[f.name] = value.astimezone(tz).isoformat(timespec="minutes")
+            # Seconds only when the file has them: publishing another field must not
+            # rewrite this time by rounding it.
+            exact = value.second or value.microsecond
+            values[f.name] = value.astimezone(tz).isoformat(
+                timespec="seconds" if exact else "minutes"
+            )
         elif f.kind is FieldKind.STRINGS:
             values[f.name] = ", ".join(value)
         elif f.kind is FieldKind.BOOL:
@@ -209,6 +214,63 @@ def changes_between(current: Incident, new: Incident, data: Mapping[str, Any]) -
             continue
         changes[f.name] = data.get(f.name)
     return changes
+
+
+def form_labels(languages: Collection[str]) -> dict[str, str]:
+    """Each input's key and how to name it to a person: ``message (fr)``, ``status``."""
+    labels: dict[str, str] = {}
+    for f in FIELDS:
+        if f.localized:
+            for language in languages:
+                labels[form_key(f.name, language)] = f"{f.name} ({language})"
+        else:
+            labels[f.name] = f.name
+    return labels
+
+
+def _same(a: str, b: str) -> bool:
+    # Browsers send a textarea's line breaks as CRLF.
+    return a.replace("\r\n", "\n").strip() == b.replace("\r\n", "\n").strip()
+
+
+def rebase(
+    form: Mapping[str, str], before: Mapping[str, str], now: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """A form opened on ``before`` moved onto ``now`` (someone saved in between): the inputs
+    the person left alone take the saved value, their own edits stay. Also the keys both
+    changed, differently."""
+    merged = dict(form)
+    both = []
+    for key, theirs in now.items():
+        base, mine = before.get(key, ""), form.get(key, "")
+        if _same(mine, base):
+            merged[key] = theirs
+        elif not _same(theirs, base) and not _same(mine, theirs):
+            both.append(key)
+    return merged, both
+
+
+def describe(changes: Mapping[str, Any], tz: ZoneInfo) -> list[tuple[str, str]]:
+    """What was saved, for people: one line per field and language, times in ``tz``."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, datetime):
+            return value.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value)
+        return str(value)
+
+    lines: list[tuple[str, str]] = []
+    for name, value in changes.items():
+        if value is None:
+            lines.append((name, "(removed)"))
+        elif isinstance(value, Mapping):
+            lines += [(f"{name} ({lang})", text(v)) for lang, v in value.items()]
+        else:
+            lines.append((name, text(value)))
+    return lines
 
 
 def _comma_list(raw: str) -> list[str]:

@@ -31,7 +31,7 @@ from ...statefile import (
 from ...statefile.edit import CHANGED_MESSAGE
 from ...statefile.syntax import format_of, no_surprises
 from ...statefile.validate import state_from_text
-from .forms import changes_between, read_form
+from .forms import changes_between, form_labels, read_form, rebase, values_of
 
 AUDIT_FILE = "console-audit.jsonl"
 
@@ -67,6 +67,11 @@ class Outcome:
     errors: dict[str, list[str]] = field(default_factory=dict)
     general: list[str] = field(default_factory=list)
     conflict: list[str] | None = None  # what someone else changed, one line each
+    # On a conflict: the saved file's values with the person's own edits on top, the file
+    # hash they come from (publish again against it), and what both changed.
+    rebased: dict[str, str] | None = None
+    rebased_hash: str | None = None
+    both_changed: list[str] = field(default_factory=list)
     saved: dict[str, Any] | None = None
     hash_after: str | None = None
 
@@ -212,7 +217,7 @@ class Workspace:
 
     def preview(self, form: Mapping[str, str], incident_id: str | None) -> dict[str, Any]:
         """What every channel would post now if the form were published (JSON for the page)."""
-        from ...rehearsal import preview
+        from ...rehearsal import preview, without_advice
 
         now = utcnow()
         incident, _, errors, view = self.validate(form, incident_id, now)
@@ -229,7 +234,8 @@ class Workspace:
             for a in incident_advice(incident, self.config.channels, self.config.cadence, now)
         ]
         others = [i for i in view.incidents if i.id != incident.id]
-        shown = preview(self.config, [*others, incident], now, incident.id)
+        with without_advice():  # shown on the page: not logged at every keystroke
+            shown = preview(self.config, [*others, incident], now, incident.id)
         tz = self.config.timezone
         for name, channel in self.config.channels.items():
             matching = channel.matches(incident.severity, incident.services, incident.regions)
@@ -273,8 +279,10 @@ class Workspace:
                 general = errors.pop("", [])
                 return Outcome(errors=errors, general=general)
             assert incident is not None
-            if view.hash != base_hash:
-                return Outcome(conflict=self._what_changed(base_hash, view, incident.id))
+            if view.hash != base_hash and incident_id is not None:
+                # (A new incident overwrites nothing: it is appended to the file as it is
+                # now, its id checked against it above.)
+                return self._conflict(form, base_hash, view, incident.id)
             path = self.config.state_file
             if incident_id is None:
                 changes = dict(data)
@@ -303,35 +311,49 @@ class Workspace:
             try:
                 write()
             except StateFileError as exc:
-                if CHANGED_MESSAGE in str(exc):
+                if CHANGED_MESSAGE in str(exc) and incident_id is None:
                     return Outcome(
-                        conflict=self._what_changed(base_hash, self.state(), incident.id)
+                        general=["the state file changed as it was being saved: publish again"]
                     )
+                if CHANGED_MESSAGE in str(exc):
+                    return self._conflict(form, base_hash, self.state(), incident.id)
                 return Outcome(general=[p.message for p in exc.problems])
             after = self.state().hash
             self._audit(author, incident.id, sorted(changes), view.hash, after, now, incident_id)
             return Outcome(saved=changes, hash_after=after)
 
-    def _what_changed(self, base_hash: str, view: StateView, incident_id: str) -> list[str]:
+    def _conflict(
+        self, form: Mapping[str, str], base_hash: str, view: StateView, incident_id: str
+    ) -> Outcome:
+        """Refused: someone saved since the form was opened. What they changed, and the form
+        rebased on their save (so publishing again keeps their changes and adds yours)."""
+        outcome = Outcome()
         with self._seen_lock:
             before = self._seen.get(base_hash)
         now_incident = view.incident(incident_id)
-        if before is None:
-            return ["the state file was saved by someone else since this page was opened"]
-        then = next((i for i in before if i.id == incident_id), None)
-        if then is None and now_incident is not None:
-            return [f"incident {incident_id!r} was added by someone else"]
+        then = next((i for i in before or [] if i.id == incident_id), None)
         if now_incident is None:
-            return [f"incident {incident_id!r} is no longer in the state file"]
-        assert then is not None
-        lines = []
-        old, new = then.to_json(), now_incident.to_json()
-        for name in INCIDENT_FIELDS:
-            if old.get(name) != new.get(name):
-                lines.append(f"{name}: {_short(old.get(name))} → {_short(new.get(name))}")
-        if not lines:
-            lines.append("other incidents in the state file changed")
-        return lines
+            outcome.conflict = [f"incident {incident_id!r} is no longer in the state file"]
+            return outcome
+        if then is None:
+            # The console restarted since the page was opened: what it showed is unknown.
+            outcome.conflict = [
+                "the state file was saved by someone else since this page was opened"
+            ]
+            return outcome
+        tz = self.config.timezone
+        old = values_of(then, self.languages, tz)
+        new = values_of(now_incident, self.languages, tz)
+        labels = form_labels(self.languages)
+        outcome.conflict = [
+            f"{label}: {_short(old[key]) or '(empty)'} → {_short(new[key]) or '(empty)'}"
+            for key, label in labels.items()
+            if old.get(key) != new.get(key)
+        ] or ["other incidents in the state file changed"]
+        outcome.rebased, both = rebase(form, old, new)
+        outcome.rebased_hash = view.hash
+        outcome.both_changed = [labels[key] for key in both]
+        return outcome
 
     def _audit(
         self,

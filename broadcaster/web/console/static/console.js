@@ -6,12 +6,17 @@
   if (!form) { return; }
   var csrf = form.querySelector("input[name=csrf]").value;
   var incidentId = form.getAttribute("data-incident-id") || null;
+  if (incidentId && window.location.pathname === "/new") {
+    // Just published a new incident: reloading must show it, not post the form again.
+    window.history.replaceState(null, "", "/incidents/" + encodeURIComponent(incidentId));
+  }
   var state = document.getElementById("preview-state");
   var warnings = document.getElementById("warnings");
   var timer = null;
   var sent = 0;        // requests sent
   var shown = 0;       // newest request whose answer is shown
-  var firstInputAt = null;  // the oldest keystroke not yet reflected in the preview
+  var firstInputAt = null;  // the oldest keystroke not yet sent for a preview
+  var pendingSince = null;  // the oldest keystroke sent whose preview is not yet shown
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -77,16 +82,26 @@
       }
     });
     if (seq === sent) {
-      var latency = firstInputAt === null ? 0 : performance.now() - firstInputAt;
-      firstInputAt = null;
       state.textContent = hasErrors ? "Fix the fields in red." : "Preview up to date.";
-      state.setAttribute("data-seq", String(seq));
-      state.setAttribute("data-latency-ms", latency.toFixed(1));
+      // data-latency-ms: from the oldest keystroke not yet shown (debounce included) to
+      // the frame that paints its preview: a timer queued from requestAnimationFrame runs
+      // once that frame is drawn.
+      requestAnimationFrame(function () {
+        setTimeout(function () {
+          if (seq !== sent) { return; }  // typed again meanwhile: the next answer reports
+          var latency = pendingSince === null ? 0 : performance.now() - pendingSince;
+          pendingSince = null;
+          state.setAttribute("data-latency-ms", latency.toFixed(1));
+          state.setAttribute("data-seq", String(seq));
+        }, 0);
+      });
     }
   }
 
   function refresh() {
     var seq = ++sent;
+    if (pendingSince === null) { pendingSince = firstInputAt; }
+    firstInputAt = null;
     state.textContent = "Updating the preview…";
     fetch("/preview", {
       method: "POST",
