@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -182,6 +183,7 @@ def build(
         for source in sources:
             opened.callback(source.close)
         instance = lease_holder(config.store.instance or default_instance())
+        shared = config.store.url is not None and not dry_run
         workers = {
             name: ChannelWorker(
                 channel,
@@ -192,6 +194,10 @@ def build(
                 holder=instance,
                 lease_ttl=config.store.lease_ttl,
                 on_lease=on_lease,
+                # Shared store only: another instance may be alive but cut off, its request
+                # still waiting (connect, then read: each up to the timeout). With SQLite the
+                # former holder is a dead process (flock), its connection closed.
+                settle=2 * config.channels[name].timeout if shared else timedelta(0),
             )
             for name, channel in channels.items()
         }

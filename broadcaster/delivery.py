@@ -62,18 +62,32 @@ class ChannelLease:
     instance may take over (and looks the post up first, since it is marked ``sending``).
     A stall longer than that is caught by ``still_holds``: the lease checked before the
     request must be the very one (same fencing token) the post was marked under.
+
+    A holder cut off from the store (not dead) may still be waiting for the platform's
+    answer when its lease runs out: after a takeover, a post it left ``sending`` is looked
+    up only once ``settle`` has passed (the longest a request of its can last), so the
+    look-up cannot miss a post that is still on its way.
     """
 
     monotonic: Callable[[], float] = staticmethod(time.monotonic)  # replaced in tests
 
-    def __init__(self, store: DataStore, channel: str, holder: str, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        store: DataStore,
+        channel: str,
+        holder: str,
+        ttl: timedelta,
+        settle: timedelta = timedelta(0),
+    ) -> None:
         self.store = store
         self.channel = channel
         self.holder = holder
         self.ttl = ttl
+        self.settle = settle
         self.current: Lease | None = None
         self._deadline = 0.0
         self._taken_at = 0.0
+        self._settled_at = 0.0
         self.on_change: Callable[[bool, bool], None] | None = None  # (held, takeover)
 
     def remaining(self) -> float:
@@ -85,6 +99,10 @@ class ChannelLease:
         if self.current is None or self.monotonic() - self._taken_at > ttl / 3:
             self._renew()
         return self.current is not None and self.remaining() > ttl / 3
+
+    def settling(self) -> float:
+        """Seconds before a post the former holder left ``sending`` may be looked up."""
+        return max(0.0, self._settled_at - self.monotonic())
 
     def still_holds(self, lease: Lease | None) -> bool:
         """``usable`` and still ``lease`` (renewed, never lost in between): had it run out,
@@ -110,6 +128,7 @@ class ChannelLease:
             takeover = before is not None and before.holder != self.holder
             if takeover:
                 assert before is not None
+                self._settled_at = started + self.settle.total_seconds()
                 log.warning(
                     "%s: took the channel over from %s (its lease expired at %s); "
                     "any post it left 'sending' is looked up before a re-send",
@@ -167,9 +186,12 @@ class ChannelWorker:
         holder: str | None = None,
         lease_ttl: timedelta = timedelta(seconds=15),
         on_lease: Callable[[str, bool, bool], None] | None = None,
+        settle: timedelta = timedelta(0),
     ) -> None:
         self.channel = channel
-        self.lease = ChannelLease(store, channel.name, holder or default_instance(), lease_ttl)
+        self.lease = ChannelLease(
+            store, channel.name, holder or default_instance(), lease_ttl, settle
+        )
         if on_lease is not None:
             name = channel.name
             self.lease.on_change = lambda held, takeover: on_lease(name, held, takeover)
@@ -282,6 +304,10 @@ class ChannelWorker:
         # been looked at, every refusal below must keep it "sending", or a later try would
         # skip the look-up and could publish it a second time.
         unknown = post.state is PostState.SENDING
+        if unknown and self.lease.settling() > 0:
+            # Taken over from a holder that may only be cut off: its request for this post
+            # may still reach the platform. Look it up once that request must have ended.
+            return self.lease.settling()
         try:
             if unknown:
                 # The platform may have the post already; a second copy would be worse than none.

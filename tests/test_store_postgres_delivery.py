@@ -60,6 +60,26 @@ def test_only_the_holder_delivers_and_the_other_takes_over_when_it_dies(
     assert b_events == [("c", True, True)]  # counted as a takeover
 
 
+def test_after_a_takeover_a_post_left_sending_is_looked_up_only_once_its_request_has_ended(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """A holder cut off from the database (not dead) may still be waiting for the platform
+    when its lease runs out: looked up at once, its post could be missed and sent twice."""
+    a_store, b_store = stores
+    (key,) = record(a_store, "one")
+    a = worker(a_store, ScriptedChannel(), "a")
+    assert a.lease.usable() and a_store.mark_sending(key, lease=a.lease.current)
+    b_channel = ScriptedChannel()
+    settle = timedelta(seconds=1.5)
+    b = ChannelWorker(b_channel, b_store, clock=Clock(), holder="b", lease_ttl=TTL, settle=settle)
+    wait_for(lambda: b.lease.usable(), "b takes the lease once a's ran out", timeout=5)
+    wait = b.step()
+    assert wait is not None and 0 < wait <= settle.total_seconds()
+    assert b_channel.calls == [], "nothing looked up while a's request may still be on its way"
+    wait_for(lambda: b.step() == 0, "b looks it up once a's request has ended", timeout=5)
+    assert b_channel.calls == [("find", key), ("publish", key)]
+
+
 def test_a_holder_paused_past_its_lease_sends_and_marks_nothing(
     stores: tuple[PostgresStore, PostgresStore],
 ) -> None:
