@@ -194,10 +194,11 @@ def build(
                 holder=instance,
                 lease_ttl=config.store.lease_ttl,
                 on_lease=on_lease,
-                # Shared store only: another instance may be alive but cut off, its request
-                # still waiting (connect, then read: each up to the timeout). With SQLite the
-                # former holder is a dead process (flock), its connection closed.
-                settle=2 * config.channels[name].timeout if shared else timedelta(0),
+                # Shared store only: another instance may be alive but cut off, its publish
+                # still waiting: up to two create calls (the second when the parent was
+                # deleted), each a connect then a read, each up to the timeout. With SQLite
+                # the former holder is a dead process (flock), its connection closed.
+                settle=4 * config.channels[name].timeout if shared else timedelta(0),
             )
             for name, channel in channels.items()
         }

@@ -88,6 +88,7 @@ class ChannelLease:
         self._deadline = 0.0
         self._taken_at = 0.0
         self._settled_at = 0.0
+        self._last_token: int | None = None
         self.on_change: Callable[[bool, bool], None] | None = None  # (held, takeover)
 
     def remaining(self) -> float:
@@ -125,22 +126,31 @@ class ChannelLease:
                 self.lost("another instance holds it")
             return
         if self.current is None or lease.token != self.current.token:
-            takeover = before is not None and before.holder != self.holder
+            # Another instance held the channel in between unless the fencing token is the
+            # one this instance last held or the next (a fresh lease row starts the count).
+            # A holder that slept through someone else's whole lease comes back to a token
+            # that jumped: that is a takeover too, whoever held it.
+            mine = self._last_token is not None and lease.token - self._last_token in (0, 1)
+            takeover = not mine and (
+                self._last_token is not None
+                or (before is not None and before.holder != self.holder)
+            )
             if takeover:
-                assert before is not None
                 self._settled_at = started + self.settle.total_seconds()
                 log.warning(
-                    "%s: took the channel over from %s (its lease expired at %s); "
-                    "any post it left 'sending' is looked up before a re-send",
+                    "%s: took the channel over from %s; any post it left 'sending' is looked "
+                    "up before a re-send",
                     self.channel,
-                    before.holder,
-                    before.expires_at.isoformat(),
+                    f"{before.holder} (its lease expired at {before.expires_at.isoformat()})"
+                    if before is not None and before.holder != self.holder
+                    else "another instance",
                 )
             else:
                 log.info("%s: this instance (%s) delivers it now", self.channel, self.holder)
             if self.on_change:
                 self.on_change(True, takeover)
         self.current = lease
+        self._last_token = lease.token
         self._taken_at = started
         self._deadline = started + self.ttl.total_seconds()
 

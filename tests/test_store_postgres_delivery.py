@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import psycopg
 import pytest
 from support import wait_for
 from test_delivery import Clock, ScriptedChannel, record
@@ -77,6 +78,36 @@ def test_after_a_takeover_a_post_left_sending_is_looked_up_only_once_its_request
     assert wait is not None and 0 < wait <= settle.total_seconds()
     assert b_channel.calls == [], "nothing looked up while a's request may still be on its way"
     wait_for(lambda: b.step() == 0, "b looks it up once a's request has ended", timeout=5)
+    assert b_channel.calls == [("find", key), ("publish", key)]
+
+
+def test_a_holder_back_after_someone_elses_whole_lease_also_waits_before_its_look_up(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    """b holds the channel idle and is paused; c takes over, sends and is cut off mid-request;
+    b wakes after c's lease ran out. b never saw c's lease, but the fencing token jumped:
+    c's request may still be on its way, so b waits as any new holder does."""
+    b_store, c_store = stores
+    settle = timedelta(seconds=1.5)
+    b_channel, c_channel = ScriptedChannel(), ScriptedChannel()
+    b, c = (
+        ChannelWorker(ch, st, clock=Clock(), holder=h, lease_ttl=TTL, settle=settle)
+        for ch, st, h in ((b_channel, b_store, "b"), (c_channel, c_store, "c"))
+    )
+    assert b.step() is None  # b holds the channel, nothing to send
+    (key,) = record(b_store, "one")
+    wait_for(lambda: c.lease.usable(), "c takes over while b is paused", timeout=5)
+    assert c_store.mark_sending(key, lease=c.lease.current)  # c's request is on its way
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+
+        def c_lease_ran_out() -> bool:
+            row = db.execute("SELECT expires_at < now() FROM leases WHERE channel = 'c'")
+            return bool(row.fetchone()[0])  # type: ignore[index]
+
+        wait_for(c_lease_ran_out, "c's lease runs out on the database's clock", timeout=5)
+    wait = b.step()  # b wakes: the first thing it sees is its own lease, renewed
+    assert wait is not None and wait > 0 and b_channel.calls == []
+    wait_for(lambda: b.step() == 0, "b looks it up once c's request has ended", timeout=5)
     assert b_channel.calls == [("find", key), ("publish", key)]
 
 
