@@ -303,3 +303,41 @@ def test_the_edit_page_shows_what_was_posted_with_links_and_when_the_next_update
     assert "5 min late" in page, "promised 15 min after a post 20 min ago"
     listing = client.get("/").text
     assert "5 min late" in listing
+
+
+def _incident(config, incident_id: str = SBG):
+    return next(
+        (i for i in load_state(config.state_file, {"en", "fr"}) if i.id == incident_id), None
+    )
+
+
+def test_a_publish_rewrites_only_the_fields_the_person_changed(logged) -> None:
+    """Fields nobody touched stay as the file says them, even where the form cannot say it
+    alike: a service name with a comma, a list given per language though the same."""
+    config, client = logged
+    text = config.state_file.read_text()
+    text = text.replace('"Hébergement web", "VPS"', '"Hébergement web, mutualisé", "VPS"')
+    text = text.replace('regions = ["SBG"]\n', 'regions = { en = ["SBG"], fr = ["SBG"] }\n', 1)
+    assert "mutualisé" in text and 'fr = ["SBG"]' in text
+    config.state_file.write_text(text)
+    before = _incident(config)
+    form = form_of(client.get(f"/incidents/{SBG}").text) | {"message-en": "Only this changes."}
+    page = client.post(f"/incidents/{SBG}", data=form)
+    assert 'data-testid="saved"' in page.text
+    after = _incident(config)
+    assert after.services == before.services and after.regions == before.regions
+    assert 'regions = { en = ["SBG"], fr = ["SBG"] }' in config.state_file.read_text()
+    audit = (config.data_dir / "console-audit.jsonl").read_text().splitlines()
+    assert json.loads(audit[-1])["fields"] == ["message"]
+
+
+def test_a_new_id_typed_with_a_trailing_space_shows_the_saved_incident(logged) -> None:
+    config, client = logged
+    form = form_of(client.get("/new").text) | {
+        "id": "rbx-z ",
+        **{f"{name}-{lang}": "Text" for name in ("title", "message") for lang in ("en", "fr")},
+    }
+    page = client.post("/new", data=form)
+    assert 'data-testid="saved"' in page.text and _incident(config, "rbx-z") is not None
+    assert 'action="/incidents/rbx-z"' in page.text
+    assert form_of(page.text)["title-en"] == "Text"

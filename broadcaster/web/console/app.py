@@ -192,7 +192,7 @@ def create_app(
         assert session.name is not None
         outcome = await run_in_threadpool(work.publish, form, incident_id, base_hash, session.name)
         if outcome.ok:
-            saved_id = incident_id or form.get(ID_FIELD, "")
+            saved_id = incident_id or form.get(ID_FIELD, "").strip()
             view = work.state()
             incident = view.incident(saved_id)
             values = values_of(incident, work.languages, tz)

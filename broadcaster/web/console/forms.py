@@ -216,6 +216,20 @@ def changes_between(current: Incident, new: Incident, data: Mapping[str, Any]) -
     return changes
 
 
+def edited(
+    form: Mapping[str, str], shown: Mapping[str, str], languages: Collection[str]
+) -> set[str]:
+    """The fields whose inputs the person changed from ``shown`` (the form for the file as it
+    is). Only these are written: a field nobody touched is never rewritten from its form
+    text, which cannot always say it as the file does (a name with a comma in a list)."""
+    changed = set()
+    for f in FIELDS:
+        keys = [form_key(f.name, lang) for lang in languages] if f.localized else [f.name]
+        if any(not _same(form.get(k, ""), shown.get(k, "")) for k in keys):
+            changed.add(f.name)
+    return changed
+
+
 def form_labels(languages: Collection[str]) -> dict[str, str]:
     """Each input's key and how to name it to a person: ``message (fr)``, ``status``."""
     labels: dict[str, str] = {}

@@ -31,7 +31,7 @@ from ...statefile import (
 from ...statefile.edit import CHANGED_MESSAGE
 from ...statefile.syntax import format_of, no_surprises
 from ...statefile.validate import state_from_text
-from .forms import changes_between, form_labels, read_form, rebase, values_of
+from .forms import changes_between, edited, form_labels, read_form, rebase, values_of
 
 AUDIT_FILE = "console-audit.jsonl"
 
@@ -295,7 +295,13 @@ class Workspace:
                 current = view.incident(incident_id)
                 if current is None:
                     return Outcome(general=[f"no incident {incident_id!r} in {path}"])
-                changes = changes_between(current, incident, data)
+                shown = values_of(current, self.languages, self.config.timezone)
+                touched = edited(form, shown, self.languages)
+                changes = {
+                    name: value
+                    for name, value in changes_between(current, incident, data).items()
+                    if name in touched
+                }
                 if not changes:
                     return Outcome(saved={}, hash_after=view.hash)
 
