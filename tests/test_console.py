@@ -341,3 +341,36 @@ def test_a_new_id_typed_with_a_trailing_space_shows_the_saved_incident(logged) -
     assert 'data-testid="saved"' in page.text and _incident(config, "rbx-z") is not None
     assert 'action="/incidents/rbx-z"' in page.text
     assert form_of(page.text)["title-en"] == "Text"
+
+
+def test_two_writers_take_turns_so_the_second_sees_the_first_save(tmp_path: Path) -> None:
+    """The console and `draft --write` check the file is as the person saw it, then replace
+    it. Without a lock around the two, both could pass the check and one save be lost."""
+    import fcntl
+    import hashlib
+    import threading
+
+    from broadcaster.statefile import StateFileError, apply_changes
+
+    config = load_config(console_config(tmp_path))
+    seen = hashlib.sha256(config.state_file.read_bytes()).hexdigest()
+    outcome: list[str] = []
+
+    def second_writer() -> None:
+        try:
+            apply_changes(config.state_file, SBG, {"status": "monitoring"}, expected_sha256=seen)
+            outcome.append("saved")
+        except StateFileError as e:
+            outcome.append(str(e))
+
+    lock = config.state_file.parent / f".{config.state_file.name}.lock"
+    with open(lock, "a") as first:
+        fcntl.flock(first, fcntl.LOCK_EX)  # the first writer, between its check and replace
+        writer = threading.Thread(target=second_writer)
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive(), "the second writer waits for the first's replace"
+        config.state_file.write_text(config.state_file.read_text() + "\n# the first save\n")
+    writer.join(10)
+    assert outcome and "the file changed" in outcome[0]
+    assert config.state_file.read_text().endswith("# the first save\n")

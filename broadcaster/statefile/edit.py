@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import enum
+import fcntl
 import hashlib
 import json
 import os
@@ -320,20 +321,25 @@ def _write_atomic(target: Path, path_str: str, data: bytes, *, expected: bytes) 
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         # Ops edit this file by hand: never overwrite an edit made while we were working.
-        if target.read_bytes() != expected:
-            raise StateFileError(
-                [
-                    Problem(
-                        path_str,
-                        None,
-                        None,
-                        None,
-                        f"{CHANGED_MESSAGE}, run the command again",
-                    )
-                ]
-            )
-        os.replace(tmp, target)
-        tmp = None
+        # The console and `draft --write` take a lock around the check and the replace, so
+        # two of them cannot both pass the check in the gap before the other's replace.
+        lock = target.parent / f".{target.name}.lock"
+        with open(lock, "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            if target.read_bytes() != expected:
+                raise StateFileError(
+                    [
+                        Problem(
+                            path_str,
+                            None,
+                            None,
+                            None,
+                            f"{CHANGED_MESSAGE}, run the command again",
+                        )
+                    ]
+                )
+            os.replace(tmp, target)
+            tmp = None
     except OSError as exc:
         raise StateFileError(
             [Problem(path_str, None, None, None, f"cannot write the file: {exc}")]
