@@ -145,11 +145,13 @@ def test_a_form_opened_before_someone_elses_save_is_refused_with_what_changed(lo
 def test_a_field_both_editors_changed_is_named_in_the_conflict(logged) -> None:
     _, client = logged
     mine = form_of(client.get(f"/incidents/{SBG}").text)
-    theirs = dict(mine, **{"message-en": "Their words."})
+    long = "Their words, " + "and a long explanation " * 8 + "to weigh against mine."
+    theirs = dict(mine, **{"message-en": long})
     assert 'data-testid="saved"' in client.post(f"/incidents/{SBG}", data=theirs).text
     page = client.post(f"/incidents/{SBG}", data=dict(mine, **{"message-en": "My words."}))
     assert page.status_code == 409
     assert "you both changed <b>message (en)</b>" in page.text
+    assert long in page.text, "their whole text, to weigh against mine"
     assert form_of(page.text)["message-en"] == "My words."
 
 

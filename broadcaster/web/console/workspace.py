@@ -351,12 +351,17 @@ class Workspace:
         old = values_of(then, self.languages, tz)
         new = values_of(now_incident, self.languages, tz)
         labels = form_labels(self.languages)
+        outcome.rebased, both = rebase(form, old, new)
+
+        def said(value: str, key: str) -> str:
+            # A field both changed is shown whole: the person must weigh theirs against it.
+            return (value if key in both else _short(value)) or "(empty)"
+
         outcome.conflict = [
-            f"{label}: {_short(old[key]) or '(empty)'} → {_short(new[key]) or '(empty)'}"
+            f"{label}: {said(old[key], key)} → {said(new[key], key)}"
             for key, label in labels.items()
             if old.get(key) != new.get(key)
         ] or ["other incidents in the state file changed"]
-        outcome.rebased, both = rebase(form, old, new)
         outcome.rebased_hash = view.hash
         outcome.both_changed = [labels[key] for key in both]
         return outcome
