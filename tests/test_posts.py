@@ -215,6 +215,8 @@ def test_french_posts_name_services_in_french_and_follow_french_typography(
     outage = posts(day, channel, OUTAGE)
     assert any("Hébergement web, VPS, Serveurs dédiés et Public Cloud" in whole(s) for s in outage)
     assert any("soit plus de 2 heures" in whole(s) for s in outage)  # a duration, not a time
+    for shown in posts(day, channel):
+        assert whole(shown).count("heure de Paris") <= 1, whole(shown)  # named once
 
 
 def test_a_channel_filter_matches_names_in_any_language() -> None:
