@@ -362,6 +362,14 @@ def test_on_any_timeline_every_post_says_what_matters_and_keeps_its_promise(
     config = replace(example, channels=channels)
     shown = simulate(config, day.steps, T0, END)
     ids = {i.id for _, incidents in day.steps for i in incidents}
+    for name in CHANNELS:  # what simulate shows goes out within the channel's budget
+        times = [s.at for s in shown if s.recorded.post.channel == name]
+        limit, window = day.budgets[name]["max_posts"] or (None, None)
+        if limit is not None:
+            assert all(sum(t <= u < t + window for u in times) <= limit for t in times), name
+        if day.budgets[name]["min_interval"] is not None:
+            gaps = [b - a for a, b in pairwise(times)]
+            assert all(gap >= day.budgets[name]["min_interval"] for gap in gaps), name
     for name in CHANNELS:
         for incident_id in ids:
             thread = [
