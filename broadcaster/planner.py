@@ -37,6 +37,11 @@ UNSENT = (PostState.PENDING, PostState.SENDING)
 # A promise closer than this to the post that makes it would read as noise.
 MIN_PROMISE = timedelta(seconds=1)
 
+# The parts another thread's promised post is assumed to take at least, when keeping room
+# for it: a reminder restates status, scope, cause and ops' latest word, so on X it often takes two
+# parts even when the opening it follows took one.
+NEXT_PARTS = 2
+
 
 ThreadTail = Sequence[OutboxPost]
 """What the outbox holds of one thread that a new post can change: every unsent part
@@ -107,7 +112,8 @@ def within_budget(
     The post being planned (``parts`` parts) goes after everything queued, each part at
     its earliest slot, and so do the posts planned after it in the same run; the next post
     (assumed as long) must then find room at the promised time for every one of its parts,
-    without making late an update another thread already promised. Reminders go no faster
+    without making late an update another thread already promised (assumed as long, and at
+    least ``NEXT_PARTS``). Reminders go no faster
     than the budget's pace (``Budget.pace``). A moved promise falls on a whole minute
     ("by 10:31" kept, never "by 10:30" broken).
     """
@@ -120,7 +126,7 @@ def within_budget(
         times.append(at)
     if budget.min_interval is not None and times:
         at = max(at, times[-1] + budget.min_interval)
-    reserved = [(max(r, now), parts) for r in load.reserved]
+    reserved = [(max(r, now), max(parts, NEXT_PARTS)) for r in load.reserved]
     already_late = _late(budget, times, reserved, None)
     candidate = max(promised, at, now + budget.pace * parts)
     if candidate != promised:

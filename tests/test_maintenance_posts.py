@@ -11,8 +11,9 @@ import pytest
 
 from broadcaster import planner
 from broadcaster.config import DEFAULT_CADENCE, CadenceConfig, ChannelConfig, parse_duration
-from broadcaster.model import Incident, IncidentKind, Localized, Snapshot
+from broadcaster.model import Incident, IncidentKind, Localized, PlannedPost, PostKind, Snapshot
 from broadcaster.render import Renderer
+from broadcaster.textfit import split, x_rule
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "message_templates"
 PARIS = ZoneInfo("Europe/Paris")
@@ -72,3 +73,26 @@ def test_in_french_too(platform: str) -> None:
     last_at, last = posts[-1]
     assert last_at == END
     assert "est passé. Une nouvelle date suivra." in last and "Prochain point" not in last
+
+
+def test_on_x_the_french_not_started_reminder_keeps_its_link_in_the_first_part() -> None:
+    # Found by tests/test_posts_property.py: a longer French wording pushed the link out.
+    late = FORGOTTEN.with_changes(
+        {
+            "title": {"en": "Network upgrade", "fr": "Mise à niveau du réseau"},
+            "services": {"en": ["Dedicated servers"], "fr": ["Serveurs dédiés"]},
+            "regions": ["RBX"],
+            "message": {"fr": "Les serveurs peuvent redémarrer une fois."},
+            "url": "https://status.example.com/maintenances/1",
+        }
+    )
+    channel = ChannelConfig(name="ch", platform="x", language="fr")
+    now = START + timedelta(seconds=30)
+    promise = now + timedelta(minutes=30)
+    post = PlannedPost("sbg-maint", "ch", PostKind.REMINDER, 1, 2, now, promise)
+    rendered = Renderer(TEMPLATES, PARIS).render_post(
+        Snapshot(late, 1, START, START), post, channel.info(), now
+    )
+    assert "Pas encore commencée (prévue à 22 h)\u00a0: nous confirmerons" in rendered.text
+    first = split(rendered.text, x_rule(), head=rendered.head)[0]
+    assert "https://status.example.com/maintenances/1" in first, first

@@ -175,6 +175,23 @@ def test_the_resolution_restates_cause_duration_data_loss_and_owns_the_impact_on
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
+def test_the_apology_goes_with_the_data_loss_statement_never_alone_at_the_end(
+    day: list[Shown], channel: str
+) -> None:
+    (resolved,) = [
+        s for s in posts(day, channel, OUTAGE) if s.recorded.post.kind is PostKind.RESOLVED
+    ]
+    if french(resolved):
+        line = "Aucune perte de données. Nous vous prions de nous excuser pour la gêne causée."
+        last = "Nous publierons une analyse détaillée de l’incident d’ici une semaine."
+    else:
+        line = "No data was lost. We are sorry for the disruption to your work."
+        last = "We will publish a detailed postmortem within a week."
+    assert line in whole(resolved).splitlines()
+    assert re.sub(r" \(\d+/\d+\)$", "", parts(resolved)[-1]).endswith(last)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
 def test_fallback_words_are_not_said_twice_nor_in_jargon(day: list[Shown], channel: str) -> None:
     for shown in posts(day, channel):
         text = whole(shown)
@@ -198,6 +215,8 @@ def test_french_posts_name_services_in_french_and_follow_french_typography(
     outage = posts(day, channel, OUTAGE)
     assert any("Hébergement web, VPS, Serveurs dédiés et Public Cloud" in whole(s) for s in outage)
     assert any("soit plus de 2 heures" in whole(s) for s in outage)  # a duration, not a time
+    for shown in posts(day, channel):
+        assert whole(shown).count("heure de Paris") <= 1, whole(shown)  # named once
 
 
 def test_a_channel_filter_matches_names_in_any_language() -> None:

@@ -236,7 +236,7 @@ EXPECTED = {
     ("fr", PostKind.SCHEDULED): [
         f"🔧 Maintenance planifiée{NBSP}: Mise à niveau réseau à SBG",
         "Intervention prévue le jeudi 16 novembre de 22 h à 23 h 30, heure de Paris.",
-        "Prochain point le jeudi 16 novembre à 21 h, heure de Paris.",
+        "Prochain point le jeudi 16 novembre à 21 h.",  # the zone was named once, above
     ],
     ("en", PostKind.STARTED): [
         "🔧 Maintenance started: Network upgrade in SBG",
