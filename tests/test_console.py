@@ -350,6 +350,7 @@ def test_two_writers_take_turns_so_the_second_sees_the_first_save(tmp_path: Path
     it. Without a lock around the two, both could pass the check and one save be lost."""
     import fcntl
     import hashlib
+    import os
     import threading
 
     from broadcaster.statefile import StateFileError, apply_changes
@@ -365,14 +366,16 @@ def test_two_writers_take_turns_so_the_second_sees_the_first_save(tmp_path: Path
         except StateFileError as e:
             outcome.append(str(e))
 
-    lock = config.state_file.parent / f".{config.state_file.name}.lock"
-    with open(lock, "a") as first:
+    first = os.open(config.state_file.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         fcntl.flock(first, fcntl.LOCK_EX)  # the first writer, between its check and replace
         writer = threading.Thread(target=second_writer)
         writer.start()
         writer.join(0.5)
         assert writer.is_alive(), "the second writer waits for the first's replace"
         config.state_file.write_text(config.state_file.read_text() + "\n# the first save\n")
+    finally:
+        os.close(first)
     writer.join(10)
     assert outcome and "the file changed" in outcome[0]
     assert config.state_file.read_text().endswith("# the first save\n")

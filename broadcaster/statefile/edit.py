@@ -323,8 +323,9 @@ def _write_atomic(target: Path, path_str: str, data: bytes, *, expected: bytes) 
         # Ops edit this file by hand: never overwrite an edit made while we were working.
         # The console and `draft --write` take a lock around the check and the replace, so
         # two of them cannot both pass the check in the gap before the other's replace.
-        lock = target.parent / f".{target.name}.lock"
-        with open(lock, "a") as held:
+        # The lock is on the directory itself: no lock file left beside the state file.
+        held = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             fcntl.flock(held, fcntl.LOCK_EX)
             if target.read_bytes() != expected:
                 raise StateFileError(
@@ -340,6 +341,8 @@ def _write_atomic(target: Path, path_str: str, data: bytes, *, expected: bytes) 
                 )
             os.replace(tmp, target)
             tmp = None
+        finally:
+            os.close(held)  # releases the lock
     except OSError as exc:
         raise StateFileError(
             [Problem(path_str, None, None, None, f"cannot write the file: {exc}")]
