@@ -13,7 +13,8 @@ from broadcaster import planner
 from broadcaster.config import DEFAULT_CADENCE, CadenceConfig, ChannelConfig, parse_duration
 from broadcaster.model import Incident, IncidentKind, Localized, PlannedPost, PostKind, Snapshot
 from broadcaster.render import Renderer
-from broadcaster.textfit import split, x_rule
+from broadcaster.textfit import x_rule
+from broadcaster.textsplit import split
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "message_templates"
 PARIS = ZoneInfo("Europe/Paris")
