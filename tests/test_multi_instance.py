@@ -57,6 +57,9 @@ def sandboxes() -> Iterator[Callable[..., Any]]:
 
 
 TTL = 1.0
+# After a takeover, a post left 'sending' is looked up only once the former holder's request
+# must have ended: four times the channel's timeout ("2s" in these tests).
+SETTLE = 4 * 2.0
 TOKEN = "an-intake-token-0123456789"
 
 
@@ -218,6 +221,7 @@ def test_two_instances_fed_through_either_each_killed_and_restarted_post_everyth
             wait_for(
                 lambda o=other, n=found: o.lines("was already published as") > n,
                 f"{other.name} reconciles the post in flight on {channel}",
+                timeout=SETTLE + 5,
             )
             other.wait_sent(other.sent() + 4)
             metrics = other.metrics()
@@ -264,7 +268,11 @@ def test_an_instance_stopped_mid_delivery_past_its_lease_posts_and_marks_nothing
         assert x.wait_for(lambda: any(r.fault == "timeout" for r in x.requests_log()), 10)
         victim.proc.send_signal(signal.SIGSTOP)
         wait_for(lambda: holder(instances, "x-en") is other, "the other takes over", timeout=10)
-        wait_for(lambda: other.lines("was already published as") == 1, "the post reconciled")
+        wait_for(
+            lambda: other.lines("was already published as") == 1,
+            "the post reconciled",
+            timeout=SETTLE + 5,
+        )
         other.wait_sent(other.sent() + 2)
         marks = victim.lines(": sent ")
         victim.proc.send_signal(signal.SIGCONT)
