@@ -141,7 +141,8 @@ def test_a_post_never_repeats_the_previous_one_and_stamps_are_rare_and_on_their_
     stamped = [p for s in thread for p in parts(s) if "Posted at" in p or "Publié à" in p]
     assert len(stamped) <= len(thread) // 4
     for part in stamped:
-        assert re.search(r"\n(Posted at \d\d:\d\d CET|Publié à \d+ h \d\d)( \(\d+/\d+\))?$", part)
+        stamp = r"\n(Posted at \d\d:\d\d CET|Publié à \d+ h( \d\d)?)( \(\d+/\d+\))?$"
+        assert re.search(stamp, part)
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
@@ -187,7 +188,8 @@ def test_the_apology_goes_with_the_data_loss_statement_never_alone_at_the_end(
     else:
         line = "No data was lost. We are sorry for the disruption to your work."
         last = "We will publish a detailed postmortem within a week."
-    assert line in whole(resolved).splitlines()
+    lines = [re.sub(r" \(\d+/\d+\)$", "", text) for text in whole(resolved).splitlines()]
+    assert line in lines  # one line, wherever the thread is cut
     assert re.sub(r" \(\d+/\d+\)$", "", parts(resolved)[-1]).endswith(last)
 
 
