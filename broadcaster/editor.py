@@ -258,13 +258,13 @@ class Editor:
         # Where the first part may end: at each line break from the end of the head on.
         ends = [len(first)]
         ends += [m.start() for m in re.finditer(r"\n", first) if m.start() >= len(essentials)]
-        step = max(_RECUT_STEP, rule.limit // 70)
+        step = max(_RECUT_STEP, rule.limit // 16)
         tried: set[tuple[str, ...]] = {tuple(parts)}
         for end in sorted(set(ends), reverse=True):
             rest = body[end:].strip()
             if not rest:
                 continue
-            for limit in range(rule.limit, rule.limit // 3, -step):
+            for limit in range(rule.limit, rule.limit // 2, -step):
                 try:
                     replies = split(rest, replace(rule, limit=limit))
                 except ValueError:
@@ -272,7 +272,10 @@ class Editor:
                 n = 1 + len(replies)
                 if n > len(parts):
                     break  # shorter still only cuts more
-                contents = [body[:end].rstrip()] + [_NUMBERING.sub("", r) for r in replies]
+                m = len(replies)  # their own numbering, taken off exactly: never words
+                contents = [body[:end].rstrip()] + [
+                    r.removesuffix(f" ({i}/{m})") if m > 1 else r for i, r in enumerate(replies, 1)
+                ]
                 cut = [f"{c} ({i}/{n})" for i, c in enumerate(contents, 1)]
                 if tuple(cut) in tried or not all(rule.fits(c) for c in cut):
                     continue
