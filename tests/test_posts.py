@@ -232,3 +232,23 @@ def test_a_channel_filter_matches_names_in_any_language() -> None:
         name="x-fr", platform="x", language="fr", services=("Dedicated servers",)
     )
     assert english_filter.matches("major", names, ())
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_the_shipped_day_needs_no_stamp_and_ops_word_stays_whole_unless_that_would_repeat(
+    day: list[Shown], channel: str
+) -> None:
+    # Parts differ in words (the elapsed time, ops' word with its age), not by a stamp.
+    every = [part for s in posts(day, channel) for part in parts(s)]
+    assert not [part for part in every if "Posted at" in part or "Publié à" in part]
+    assert len(every) == len(set(every))
+    latest = "Dernier point (" if channel.endswith("fr") else "Latest update ("
+    torn = [
+        shown.at
+        for shown in posts(day, channel, OUTAGE)
+        if shown.recorded.post.kind is PostKind.REMINDER
+        if not any(latest in part for part in parts(shown)[-1:])  # ops' word runs on
+    ]
+    # Only where keeping it whole would repeat an earlier reply word for word: the long
+    # French monitoring reminders (4 parts on X), at 15:00 and 17:00.
+    assert len(torn) <= (2 if channel == "x-fr" else 0), torn
