@@ -290,10 +290,13 @@ class Editor:
     def _flaws(
         self, channel: str, text: str, parts: list[str], rule: LengthRule, seen: dict[str, bool]
     ) -> tuple[int, int, int]:
-        """How badly a thread reads, worst first: repeated parts, replies too short to say
-        anything (under a quarter of the limit), lines torn between two replies."""
+        """How badly a thread reads, worst first: repeated parts, orphans (a reply of one
+        line under a quarter of the limit), lines torn between two replies."""
         repeats = sum(self._repeats(channel, part, parts, seen) for part in parts)
-        short = sum(rule.count(_NUMBERING.sub("", part)) < rule.limit // 4 for part in parts[1:])
+        short = sum(
+            "\n" not in part and rule.count(_NUMBERING.sub("", part)) < rule.limit // 4
+            for part in parts[1:]
+        )
         lines = set(text.splitlines())
         # The first part holds as much as fits (ops' news where most people read it):
         # only a line torn between two replies counts.
