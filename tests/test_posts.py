@@ -164,7 +164,7 @@ def test_the_resolution_restates_cause_duration_data_loss_and_owns_the_impact_on
         assert "Aucune perte de données." in text
         assert "analyse détaillée de l’incident d’ici une semaine" in text
         assert "rapport d’incident sera publié" not in text  # ops already said when
-        impact = ("perturbe votre activité", "gêne causée")
+        impact = ("perturbe votre activité", "impact sur votre activité")
     else:
         assert "Service restored at 17:30 CET, after 10 hours 7 minutes." in text
         assert "No data was lost." in text
@@ -183,7 +183,7 @@ def test_the_apology_goes_with_the_data_loss_statement_never_alone_at_the_end(
         s for s in posts(day, channel, OUTAGE) if s.recorded.post.kind is PostKind.RESOLVED
     ]
     if french(resolved):
-        line = "Aucune perte de données. Nous vous prions de nous excuser pour la gêne causée."
+        line = "Aucune perte de données. Nous sommes désolés pour l’impact sur votre activité."
         last = "Nous publierons une analyse détaillée de l’incident d’ici une semaine."
     else:
         line = "No data was lost. We are sorry for the disruption to your work."
