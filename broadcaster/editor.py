@@ -33,6 +33,8 @@ log = logging.getLogger("broadcaster.editor")
 _NUMBERING = re.compile(r" \(\d+/\d+\)$")
 # A plan of more incidents than this loads and plans them this many at a time (memory).
 _CHUNK = 500
+# How much shorter than the limit each re-cut of a thread that reads badly is tried.
+_RECUT_STEP = 4
 
 
 def _with_marker(part: str, marker: str) -> str:
@@ -224,12 +226,93 @@ class Editor:
         text, head = rendered.text, rendered.head
         rule = self.rules[post.channel]
         parts = split(text, rule, head=head)
-        if any(self._repeats(post.channel, part, parts) for part in parts):
+        seen: dict[str, bool] = {}  # part → already out on the channel (one lookup each)
+        if len(parts) > 1:
+            parts = self._recut(text, head, rule, post, parts, seen)
+        if any(self._repeats(post.channel, part, parts, seen) for part in parts):
             parts = self._stamped(text, head, rule, post, channel.language)
         return [(part, rule.count(part), rule.limit) for part in parts]
 
-    def _repeats(self, channel: str, part: str, parts: list[str]) -> bool:
-        return parts.count(part) > 1 or self.store.is_duplicate_text(channel, part)
+    def _recut(
+        self,
+        text: str,
+        head: int,
+        rule: LengthRule,
+        post: PlannedPost,
+        parts: list[str],
+        seen: dict[str, bool],
+    ) -> list[str]:
+        """The same thread cut elsewhere when the natural cut reads badly: a part that
+        repeats an earlier one, a reply too short to say anything, a line torn between
+        two replies. The first part keeps the head and gives up some of its last lines, the
+        replies are cut a little short of the limit: a line moves to its neighbour's part
+        (the elapsed time joins the cause, ops' word stays whole), so the parts differ in
+        words and no "Posted at" stamp is needed. Never more parts than the natural cut,
+        so the thread cap checked on acceptance still holds."""
+        best, score = parts, self._flaws(post.channel, text, parts, rule, seen)
+        if not any(score):
+            return parts
+        body = text.strip()
+        essentials = text[:head].strip()
+        first = _NUMBERING.sub("", parts[0])
+        # Where the first part may end: at each line break from the end of the head on.
+        ends = [len(first)]
+        ends += [m.start() for m in re.finditer(r"\n", first) if m.start() >= len(essentials)]
+        step = max(_RECUT_STEP, rule.limit // 16)
+        tried: set[tuple[str, ...]] = {tuple(parts)}
+        for end in sorted(set(ends), reverse=True):
+            rest = body[end:].strip()
+            if not rest:
+                continue
+            for limit in range(rule.limit, rule.limit // 2, -step):
+                try:
+                    replies = split(rest, replace(rule, limit=limit))
+                except ValueError:
+                    break
+                n = 1 + len(replies)
+                if n > len(parts):
+                    break  # shorter still only cuts more
+                m = len(replies)  # their own numbering, taken off exactly: never words
+                contents = [body[:end].rstrip()] + [
+                    r.removesuffix(f" ({i}/{m})") if m > 1 else r for i, r in enumerate(replies, 1)
+                ]
+                cut = [f"{c} ({i}/{n})" for i, c in enumerate(contents, 1)]
+                if tuple(cut) in tried or not all(rule.fits(c) for c in cut):
+                    continue
+                tried.add(tuple(cut))
+                flaws = self._flaws(post.channel, text, cut, rule, seen)
+                if flaws < score:
+                    best, score = cut, flaws
+                    if not any(flaws):
+                        return best
+        return best
+
+    def _flaws(
+        self, channel: str, text: str, parts: list[str], rule: LengthRule, seen: dict[str, bool]
+    ) -> tuple[int, int, int]:
+        """How badly a thread reads, worst first: repeated parts, orphans (a reply of one
+        line under a quarter of the limit), lines torn between two replies."""
+        repeats = sum(self._repeats(channel, part, parts, seen) for part in parts)
+        short = sum(
+            "\n" not in part and rule.count(_NUMBERING.sub("", part)) < rule.limit // 4
+            for part in parts[1:]
+        )
+        lines = set(text.splitlines())
+        # The first part holds as much as fits (ops' news where most people read it):
+        # only a line torn between two replies counts.
+        torn = sum(_NUMBERING.sub("", part).splitlines()[-1] not in lines for part in parts[1:-1])
+        return repeats, short, torn
+
+    def _repeats(
+        self, channel: str, part: str, parts: list[str], seen: dict[str, bool] | None = None
+    ) -> bool:
+        if parts.count(part) > 1:
+            return True
+        if seen is None:
+            return self.store.is_duplicate_text(channel, part)
+        if part not in seen:
+            seen[part] = self.store.is_duplicate_text(channel, part)
+        return seen[part]
 
     def _stamped(
         self, text: str, head: int, rule: LengthRule, post: PlannedPost, language: str

@@ -361,11 +361,15 @@ def zone_words(dt: datetime, language: str) -> str:
 
 def posted(dt: datetime, language: str, *, seconds: bool = False) -> str:
     """When a post went out, as a line to make a repeated text unique: en "Posted at
-    15:30 CET" / "Posted at 15:30:12 CET"; fr "Publié à 15 h 30" / "Publié à 15 h 30 min 12 s"."""
+    15:30 CET" / "Posted at 15:30:12 CET"; fr "Publié à 15 h 30" (on the hour "Publié à 15 h") /
+    "Publié à 15 h 30 min 12 s"."""
     lang = base_language(language)
     dt = _aware(dt)
     if lang == "fr":
-        time = f"{dt.hour} h {dt.minute:02d}" + (f" min {dt.second} s" if seconds else "")
+        if seconds:
+            time = f"{dt.hour} h {dt.minute:02d} min {dt.second} s"
+        else:  # like every other time in French posts: "15 h", "15 h 30"
+            time = f"{dt.hour} h" + (f" {dt.minute:02d}" if dt.minute else "")
         return f"Publié à {time}{_zone_suffix(dt, lang)}"
     time = f"{dt:%H:%M:%S}" if seconds else f"{dt:%H:%M}"
     return f"Posted at {time}{_zone_suffix(dt, lang)}"

@@ -270,3 +270,31 @@ def test_an_update_behind_an_unsent_update_replaces_it_and_replies_to_the_openin
     assert posts[second.keys[0]].reply_to_key == opened.keys[-1]
     thread = editor.store.threads()[("sbg", "x-en")]
     assert thread.last_post_key == second.keys[-1] and thread.post_count == 3
+
+
+def test_a_reminder_whose_tail_would_repeat_is_cut_elsewhere_not_stamped(editor: Editor) -> None:
+    # Ops' word fills the reminder's first part: cut naturally, every reminder would end
+    # with the same last two sentences, a reply X refuses as a duplicate. The thread is cut
+    # elsewhere instead (the "Latest update" line whole in the reply), never mid-sentence.
+    message = (
+        "Both power feeds of the Strasbourg site were lost at 07:23 and every server there"
+        " went dark at once. Our electricians are on site with the power company and are"
+        " checking each feed in turn. We will restart the racks room by room."
+    )
+    editor.ingest([incident(message=Localized.of(message))], T0)
+    threads: list[list[str]] = []
+    now: datetime | None = T0
+    for _ in range(4):
+        assert now is not None
+        recorded, now = editor.run(now)
+        for r in recorded:
+            threads.append([text for text, _, _ in r.parts])
+            assert all(length <= limit for _, length, limit in r.parts)
+            for key in r.keys:
+                editor.store.mark_sent(key, key[-12:], None, r.post.planned_at)
+    every = [part for thread in threads for part in thread]
+    assert len(every) == len(set(every)), "X would refuse a repeated part"
+    assert not any("Posted at" in part for part in every)
+    for thread in threads[2:]:  # the reminders cut elsewhere: ops' word whole in one part
+        assert any(f"ago): {message} (" in part for part in thread), thread
+    assert all(part[0].isupper() or not part[0].isalpha() for part in every)
