@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .advice import advice
 from .clock import utcnow as _now
-from .config import Config, load_config, setup_problems
+from .config import Config, listen_problem, load_config, setup_problems
 from .instancelock import AlreadyRunning
 from .model import ID_FIELD, INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState, opened
 from .problems import ProblemsError
@@ -612,19 +612,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    import re
-
     from .web.console import create_app
-    from .web.server import serve
+    from .web.server import listen_socket, serve
 
     config = load_config(args.config)
     token = config.console.require_token(config.path)
     listen = args.listen or config.console.listen
-    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
-        raise UsageError(f"--listen: expected HOST:PORT, got {listen!r}")
+    if (wrong := listen_problem(listen)) is not None:
+        raise UsageError(f"--listen: {wrong}")
     host, _, port = listen.rpartition(":")
+    app = create_app(config, token)
+    try:
+        sock = listen_socket(host.strip("[]"), int(port))
+    except OSError as e:  # a port in use: one `error:` line naming it, before any banner
+        raise OSError(e.errno, f"cannot listen on {listen}: {e.strerror or e}") from None
     print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
-    serve(create_app(config, token), host.strip("[]"), int(port))
+    serve(app, sock)
     return EXIT_OK
 
 

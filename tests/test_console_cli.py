@@ -167,3 +167,41 @@ def test_draft_new_maintenance_opens_scheduled_as_the_console_does(config: Path,
     assert code == 0, err
     opened = incident(config, "rbx-upgrade")
     assert opened.status == "scheduled" and opened.started_at == opened.starts_at
+
+
+def test_console_on_a_port_in_use_or_out_of_range_is_one_error_line(config: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code = main(["console", "--config", str(config), "--listen", address])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err == f"error: cannot listen on {address}: Address already in use\n"
+    code = main(["console", "--config", str(config), "--listen", "127.0.0.1:99999"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err == "error: --listen: port out of range (0-65535) in '127.0.0.1:99999'\n"
+
+
+def test_console_stopped_with_ctrl_c_ends_quietly(config: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    argv = ["console", "--config", str(config), "--listen", "127.0.0.1:0"]
+    console = subprocess.Popen(
+        [sys.executable, "-m", "broadcaster", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert console.stderr is not None
+    assert console.stderr.readline().startswith("console on http://127.0.0.1:0/")
+    console.send_signal(signal.SIGINT)
+    _, err = console.communicate(timeout=30)
+    assert console.returncode == 0
+    assert "Traceback" not in err
