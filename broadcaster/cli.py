@@ -626,8 +626,10 @@ def cmd_console(args: argparse.Namespace) -> int:
         sock = listen_socket(host.strip("[]"), int(port))
     except OSError as e:  # a port in use: one `error:` line naming it, before any banner
         raise OSError(e.errno, f"cannot listen on {listen}: {e.strerror or e}") from None
-    print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
-    serve(app, sock)
+    # uvicorn stops cleanly on Ctrl-C, then raises it again: that is the normal end.
+    with contextlib.suppress(KeyboardInterrupt):
+        print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
+        serve(app, sock)
     return EXIT_OK
 
 

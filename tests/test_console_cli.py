@@ -189,19 +189,35 @@ def test_console_on_a_port_in_use_or_out_of_range_is_one_error_line(config: Path
 def test_console_stopped_with_ctrl_c_ends_quietly(config: Path) -> None:
     import os
     import signal
+    import socket
     import subprocess
     import sys
+    import urllib.request
 
-    argv = ["console", "--config", str(config), "--listen", "127.0.0.1:0"]
+    from support import wait_for
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    argv = ["console", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
     console = subprocess.Popen(
         [sys.executable, "-m", "broadcaster", *argv],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
-    assert console.stderr is not None
-    assert console.stderr.readline().startswith("console on http://127.0.0.1:0/")
-    console.send_signal(signal.SIGINT)
-    _, err = console.communicate(timeout=30)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as page:
+                return bool(page.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, "the console to serve its login page", timeout=30)
+    finally:
+        console.send_signal(signal.SIGINT)
+        _, err = console.communicate(timeout=30)
     assert console.returncode == 0
     assert "Traceback" not in err

@@ -281,9 +281,7 @@ def serve(app: Any, sock: socket.socket) -> None:
         ws="none",
     )
     try:
-        # uvicorn stops cleanly on Ctrl-C, then raises it again: that is a normal end.
-        with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
 
