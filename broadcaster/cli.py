@@ -304,12 +304,29 @@ def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
     return "\n\n".join(blocks) + ("\n" if blocks else "nothing to post\n")
 
 
+def _no_incident(
+    incident_id: str, incidents: Sequence[Incident], path: Path, drafting: bool = False
+) -> str:
+    """``no incident 'x' in state.toml (did you mean 'y'?)``, or the ids there are."""
+    import difflib
+
+    ids = sorted(i.id for i in incidents)
+    close = difflib.get_close_matches(incident_id, ids, n=1)
+    if close:
+        return f"no incident {incident_id!r} in {path} (did you mean {close[0]!r}?)"
+    listed = (
+        f"ids there: {', '.join(ids[:10])}{', …' if len(ids) > 10 else ''}" if ids else "none there"
+    )
+    new = f"; draft --new {incident_id} … opens it" if drafting else ""
+    return f"no incident {incident_id!r} in {path} ({listed}{new})"
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from .rehearsal import preview
 
     config, incidents = _load(args)
     if args.incident_id and args.incident_id not in {i.id for i in incidents}:
-        raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+        raise UsageError(_no_incident(args.incident_id, incidents, config.state_file))
     shown = preview(config, incidents, args.at or _now(), args.incident_id)
     data = [{k: v for k, v in s.to_json().items() if k != "text"} for s in shown]
     _emit(args, data, _text_posts(shown, with_time=True))
@@ -340,7 +357,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
             options = [option for _, option, _ in _DRAFT_FIELDS]
             raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
         if args.incident_id not in known:
-            raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+            raise UsageError(_no_incident(args.incident_id, incidents, config.state_file, True))
         _validate_changes(config, incidents, args.incident_id, changes)
         shown = draft(config, incidents, args.incident_id, changes, now)
         if args.write:

@@ -221,3 +221,14 @@ def test_console_stopped_with_ctrl_c_ends_quietly(config: Path) -> None:
         _, err = console.communicate(timeout=30)
     assert console.returncode == 0
     assert "Traceback" not in err
+
+
+def test_an_unknown_incident_id_suggests_the_close_one_or_lists_them(config: Path, capsys) -> None:
+    code, _, err = draft(capsys, config, "sbg-power-2017-11-9", "--status", "monitoring")
+    assert code == 2
+    assert err.startswith("error: no incident 'sbg-power-2017-11-9' in ")
+    assert err.endswith(" (did you mean 'sbg-power-2017-11-09'?)\n")
+    code, _, err = draft(capsys, config, "rbx-network", "--status", "monitoring")
+    assert code == 2
+    assert "(ids there: sbg-network-upgrade-2030-03-10, sbg-power-2017-11-09;" in err
+    assert err.endswith("; draft --new rbx-network … opens it)\n")
