@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -408,6 +409,16 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _refuse_other_languages(option: str, plain: list[str], languages: list[str]) -> None:
+    """``--message de=…`` when no channel posts in German: a mistake, never a text."""
+    for item in plain:
+        if m := re.fullmatch(r"([a-z]{2,3}(?:[-_][A-Za-z]{2,4})?)=.*", item, re.DOTALL):
+            listed = ", ".join(languages)
+            raise UsageError(
+                f"{option}: {m[1]!r} is not a language the channels post in ({listed})"
+            )
+
+
 def _names(option: str, given: list[str], languages: list[str]) -> Any:
     """``--services "Dedicated servers,VPS"`` (every language) or, once per language,
     ``--services "en=Dedicated servers" --services "fr=Serveurs dédiés"``."""
@@ -421,6 +432,7 @@ def _names(option: str, given: list[str], languages: list[str]) -> Any:
             by_language[code] = _comma_list(names)
         else:
             plain.append(item)
+    _refuse_other_languages(option, plain, languages)
     if plain and by_language:
         raise UsageError(f"{option}: give every list as LANG=A,B ({', '.join(languages)})")
     if len(plain) > 1:
@@ -443,6 +455,7 @@ def _localized(
             texts[code] = text
         else:
             plain.append(item)
+    _refuse_other_languages(option, plain, languages)
     if plain and texts:
         raise UsageError(f"{option}: give every text as LANG=TEXT ({', '.join(languages)})")
     if len(plain) > 1:

@@ -232,3 +232,10 @@ def test_an_unknown_incident_id_suggests_the_close_one_or_lists_them(config: Pat
     assert code == 2
     assert "(ids there: sbg-network-upgrade-2030-03-10, sbg-power-2017-11-09;" in err
     assert err.endswith("; draft --new rbx-network … opens it)\n")
+
+
+def test_a_language_no_channel_posts_in_is_refused_not_taken_as_text(config: Path, capsys) -> None:
+    for option, value in (("--message", "de=Strom ist zurück"), ("--services", "de=Hosting")):
+        code, _, err = draft(capsys, config, SBG, option, value, "--all-languages")
+        assert code == 2
+        assert err == f"error: {option}: 'de' is not a language the channels post in (en, fr)\n"
