@@ -34,10 +34,26 @@ class UsageError(Exception):
 
 
 def _aware(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a time: expected ISO 8601 with its offset, "
+            "e.g. 2017-11-09T08:00+01:00"
+        ) from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
     return value
+
+
+def _hours(text: str) -> float:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours <= 24 * 366:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number of hours above 0, got {text!r}")
+    return hours
 
 
 # The incident fields ``draft`` can set: (name, option, kind), derived from the model: its
@@ -111,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--at", type=_aware)
 
     s = sub.add_parser("simulate", parents=[common], help="replay posts on a virtual clock")
-    s.add_argument("--hours", type=float, default=6.0)
+    s.add_argument("--hours", type=_hours, default=6.0)
     s.add_argument("--timeline", type=Path, help="a timeline file of successive states")
     s.add_argument(
         "--start",

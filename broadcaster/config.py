@@ -278,15 +278,18 @@ def load_config(path: Path) -> Config:
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as e:
+        hint = ""
+        if isinstance(e, FileNotFoundError):
+            hint = " (copy config.example.toml there, or give --config FILE)"
         raise ConfigError(
-            [ConfigProblem(str(path), None, "-", f"cannot read: {e.strerror}")]
+            [ConfigProblem(str(path), None, "", f"cannot read: {e.strerror}{hint}")]
         ) from None
     try:
         raw = tomllib.loads(source)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"at line (\d+)", str(e))
         raise ConfigError(
-            [ConfigProblem(str(path), int(m.group(1)) if m else None, "-", f"TOML syntax: {e}")]
+            [ConfigProblem(str(path), int(m.group(1)) if m else None, "", f"TOML syntax: {e}")]
         ) from None
     r = Reader(path, source)
     raw = expand_tree(raw, r, "")

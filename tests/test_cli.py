@@ -309,3 +309,21 @@ def test_the_readme_tour_activates_the_venv_before_its_bare_commands() -> None:
     first_bare = next(i for i, c in enumerate(commands) if c.startswith("broadcaster "))
     assert ". .venv/bin/activate" in commands[:first_bare], "broadcaster would not be found"
     assert (ROOT / "pyproject.toml").read_text().count('broadcaster = "') == 1  # the script
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["preview", "--at", "tomorrow"], "argument --at: cannot read 'tomorrow' as a time"),
+        (["simulate", "--hours", "-3"], "argument --hours: expected a number of hours above 0"),
+    ],
+)
+def test_a_bad_time_or_duration_on_the_command_line_says_what_it_expects(
+    site: Path, capsys, argv: list[str], words: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--config", str(site / "config.toml")])
+    _, err = capsys.readouterr()
+    assert exit_.value.code == 2
+    assert words in err.splitlines()[-1]
+    assert "_aware" not in err and "Traceback" not in err
