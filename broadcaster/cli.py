@@ -21,6 +21,7 @@ from .instancelock import AlreadyRunning
 from .model import ID_FIELD, INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState, opened
 from .problems import ProblemsError
 from .statefile import Check, StateFileError, load_state, load_timeline
+from .timeinput import aware_argument, hours_argument
 
 if TYPE_CHECKING:
     from .rehearsal import Shown
@@ -31,29 +32,6 @@ EXIT_BAD_INPUT = 2
 
 class UsageError(Exception):
     pass
-
-
-def _aware(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"cannot read {text!r} as a time: expected ISO 8601 with its offset, "
-            "e.g. 2017-11-09T08:00+01:00"
-        ) from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
-    return value
-
-
-def _hours(text: str) -> float:
-    try:
-        hours = float(text)
-    except ValueError:
-        hours = float("nan")
-    if not 0 < hours <= 24 * 366:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a number of hours above 0, got {text!r}")
-    return hours
 
 
 # The incident fields ``draft`` can set: (name, option, kind), derived from the model: its
@@ -103,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     pv = sub.add_parser("preview", parents=[common], help="what would be posted now")
     pv.add_argument("incident_id", nargs="?")
-    pv.add_argument("--at", type=_aware, help="pretend it is this time (ISO 8601 with offset)")
+    pv.add_argument(
+        "--at", type=aware_argument, help="pretend it is this time (ISO 8601 with offset)"
+    )
 
     d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
     d.add_argument("incident_id")
@@ -124,14 +104,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a plain {texts} text is meant for every language",
     )
     d.add_argument("--write", action="store_true", help="apply the changes to the state file")
-    d.add_argument("--at", type=_aware)
+    d.add_argument("--at", type=aware_argument)
 
     s = sub.add_parser("simulate", parents=[common], help="replay posts on a virtual clock")
-    s.add_argument("--hours", type=_hours, default=6.0)
+    s.add_argument("--hours", type=hours_argument, default=6.0)
     s.add_argument("--timeline", type=Path, help="a timeline file of successive states")
     s.add_argument(
         "--start",
-        type=_aware,
+        type=aware_argument,
         help="virtual start time (default: now, or the timeline's first step)",
     )
 
