@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -279,11 +279,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
-def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
+def _text_posts(shown: list[Shown], tz: tzinfo | None) -> str:
+    """Each post's channel, parts and lengths; with ``tz``, when it goes, in that zone."""
     blocks = []
     for s in shown:
         d = s.to_json()
-        when = f"{s.at.isoformat(timespec='seconds')}  " if with_time else ""
+        when = f"{s.at.astimezone(tz).isoformat(timespec='seconds')}  " if tz else ""
         head = (
             f"{when}{d['channel']} ({d['platform']}, {d['language']}) · "
             f"{d['incident_id']} · {d['kind']}"
@@ -326,7 +327,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         raise UsageError(_no_incident(args.incident_id, incidents, config.state_file))
     shown = preview(config, incidents, args.at or _now(), args.incident_id)
     data = [{k: v for k, v in s.to_json().items() if k != "text"} for s in shown]
-    _emit(args, data, _text_posts(shown, with_time=True))
+    _emit(args, data, _text_posts(shown, config.timezone))
     return EXIT_OK
 
 
@@ -362,7 +363,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
                 config.state_file, args.incident_id, changes, languages=config.languages()
             )
     data_out = {"posts": [s.to_json() for s in shown], "written": bool(args.write)}
-    text = _text_posts(shown, with_time=False)
+    text = _text_posts(shown, None)
     if args.write:
         text += f"written to {config.state_file}\n"
     _emit(args, data_out, text)
@@ -501,10 +502,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     shown = simulate(config, steps, start, end)
     # Each post as preview shows it: where it goes and its exact parts, beside its text.
     data = [s.to_json() for s in shown]
-    text = _text_posts(shown, with_time=True)
-    _emit(
-        args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n"
-    )
+    text = _text_posts(shown, config.timezone)
+    tz = config.timezone
+    first, last = (t.astimezone(tz).isoformat(timespec="seconds") for t in (start, end))
+    _emit(args, data, text + f"{len(shown)} post(s) from {first} to {last}\n")
     return EXIT_OK
 
 

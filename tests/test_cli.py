@@ -327,3 +327,15 @@ def test_a_bad_time_or_duration_on_the_command_line_says_what_it_expects(
     assert exit_.value.code == 2
     assert words in err.splitlines()[-1]
     assert "_aware" not in err and "Traceback" not in err
+
+
+def test_preview_and_simulate_show_times_in_the_configured_timezone(site: Path, capsys) -> None:
+    config = str(site / "config.toml")
+    at = "2017-11-09T06:30:00+00:00"  # 07:30 in Paris, the example's timezone
+    code, out, _ = run(capsys, "preview", "--config", config, "--at", at)
+    assert code == 0
+    assert out.startswith("2017-11-09T07:30:00+01:00  ")
+    code, out, _ = run(capsys, "simulate", "--config", config, "--start", at, "--hours", "1")
+    assert code == 0
+    assert out.startswith("2017-11-09T07:30:00+01:00  ")
+    assert out.endswith(" from 2017-11-09T07:30:00+01:00 to 2017-11-09T08:30:00+01:00\n")
