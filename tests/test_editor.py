@@ -270,3 +270,25 @@ def test_an_update_behind_an_unsent_update_replaces_it_and_replies_to_the_openin
     assert posts[second.keys[0]].reply_to_key == opened.keys[-1]
     thread = editor.store.threads()[("sbg", "x-en")]
     assert thread.last_post_key == second.keys[-1] and thread.post_count == 3
+
+
+def test_a_broken_save_reverted_to_the_last_good_bytes_clears_the_error(tmp_path: Path) -> None:
+    """Ops undo a broken edit (`git checkout`, the editor's undo): the file is the last good
+    one again, nothing to apply, but the source must stop reporting the old error (it feeds
+    `broadcaster_source_ok` and `/healthz`)."""
+    path = tmp_path / "state.toml"
+    good = (
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "identified"\n'
+        'started_at = 2017-11-09T07:23:00+01:00\ncause = "Feed lost"\n'
+    )
+    path.write_text(good)
+    source = StateFileSource(path)
+    first = source.poll()
+    assert first is not None
+    first.ack()
+    path.write_text(good.replace('"identified"', '"identified'))
+    assert source.poll() is None
+    assert source.last_error is not None and "state.toml:4" in source.last_error
+    path.write_text(good)
+    assert source.poll() is None  # nothing changed since the last good state
+    assert source.last_error is None
