@@ -7,19 +7,21 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .advice import advice
 from .clock import utcnow as _now
-from .config import Config, load_config, setup_problems
+from .config import Config, listen_problem, load_config, setup_problems
 from .instancelock import AlreadyRunning
 from .model import ID_FIELD, INCIDENT_FIELDS, ChannelInfo, FieldKind, Incident, PostState, opened
 from .problems import ProblemsError
 from .statefile import Check, StateFileError, load_state, load_timeline
+from .timeinput import aware_argument, hours_argument
 
 if TYPE_CHECKING:
     from .rehearsal import Shown
@@ -30,13 +32,6 @@ EXIT_BAD_INPUT = 2
 
 class UsageError(Exception):
     pass
-
-
-def _aware(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
-    return value
 
 
 # The incident fields ``draft`` can set: (name, option, kind), derived from the model: its
@@ -86,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     pv = sub.add_parser("preview", parents=[common], help="what would be posted now")
     pv.add_argument("incident_id", nargs="?")
-    pv.add_argument("--at", type=_aware, help="pretend it is this time (ISO 8601 with offset)")
+    pv.add_argument(
+        "--at", type=aware_argument, help="pretend it is this time (ISO 8601 with offset)"
+    )
 
     d = sub.add_parser("draft", parents=[common], help="render the update some changes would make")
     d.add_argument("incident_id")
@@ -107,14 +104,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a plain {texts} text is meant for every language",
     )
     d.add_argument("--write", action="store_true", help="apply the changes to the state file")
-    d.add_argument("--at", type=_aware)
+    d.add_argument("--at", type=aware_argument)
 
     s = sub.add_parser("simulate", parents=[common], help="replay posts on a virtual clock")
-    s.add_argument("--hours", type=float, default=6.0)
+    s.add_argument("--hours", type=hours_argument, default=6.0)
     s.add_argument("--timeline", type=Path, help="a timeline file of successive states")
     s.add_argument(
         "--start",
-        type=_aware,
+        type=aware_argument,
         help="virtual start time (default: now, or the timeline's first step)",
     )
 
@@ -282,11 +279,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
-def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
+def _text_posts(shown: list[Shown], tz: tzinfo | None) -> str:
+    """Each post's channel, parts and lengths; with ``tz``, when it goes, in that zone."""
     blocks = []
     for s in shown:
         d = s.to_json()
-        when = f"{s.at.isoformat(timespec='seconds')}  " if with_time else ""
+        when = f"{s.at.astimezone(tz).isoformat(timespec='seconds')}  " if tz else ""
         head = (
             f"{when}{d['channel']} ({d['platform']}, {d['language']}) · "
             f"{d['incident_id']} · {d['kind']}"
@@ -304,15 +302,32 @@ def _text_posts(shown: list[Shown], *, with_time: bool) -> str:
     return "\n\n".join(blocks) + ("\n" if blocks else "nothing to post\n")
 
 
+def _no_incident(
+    incident_id: str, incidents: Sequence[Incident], path: Path, drafting: bool = False
+) -> str:
+    """``no incident 'x' in state.toml (did you mean 'y'?)``, or the ids there are."""
+    import difflib
+
+    ids = sorted(i.id for i in incidents)
+    close = difflib.get_close_matches(incident_id, ids, n=1)
+    if close:
+        return f"no incident {incident_id!r} in {path} (did you mean {close[0]!r}?)"
+    listed = (
+        f"ids there: {', '.join(ids[:10])}{', …' if len(ids) > 10 else ''}" if ids else "none there"
+    )
+    new = f"; draft --new {incident_id} … opens it" if drafting else ""
+    return f"no incident {incident_id!r} in {path} ({listed}{new})"
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from .rehearsal import preview
 
     config, incidents = _load(args)
     if args.incident_id and args.incident_id not in {i.id for i in incidents}:
-        raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+        raise UsageError(_no_incident(args.incident_id, incidents, config.state_file))
     shown = preview(config, incidents, args.at or _now(), args.incident_id)
     data = [{k: v for k, v in s.to_json().items() if k != "text"} for s in shown]
-    _emit(args, data, _text_posts(shown, with_time=True))
+    _emit(args, data, _text_posts(shown, config.timezone))
     return EXIT_OK
 
 
@@ -340,7 +355,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
             options = [option for _, option, _ in _DRAFT_FIELDS]
             raise UsageError(f"nothing to draft: give {', '.join(options[:-1])} or {options[-1]}")
         if args.incident_id not in known:
-            raise UsageError(f"no incident {args.incident_id!r} in {config.state_file}")
+            raise UsageError(_no_incident(args.incident_id, incidents, config.state_file, True))
         _validate_changes(config, incidents, args.incident_id, changes)
         shown = draft(config, incidents, args.incident_id, changes, now)
         if args.write:
@@ -348,7 +363,7 @@ def cmd_draft(args: argparse.Namespace) -> int:
                 config.state_file, args.incident_id, changes, languages=config.languages()
             )
     data_out = {"posts": [s.to_json() for s in shown], "written": bool(args.write)}
-    text = _text_posts(shown, with_time=False)
+    text = _text_posts(shown, None)
     if args.write:
         text += f"written to {config.state_file}\n"
     _emit(args, data_out, text)
@@ -391,6 +406,16 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _refuse_other_languages(option: str, plain: list[str], languages: list[str]) -> None:
+    """``--message de=…`` when no channel posts in German: a mistake, never a text."""
+    for item in plain:
+        if m := re.fullmatch(r"([a-z]{2,3}(?:[-_][A-Za-z]{2,4})?)=.*", item, re.DOTALL):
+            listed = ", ".join(languages)
+            raise UsageError(
+                f"{option}: {m[1]!r} is not a language the channels post in ({listed})"
+            )
+
+
 def _names(option: str, given: list[str], languages: list[str]) -> Any:
     """``--services "Dedicated servers,VPS"`` (every language) or, once per language,
     ``--services "en=Dedicated servers" --services "fr=Serveurs dédiés"``."""
@@ -404,6 +429,7 @@ def _names(option: str, given: list[str], languages: list[str]) -> Any:
             by_language[code] = _comma_list(names)
         else:
             plain.append(item)
+    _refuse_other_languages(option, plain, languages)
     if plain and by_language:
         raise UsageError(f"{option}: give every list as LANG=A,B ({', '.join(languages)})")
     if len(plain) > 1:
@@ -426,6 +452,7 @@ def _localized(
             texts[code] = text
         else:
             plain.append(item)
+    _refuse_other_languages(option, plain, languages)
     if plain and texts:
         raise UsageError(f"{option}: give every text as LANG=TEXT ({', '.join(languages)})")
     if len(plain) > 1:
@@ -475,10 +502,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     shown = simulate(config, steps, start, end)
     # Each post as preview shows it: where it goes and its exact parts, beside its text.
     data = [s.to_json() for s in shown]
-    text = _text_posts(shown, with_time=True)
-    _emit(
-        args, data, text + f"{len(shown)} post(s) from {start.isoformat()} to {end.isoformat()}\n"
-    )
+    text = _text_posts(shown, config.timezone)
+    tz = config.timezone
+    first, last = (t.astimezone(tz).isoformat(timespec="seconds") for t in (start, end))
+    _emit(args, data, text + f"{len(shown)} post(s) from {first} to {last}\n")
     return EXIT_OK
 
 
@@ -612,19 +639,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    import re
-
     from .web.console import create_app
-    from .web.server import serve
+    from .web.server import listen_socket, serve
 
     config = load_config(args.config)
     token = config.console.require_token(config.path)
     listen = args.listen or config.console.listen
-    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
-        raise UsageError(f"--listen: expected HOST:PORT, got {listen!r}")
+    if (wrong := listen_problem(listen)) is not None:
+        raise UsageError(f"--listen: {wrong}")
     host, _, port = listen.rpartition(":")
-    print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
-    serve(create_app(config, token), host.strip("[]"), int(port))
+    app = create_app(config, token)
+    try:
+        sock = listen_socket(host.strip("[]"), int(port))
+    except OSError as e:  # a port in use: one `error:` line naming it, before any banner
+        raise OSError(e.errno, f"cannot listen on {listen}: {e.strerror or e}") from None
+    # uvicorn stops cleanly on Ctrl-C, then raises it again: that is the normal end.
+    with contextlib.suppress(KeyboardInterrupt):
+        print(f"console on http://{listen}/ (state file {config.state_file})", file=sys.stderr)
+        serve(app, sock)
     return EXIT_OK
 
 

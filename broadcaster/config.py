@@ -278,15 +278,18 @@ def load_config(path: Path) -> Config:
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as e:
+        hint = ""
+        if isinstance(e, FileNotFoundError):
+            hint = " (copy config.example.toml there, or give --config FILE)"
         raise ConfigError(
-            [ConfigProblem(str(path), None, "-", f"cannot read: {e.strerror}")]
+            [ConfigProblem(str(path), None, "", f"cannot read: {e.strerror}{hint}")]
         ) from None
     try:
         raw = tomllib.loads(source)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"at line (\d+)", str(e))
         raise ConfigError(
-            [ConfigProblem(str(path), int(m.group(1)) if m else None, "-", f"TOML syntax: {e}")]
+            [ConfigProblem(str(path), int(m.group(1)) if m else None, "", f"TOML syntax: {e}")]
         ) from None
     r = Reader(path, source)
     raw = expand_tree(raw, r, "")
@@ -548,8 +551,8 @@ def _intake(r: Reader, raw: Mapping[str, Any], base: Path) -> IntakeConfig:
     http = raw.get("http") or {}
     if http:
         listen = str(http.get("listen", "127.0.0.1:8470"))
-        if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
-            r.problem("intake.http", "listen", f"expected HOST:PORT, got {listen!r}")
+        if (wrong := listen_problem(listen)) is not None:
+            r.problem("intake.http", "listen", wrong)
         values["http_listen"] = listen
         token = http.get("token")
         if isinstance(token, str) and not isinstance(token, Missing):
@@ -572,6 +575,15 @@ CONSOLE_KEYS = ("listen", "token")
 _LISTEN = re.compile(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}")
 
 
+def listen_problem(listen: str) -> str | None:
+    """What is wrong with a ``HOST:PORT`` to listen on, or None."""
+    if not _LISTEN.fullmatch(listen):
+        return f"expected HOST:PORT, got {listen!r}"
+    if int(listen.rpartition(":")[2]) > 65535:
+        return f"port out of range (0-65535) in {listen!r}"
+    return None
+
+
 def _console(r: Reader, raw: Any) -> ConsoleConfig:
     """``[console]``: checked here, but its token is only required to start the console."""
     if not isinstance(raw, dict):
@@ -581,8 +593,8 @@ def _console(r: Reader, raw: Any) -> ConsoleConfig:
     values: dict[str, Any] = {}
     if "listen" in raw:
         listen = str(raw["listen"])
-        if not _LISTEN.fullmatch(listen):
-            r.problem("console", "listen", f"expected HOST:PORT, got {listen!r}")
+        if (wrong := listen_problem(listen)) is not None:
+            r.problem("console", "listen", wrong)
         else:
             values["listen"] = listen
     token = raw.get("token")

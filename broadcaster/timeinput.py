@@ -8,6 +8,7 @@ counts from now.
 
 from __future__ import annotations
 
+import argparse
 import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -42,3 +43,29 @@ def parse_time(text: str, now: datetime, tz: ZoneInfo, *, future: bool = False) 
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed
+
+
+def aware_argument(text: str) -> datetime:
+    """``--at``/``--start``: an ISO 8601 time with its offset (argparse's ``type``)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a time: expected ISO 8601 with its offset, "
+            "e.g. 2017-11-09T08:00+01:00"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset, e.g. 2017-11-09T08:00+01:00")
+    return value
+
+
+def hours_argument(text: str) -> float:
+    """``simulate --hours``: a number of hours above 0, at most a year."""
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = float("nan")
+    if not 0 < hours <= 24 * 366:  # NaN fails too
+        wanted = "expected a number of hours above 0 (at most 8784)"
+        raise argparse.ArgumentTypeError(f"{wanted}, got {text!r}")
+    return hours

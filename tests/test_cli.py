@@ -309,3 +309,33 @@ def test_the_readme_tour_activates_the_venv_before_its_bare_commands() -> None:
     first_bare = next(i for i, c in enumerate(commands) if c.startswith("broadcaster "))
     assert ". .venv/bin/activate" in commands[:first_bare], "broadcaster would not be found"
     assert (ROOT / "pyproject.toml").read_text().count('broadcaster = "') == 1  # the script
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["preview", "--at", "tomorrow"], "argument --at: cannot read 'tomorrow' as a time"),
+        (["simulate", "--hours", "-3"], "argument --hours: expected a number of hours above 0"),
+    ],
+)
+def test_a_bad_time_or_duration_on_the_command_line_says_what_it_expects(
+    site: Path, capsys, argv: list[str], words: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--config", str(site / "config.toml")])
+    _, err = capsys.readouterr()
+    assert exit_.value.code == 2
+    assert words in err.splitlines()[-1]
+    assert "_aware" not in err and "Traceback" not in err
+
+
+def test_preview_and_simulate_show_times_in_the_configured_timezone(site: Path, capsys) -> None:
+    config = str(site / "config.toml")
+    at = "2017-11-09T06:30:00+00:00"  # 07:30 in Paris, the example's timezone
+    code, out, _ = run(capsys, "preview", "--config", config, "--at", at)
+    assert code == 0
+    assert out.startswith("2017-11-09T07:30:00+01:00  ")
+    code, out, _ = run(capsys, "simulate", "--config", config, "--start", at, "--hours", "1")
+    assert code == 0
+    assert out.startswith("2017-11-09T07:30:00+01:00  ")
+    assert out.endswith(" from 2017-11-09T07:30:00+01:00 to 2017-11-09T08:30:00+01:00\n")

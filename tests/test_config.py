@@ -97,7 +97,7 @@ def test_env_vars_expand_and_secrets_never_print(tmp_path: Path, monkeypatch, ca
             "cadence.long_incident_interval",
             "unknown severity 'severe'",
         ),
-        ('[channels.a\nplatform = "x"\n', 1, "-", "TOML syntax"),
+        ('[channels.a\nplatform = "x"\n', 1, "", "TOML syntax"),  # no key to name
     ],
 )
 def test_bad_config_names_file_line_and_key(
@@ -111,7 +111,17 @@ def test_bad_config_names_file_line_and_key(
     assert problem.line == line
     assert problem.key == key
     assert words in problem.message
-    assert f"{path}:{line}: {key}:" in str(err.value)
+    assert str(problem) == f"{path}:{line}: {key + ': ' if key else ''}{problem.message}"
+    assert str(problem) in str(err.value).splitlines()
+
+
+def test_a_missing_config_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "config.toml")
+    assert str(err.value) == (
+        f"{tmp_path / 'config.toml'}: cannot read: No such file or directory"
+        " (copy config.example.toml there, or give --config FILE)"
+    )
 
 
 def test_a_config_with_no_channel_is_refused(tmp_path: Path) -> None:

@@ -167,3 +167,75 @@ def test_draft_new_maintenance_opens_scheduled_as_the_console_does(config: Path,
     assert code == 0, err
     opened = incident(config, "rbx-upgrade")
     assert opened.status == "scheduled" and opened.started_at == opened.starts_at
+
+
+def test_console_on_a_port_in_use_or_out_of_range_is_one_error_line(config: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code = main(["console", "--config", str(config), "--listen", address])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err == f"error: cannot listen on {address}: Address already in use\n"
+    code = main(["console", "--config", str(config), "--listen", "127.0.0.1:99999"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err == "error: --listen: port out of range (0-65535) in '127.0.0.1:99999'\n"
+
+
+def test_console_stopped_with_ctrl_c_ends_quietly(config: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from support import wait_for
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    argv = ["console", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+    console = subprocess.Popen(
+        [sys.executable, "-m", "broadcaster", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as page:
+                return bool(page.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, "the console to serve its login page", timeout=30)
+    finally:
+        console.send_signal(signal.SIGINT)
+        _, err = console.communicate(timeout=30)
+    assert console.returncode == 0
+    assert "Traceback" not in err
+
+
+def test_an_unknown_incident_id_suggests_the_close_one_or_lists_them(config: Path, capsys) -> None:
+    code, _, err = draft(capsys, config, "sbg-power-2017-11-9", "--status", "monitoring")
+    assert code == 2
+    assert err.startswith("error: no incident 'sbg-power-2017-11-9' in ")
+    assert err.endswith(" (did you mean 'sbg-power-2017-11-09'?)\n")
+    code, _, err = draft(capsys, config, "rbx-network", "--status", "monitoring")
+    assert code == 2
+    assert "(ids there: sbg-network-upgrade-2030-03-10, sbg-power-2017-11-09;" in err
+    assert err.endswith("; draft --new rbx-network … opens it)\n")
+
+
+def test_a_language_no_channel_posts_in_is_refused_not_taken_as_text(config: Path, capsys) -> None:
+    for option, value in (("--message", "de=Strom ist zurück"), ("--services", "de=Hosting")):
+        code, _, err = draft(capsys, config, SBG, option, value, "--all-languages")
+        assert code == 2
+        assert err == f"error: {option}: 'de' is not a language the channels post in (en, fr)\n"

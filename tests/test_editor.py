@@ -298,3 +298,25 @@ def test_a_reminder_whose_tail_would_repeat_is_cut_elsewhere_not_stamped(editor:
     for thread in threads[2:]:  # the reminders cut elsewhere: ops' word whole in one part
         assert any(f"ago): {message} (" in part for part in thread), thread
     assert all(part[0].isupper() or not part[0].isalpha() for part in every)
+
+
+def test_a_broken_save_reverted_to_the_last_good_bytes_clears_the_error(tmp_path: Path) -> None:
+    """Ops undo a broken edit (`git checkout`, the editor's undo): the file is the last good
+    one again, nothing to apply, but the source must stop reporting the old error (it feeds
+    `broadcaster_source_ok` and `/healthz`)."""
+    path = tmp_path / "state.toml"
+    good = (
+        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "identified"\n'
+        'started_at = 2017-11-09T07:23:00+01:00\ncause = "Feed lost"\n'
+    )
+    path.write_text(good)
+    source = StateFileSource(path)
+    first = source.poll()
+    assert first is not None
+    first.ack()
+    path.write_text(good.replace('"identified"', '"identified'))
+    assert source.poll() is None
+    assert source.last_error is not None and "state.toml:4" in source.last_error
+    path.write_text(good)
+    assert source.poll() is None  # nothing changed since the last good state
+    assert source.last_error is None

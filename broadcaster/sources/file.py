@@ -83,8 +83,11 @@ class StateFileSource(WatchedSource):
             return None
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest:
+            # Touched, not changed; or a broken save undone back to the last good bytes,
+            # which are valid: the error reported meanwhile no longer holds.
             self._remember(signature)
-            return None  # touched, not changed
+            self._recovered()
+            return None
         try:
             incidents = load_state(
                 self.path, self.languages, self.max_bytes, check=self._check, raw=raw
@@ -93,9 +96,7 @@ class StateFileSource(WatchedSource):
             self._report(f"{e}\n(keeping the last good state until the file is fixed)")
             self._remember(signature)  # reported once: _report logs a new message only
             return None
-        if self._error is not None:
-            log.info("%s: state file is valid again", self.path)
-        self._error = None
+        self._recovered()
 
         def committed() -> None:
             # Only once the store has it: a failed commit (disk full) is retried next poll.
@@ -104,6 +105,11 @@ class StateFileSource(WatchedSource):
             self._messages = {i.id: _languages_of(i) for i in incidents}
 
         return Batch(incidents, ack=committed)
+
+    def _recovered(self) -> None:
+        if self._error is not None:
+            log.info("%s: state file is valid again", self.path)
+        self._error = None
 
     def _check(self, incident: Incident) -> Iterator[tuple[str, str]]:
         if self.check is not None:

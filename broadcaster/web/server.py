@@ -167,6 +167,21 @@ class _Protocol(H11Protocol):
             transport.close()
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on ``host:port``, or the ``OSError`` saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class AsgiServer:
     def __init__(
         self,
@@ -211,16 +226,7 @@ class AsgiServer:
     def start(self) -> None:
         """Bind and serve; raises ``OSError`` if the address cannot be bound."""
         host, port = self.requested
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = listen_socket(host, port)
         self._socket = sock
         bound_host, bound_port = sock.getsockname()[:2]
         self._bound = (str(bound_host), int(bound_port))
@@ -256,14 +262,14 @@ class AsgiServer:
             self._socket.close()
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Serve in the foreground until SIGINT or SIGTERM (uvicorn handles both and lets open
-    requests finish), with the same deadlines as the daemon's listener."""
+def serve(app: Any, sock: socket.socket) -> None:
+    """Serve on ``sock`` (from ``listen_socket``, so an address in use was an ``OSError``
+    before anything was announced) in the foreground until SIGINT or SIGTERM (uvicorn
+    handles both and lets open requests finish), with the same deadlines as the daemon's
+    listener."""
     protocol = type("Protocol", (_Protocol,), {"deadline": REQUEST_DEADLINE})
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         http=protocol,
         lifespan="off",
         log_config=None,
@@ -274,7 +280,10 @@ def serve(app: Any, host: str, port: int) -> None:
         timeout_keep_alive=KEEP_ALIVE,  # type: ignore[arg-type]
         ws="none",
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class ServerThread:
