@@ -266,7 +266,7 @@ class Editor:
                 continue
             for limit in range(rule.limit, rule.limit // 2, -step):
                 try:
-                    replies = split(rest, replace(rule, limit=limit))
+                    replies = split(rest, replace(rule, limit=limit), whole_words=True)
                 except ValueError:
                     break
                 n = 1 + len(replies)

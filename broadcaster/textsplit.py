@@ -44,7 +44,9 @@ _ATOMIC = regex.compile(r"(?<![\w@])@\w+(?:@[\w\-]+(?:\.[\w\-]+)*)?|(?<![\w&])[#
 _NON_SPACE = re.compile(r"\S")
 
 
-def split(text: str, rule: LengthRule, spoiler_text: str = "", *, head: int = 0) -> list[str]:
+def split(
+    text: str, rule: LengthRule, spoiler_text: str = "", *, head: int = 0, whole_words: bool = False
+) -> list[str]:
     """``[text]`` if it fits; otherwise parts that each fit with their " (i/n)" suffix.
 
     The first ``head`` characters (the essentials: status, scope, next update, link) stay
@@ -53,7 +55,9 @@ def split(text: str, rule: LengthRule, spoiler_text: str = "", *, head: int = 0)
 
     Cuts prefer paragraph breaks, then sentence ends, then spaces; they never fall inside a
     URL, a mention or a hashtag, and fall between grapheme clusters only when a single word
-    cannot fit in a part. Raises ValueError if the limit is too small for any numbered part.
+    cannot fit in a part (with ``whole_words``, ValueError instead: a caller trying other
+    limits for a better cut must never get a torn word for it). Raises ValueError if the
+    limit is too small for any numbered part.
     """
     if rule.fits(text, spoiler_text):
         return [text]
@@ -61,7 +65,7 @@ def split(text: str, rule: LengthRule, spoiler_text: str = "", *, head: int = 0)
     if stripped != text and rule.fits(stripped, spoiler_text):
         return [stripped]
     head = max(0, head - (len(text) - len(text.lstrip())))
-    splitter = _Splitter(stripped, rule, spoiler_text, head)
+    splitter = _Splitter(stripped, rule, spoiler_text, head, whole_words)
     # The suffix width depends on the number of digits of n, and n on the suffix width:
     # pack for a digit count, repack if n needs more digits. Wider suffixes never yield
     # fewer parts, so this settles in one or two passes.
@@ -191,8 +195,16 @@ class _Splitter:
     chosen part is counted exactly, so a long text costs about one exact count per part.
     """
 
-    def __init__(self, text: str, rule: LengthRule, spoiler_text: str, head: int = 0) -> None:
+    def __init__(
+        self,
+        text: str,
+        rule: LengthRule,
+        spoiler_text: str,
+        head: int = 0,
+        whole_words: bool = False,
+    ) -> None:
         self.text = text
+        self.whole_words = whole_words
         self.head = min(head, len(text))
         self.rule = rule
         self.spoiler_text = spoiler_text
@@ -277,6 +289,8 @@ class _Splitter:
 
     def _hard_cut(self, pos: int, end: int, suffix: str) -> int:
         """Cut a word too long for any part, between grapheme clusters, outside entities."""
+        if self.whole_words:
+            raise ValueError(f"a word at position {pos} is longer than a part")
         clusters: list[int] = [m.end() for m in _GRAPHEME.finditer(self.text, pos, end)]
         for cuts in ([c for c in clusters if not self._inside_atomic(c)], clusters):
             budget = self._budget(pos, suffix)

@@ -148,3 +148,13 @@ def test_a_post_is_valid_up_to_its_limit_content_warning_included() -> None:
     assert not mastodon.valid("x" * 490, spoiler_text="Power outage in SBG")
     short_x = x_rule(100)
     assert short_x.valid("x" * 100) and not short_x.valid("x" * 101)
+
+
+def test_with_whole_words_a_word_longer_than_a_part_is_refused_not_torn() -> None:
+    """The editor tries shorter limits for a thread that reads better; a word (here a CJK
+    sentence, which has no spaces) torn between graphemes must never be the price of it."""
+    sentence = "両方の給電系統が停止しデータセンター内のすべてのサーバーが停止しました" * 5 + "。"
+    rule = x_rule()
+    assert len(split(sentence, rule)) > 1  # torn as a last resort
+    with pytest.raises(ValueError, match="longer than a part"):
+        split(sentence, rule, whole_words=True)
