@@ -84,12 +84,27 @@ def test_a_repeated_text_is_stamped_so_the_platform_never_sees_a_duplicate(
     assert parts[0][1] <= parts[0][2]
 
 
+def outage(status: str = "investigating", more: str = "") -> str:
+    """A one-incident state file, as ops would save it."""
+    return (
+        f'[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "{status}"\n'
+        f"started_at = 2017-11-09T07:23:00+01:00\n{more}"
+    )
+
+
+def committed(path: Path, text: str) -> StateFileSource:
+    """A source that has read ``text`` at ``path`` and had it committed."""
+    path.write_text(text)
+    source = StateFileSource(path)
+    batch = source.poll()
+    assert batch is not None
+    batch.ack()
+    return source
+
+
 def test_the_state_file_counts_as_read_only_once_the_store_committed_it(tmp_path: Path) -> None:
     path = tmp_path / "state.toml"
-    path.write_text(
-        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
-        "started_at = 2017-11-09T07:23:00+01:00\n"
-    )
+    path.write_text(outage())
     source = StateFileSource(path)
     first = source.poll()
     assert first is not None and [i.id for i in first.incidents] == ["a"]
@@ -106,15 +121,8 @@ def test_a_second_same_size_save_within_one_timestamp_tick_is_not_missed(
     second (here "identified" → "monitoring" in a time-stamped line of equal length) must
     still be read, not waved through as already seen."""
     path = tmp_path / "state.toml"
-    first_text = (
-        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "identified"\n'
-        'started_at = 2017-11-09T07:23:00+01:00\ncause = "Feed lost"\n'
-    )
-    path.write_text(first_text)
-    source = StateFileSource(path)
-    first = source.poll()
-    assert first is not None
-    first.ack()
+    first_text = outage("identified", 'cause = "Feed lost"\n')
+    source = committed(path, first_text)
     before = path.stat()
     second_text = first_text.replace('"identified"', '"monitoring"')
     assert len(second_text) == len(first_text)
@@ -133,10 +141,7 @@ def test_the_incidents_applied_are_those_of_the_bytes_whose_digest_is_recorded(
     import broadcaster.sources.file as file_source
 
     path = tmp_path / "state.toml"
-    text = (
-        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
-        "started_at = 2017-11-09T07:23:00+01:00\n"
-    )
+    text = outage()
     path.write_text(text)
     real_read = file_source.read_bytes
 
@@ -154,15 +159,8 @@ def test_a_save_cut_short_before_the_message_keeps_the_last_good_state(tmp_path:
     """A save cut on a line boundary is valid TOML that lost its last lines: posted, it
     would be an update with no message. Refused, with file, line and field."""
     path = tmp_path / "state.toml"
-    whole = (
-        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "investigating"\n'
-        'started_at = 2017-11-09T07:23:00+01:00\nmessage = "Power is lost."\n'
-    )
-    path.write_text(whole)
-    source = StateFileSource(path)
-    first = source.poll()
-    assert first is not None
-    first.ack()
+    whole = outage(more='message = "Power is lost."\n')
+    source = committed(path, whole)
     path.write_text(whole.replace('"investigating"', '"identified"').rsplit("message", 1)[0])
     assert source.poll() is None, "nothing of the cut save is applied"
     error = source.last_error or ""
@@ -305,15 +303,8 @@ def test_a_broken_save_reverted_to_the_last_good_bytes_clears_the_error(tmp_path
     one again, nothing to apply, but the source must stop reporting the old error (it feeds
     `broadcaster_source_ok` and `/healthz`)."""
     path = tmp_path / "state.toml"
-    good = (
-        '[[incidents]]\nid = "a"\ntitle = "Outage"\nstatus = "identified"\n'
-        'started_at = 2017-11-09T07:23:00+01:00\ncause = "Feed lost"\n'
-    )
-    path.write_text(good)
-    source = StateFileSource(path)
-    first = source.poll()
-    assert first is not None
-    first.ack()
+    good = outage("identified", 'cause = "Feed lost"\n')
+    source = committed(path, good)
     path.write_text(good.replace('"identified"', '"identified'))
     assert source.poll() is None
     assert source.last_error is not None and "state.toml:4" in source.last_error
