@@ -407,7 +407,10 @@ def test_a_giant_word_is_cut_between_grapheme_clusters() -> None:
             assert body == THUMBS_UP_MEDIUM * (len(body) // 2)
 
 
-@pytest.mark.parametrize("letter", ["e\u0301", "e\u0323\u0302"], ids=["é", "ệ"])
+# ASCII ids: mutmut passes test ids on its command line, where "é" does not survive.
+@pytest.mark.parametrize(
+    "letter", ["e\u0301", "e\u0323\u0302"], ids=["e-acute", "e-dot-circumflex"]
+)
 def test_combining_accents_are_never_separated_from_their_letter(letter: str) -> None:
     text = letter * 400  # X counts the NFC form: one code point per letter here
     parts = split(text, x_rule())
