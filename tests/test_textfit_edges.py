@@ -158,3 +158,134 @@ def test_with_whole_words_a_word_longer_than_a_part_is_refused_not_torn() -> Non
     assert len(split(sentence, rule)) > 1  # torn as a last resort
     with pytest.raises(ValueError, match="longer than a part"):
         split(sentence, rule, whole_words=True)
+
+
+def test_the_url_shortcut_understands_twitter_texts_pattern_and_misses_no_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line the shortcut wrongly skips would count a link at its own length, not 23."""
+    fresh = textfit._url_prefilter()
+    assert fresh is not None, "the fast URL scan no longer fits twitter-text's pattern"
+    monkeypatch.setattr(textfit, "_URL_PREFILTER", fresh)
+    v3 = {**twitter_config["defaults"], **twitter_config["version3"]}
+    urls = [
+        "https://status.example.com/incidents/1234",
+        "status.example.com",
+        "STATUS.EXAMPLE.COM/SBG",
+        "Example.Org",
+        "http://xn--bcher-kva.example",
+        "www.exemple.xn--p1ai/page",
+        "exemple.рф",
+        "https://192.168.0.1/status",
+        "ovh.co.uk.",
+        "(voir ovh.net/status)",
+        "t.co/abc",
+        "a.zw b.ye c.yt d.wf e.vn f.ua g.tz",
+        "q.qa j.jp k.kr l.ly m.mx n.nl o.om p.pl",
+        "ovh.ie, ovh.it; ovh.fr! ovh.de? ovh.es…",
+    ]
+    for url in urls:
+        for text in (url, f"Voir {url} maintenant", f"ligne\n{url}\nfin"):
+            assert x_rule().count(text) == parse_tweet(text, v3).weightedLength, text
+    assert textfit.url_spans("see https://example.com/a now") == [(4, 25)]
+
+
+def test_a_rule_refuses_a_limit_below_one_and_a_negative_link_length_by_name() -> None:
+    assert LengthRule("x", 1).limit == 1
+    assert LengthRule("mastodon", 500, url_length=0).count("https://example.com") == 0
+    with pytest.raises(ValueError, match="limit must be positive, got 0"):
+        LengthRule("x", 0)
+    with pytest.raises(ValueError, match="url_length must not be negative, got -1"):
+        LengthRule("mastodon", 500, url_length=-1)
+    with pytest.raises(ValueError, match="must be 2 or 3, got 4"):
+        x_rule(version=4)
+    assert x_rule().platform == "x" and x_rule().counting is Counting.X_V3
+
+
+def test_weights_line_up_with_the_characters_and_add_up_to_the_count() -> None:
+    """The splitter cuts by these weights: one per character, summing to the platform's count."""
+    family = "👨\u200d👩\u200d👧"
+    text = f"Panne {family} voir https://status.example.com/sbg @ovh@mastodon.social é\u0301"
+    for rule in (x_rule(), textfit.mastodon_rule()):
+        units, scale = rule.units(text)
+        assert len(units) == len(text)
+        assert sum(units) // scale == rule.count(text), rule
+    units, scale = x_rule().units(family)
+    assert sum(units) == 2 * scale, "an emoji sequence weighs 2 today"
+
+
+def test_mastodon_counts_a_carriage_return_line_feed_as_one_character() -> None:
+    rule = textfit.mastodon_rule()
+    assert rule.count("Panne\r\nen cours") == 14
+    assert rule.count("Panne\ren cours\r") == 15
+    parts = split("mot\r\n" * 30, textfit.mastodon_rule(40))
+    assert all(rule.count(p) <= 40 for p in parts) and "".join(parts).count("mot") == 30
+
+
+def test_trailing_spaces_that_make_a_post_too_long_are_dropped_not_split() -> None:
+    assert split("0123456789   ", x_rule(10)) == ["0123456789"]
+
+
+def test_parts_fit_with_the_content_warning_counted_and_hold_as_much_as_they_may() -> None:
+    rule = textfit.mastodon_rule(limit=100)
+    cw = "Panne électrique à Strasbourg"
+    text = " ".join(["datacenter"] * 40)
+    parts = split(text, rule, spoiler_text=cw)
+    n = len(parts)
+    assert all(rule.fits(p, cw) for p in parts)
+    bodies = [p.removesuffix(f" ({i}/{n})") for i, p in enumerate(parts, 1)]
+    assert " ".join(bodies).split() == text.split()
+    for i, body in enumerate(bodies[:-1], 1):
+        assert not rule.fits(f"{body} datacenter ({i}/{n})", cw), f"part {i} not full"
+
+
+def test_a_thread_of_more_than_a_hundred_parts_counts_its_three_digit_suffixes() -> None:
+    # three words fill a part exactly while the suffix has two digits; past part 99 the
+    # suffix takes one more character and a part holds two
+    rule = x_rule(29)
+    text = " ".join(f"mot{i:03d}" for i in range(330))
+    parts = split(text, rule)
+    assert len(parts) >= 100 and parts[-1].endswith(f"/{len(parts)})")
+    _assert_full_parts(parts, text.split(), rule)
+
+
+def test_a_limit_too_small_for_any_text_says_so_by_name() -> None:
+    with pytest.raises(ValueError, match="limit 6 leaves no room for text at position 0"):
+        split("abcdefghijklmnop", x_rule(6))
+
+
+def test_a_head_that_nearly_fills_a_part_stays_whole_despite_its_own_full_stops() -> None:
+    rule = x_rule()
+    head = ("Power outage in Strasbourg. " * 7) + "Next update 10:30.\n"
+    assert rule.count(head) < 280 - len(" (1/2)")
+    text = head + " ".join(["datacenter"] * 30)
+    parts = split(text, rule, head=len(head))
+    assert parts[0].startswith(head.rstrip())
+    assert all(rule.fits(p) for p in parts)
+
+
+@pytest.mark.parametrize("separator", ["\n", " \n", "\u2028"], ids=["lf", "space-lf", "ls"])
+def test_parts_end_at_line_ends_rather_than_mid_line(separator: str) -> None:
+    rule = x_rule()
+    lines = [f"ligne {i} " + " ".join(["serveur"] * 8) for i in range(12)]
+    parts = split(separator.join(lines), rule)
+    bodies = [p.rsplit(" (", 1)[0] for p in parts]
+    for body in bodies:
+        assert body.endswith("serveur") and body.split(separator)[0].startswith("ligne"), body
+
+
+@pytest.mark.parametrize("separator", ["\n\n", " \n\n", "\u2029"], ids=["blank", "space", "ps"])
+def test_parts_end_at_paragraph_ends_rather_than_at_a_line_end(separator: str) -> None:
+    rule = x_rule()
+    paragraph = "\n".join(f"ligne {i} " + " ".join(["serveur"] * 3) for i in range(4))
+    text = separator.join([paragraph] * 5)
+    parts = split(text, rule)
+    assert all(p.startswith("ligne 0 ") for p in parts), parts
+
+
+def test_a_quoted_line_opening_with_a_guillemet_still_starts_a_part() -> None:
+    """« » glue to the word beside them across a space, never across a line break."""
+    rule = x_rule()
+    lines = ["» " + " ".join(["citation"] * 9) for _ in range(10)]
+    parts = split("\n".join(lines), rule)
+    assert all(p.startswith("» citation") for p in parts), parts
