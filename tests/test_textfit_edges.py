@@ -289,3 +289,30 @@ def test_a_quoted_line_opening_with_a_guillemet_still_starts_a_part() -> None:
     lines = ["» " + " ".join(["citation"] * 9) for _ in range(10)]
     parts = split("\n".join(lines), rule)
     assert all(p.startswith("» citation") for p in parts), parts
+
+
+def test_a_post_that_fits_only_without_its_content_warning_is_still_split() -> None:
+    rule = textfit.mastodon_rule(limit=100)
+    cw = "Panne électrique à Strasbourg"
+    for text in (" ".join(["serveur"] * 11), " ".join(["serveur"] * 11) + "    "):
+        assert rule.fits(text) and not rule.fits(text, cw)
+        parts = split(text, rule, spoiler_text=cw)
+        assert len(parts) == 2 and all(rule.fits(p, cw) for p in parts), parts
+
+
+def test_a_head_after_leading_blank_lines_stays_whole_and_its_part_is_filled() -> None:
+    rule = x_rule()
+    summary = "Power outage in Strasbourg: SBG1, SBG2 and SBG4 are down."
+    head = f"{summary} {summary} Next update by 10:30.\n"
+    text = "\n\n  " + head + " ".join(["datacenter"] * 40)
+    parts = split(text, rule, head=len("\n\n  " + head))
+    assert parts[0].startswith(head)
+    _assert_full_parts(parts, text.split(), rule)
+
+
+def test_a_head_longer_than_a_part_is_cut_into_parts_that_fit_exactly() -> None:
+    rule = x_rule()
+    text = " ".join(["a"] * 400)
+    parts = split(text, rule, head=len(text))
+    assert [rule.count(p) for p in parts[:2]] == [279, 279]
+    assert " ".join(p.rsplit(" (", 1)[0] for p in parts).split() == text.split()
