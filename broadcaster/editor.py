@@ -249,7 +249,10 @@ class Editor:
         (the elapsed time joins the cause, ops' word stays whole), so the parts differ in
         words and no "Posted at" stamp is needed. Never more parts than the natural cut,
         so the thread cap checked on acceptance still holds."""
-        best, score = parts, self._flaws(post.channel, text, parts, rule, seen)
+        # The text's own lines, as parts end them (right-stripped): a part ending
+        # elsewhere tore one. Worked out once for every cut tried.
+        lines = frozenset(line.rstrip() for line in text.splitlines())
+        best, score = parts, self._flaws(post.channel, lines, parts, rule, seen)
         if not any(score):
             return parts
         body = text.strip()
@@ -280,7 +283,7 @@ class Editor:
                 if tuple(cut) in tried or not all(rule.fits(c) for c in cut):
                     continue
                 tried.add(tuple(cut))
-                flaws = self._flaws(post.channel, text, cut, rule, seen)
+                flaws = self._flaws(post.channel, lines, cut, rule, seen)
                 if flaws < score:
                     best, score = cut, flaws
                     if not any(flaws):
@@ -288,7 +291,12 @@ class Editor:
         return best
 
     def _flaws(
-        self, channel: str, text: str, parts: list[str], rule: LengthRule, seen: dict[str, bool]
+        self,
+        channel: str,
+        lines: frozenset[str],
+        parts: list[str],
+        rule: LengthRule,
+        seen: dict[str, bool],
     ) -> tuple[int, int, int]:
         """How badly a thread reads, worst first: repeated parts, orphans (a reply of one
         line under a quarter of the limit), lines torn between two replies."""
@@ -297,7 +305,6 @@ class Editor:
             "\n" not in part and rule.count(_NUMBERING.sub("", part)) < rule.limit // 4
             for part in parts[1:]
         )
-        lines = set(text.splitlines())
         # The first part holds as much as fits (ops' news where most people read it):
         # only a line torn between two replies counts.
         torn = sum(_NUMBERING.sub("", part).splitlines()[-1] not in lines for part in parts[1:-1])
