@@ -36,7 +36,8 @@ def _conformance_file() -> Path:
     for parent in Path(__file__).resolve().parents[1:]:
         if (parent / relative).is_file():
             return parent / relative
-    return Path(__file__).resolve().parents[2] / relative
+    # A copy kept with the tests, so a clone on its own still runs the whole suite.
+    return Path(__file__).resolve().parent / "data" / "twitter-text-validate.yml"
 
 
 def _conformance_cases(*groups: str) -> list[Any]:
